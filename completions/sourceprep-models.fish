@@ -1,0 +1,1 @@
+complete --command sourceprep-models --no-files --arguments "(env _SOURCEPREP_MODELS_COMPLETE=complete_fish _TYPER_COMPLETE_FISH_ACTION=get-args _TYPER_COMPLETE_ARGS=(commandline -cp) sourceprep-models)" --condition "env _SOURCEPREP_MODELS_COMPLETE=complete_fish _TYPER_COMPLETE_FISH_ACTION=is-args _TYPER_COMPLETE_ARGS=(commandline -cp) sourceprep-models"

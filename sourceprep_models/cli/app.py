@@ -1,0 +1,107 @@
+"""The Typer application: global options, the shared context, and the one error handler.
+
+Exit codes (documented in the README and ``errors``):
+0 ok · 1 error · 2 usage · 3 model not found · 4 server unreachable · 5 bad config ·
+6 does not fit in memory · 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Annotated, Any
+
+import typer
+from typer.core import TyperGroup
+
+from sourceprep_models import __version__
+from sourceprep_models.cli import load as load_cmd
+from sourceprep_models.cli import pin as pin_cmd
+from sourceprep_models.cli import status as status_cmd
+from sourceprep_models.cli import unload as unload_cmd
+from sourceprep_models.cli.context import AppContext
+from sourceprep_models.constants import ENV_CONFIG, ENV_QUIET, ENV_VERBOSE
+from sourceprep_models.errors import ExitCode, SourceprepError
+
+EPILOG = (
+    "Exit codes: 0 ok, 1 error, 2 usage, 3 model not found, 4 server unreachable, "
+    "5 bad config, 6 does not fit in memory, 130 interrupted."
+)
+
+
+class _Group(TyperGroup):
+    """Turns every expected failure into one stderr line and its exit code, in one place."""
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except SourceprepError as exc:
+            _output(ctx).error(exc.message)
+            raise typer.Exit(int(exc.exit_code)) from None
+        except KeyboardInterrupt:
+            _output(ctx).error("interrupted")
+            raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
+
+
+def _output(ctx: Any) -> Any:
+    from sourceprep_models.output import Output
+
+    obj = getattr(ctx, "obj", None)
+    return obj.output if isinstance(obj, AppContext) else Output()
+
+
+app = typer.Typer(
+    cls=_Group,
+    name="sourceprep-models",
+    help="Decide and drive which LLMs are resident in memory on this machine's model servers.",
+    epilog=EPILOG,
+    no_args_is_help=True,
+    add_completion=True,
+    pretty_exceptions_show_locals=False,
+    rich_markup_mode=None,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"sourceprep-models {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    ctx: typer.Context,
+    config: Annotated[
+        str | None,
+        typer.Option("--config", "-c", envvar=ENV_CONFIG, help="Config file (TOML).", show_default=False),
+    ] = None,
+    verbose: Annotated[
+        int, typer.Option("--verbose", "-v", count=True, help="More detail on stderr (repeatable).")
+    ] = 0,
+    quiet: Annotated[int, typer.Option("--quiet", "-q", count=True, help="Less chatter on stderr (repeatable).")] = 0,
+    color: Annotated[
+        bool | None, typer.Option("--color/--no-color", help="Force colour on or off (default: auto).")
+    ] = None,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version and exit.")
+    ] = False,
+) -> None:
+    """Decide and drive which LLMs are resident in memory on this machine's model servers."""
+    from sourceprep_models.output import Output
+
+    verbosity = verbose - quiet + _env_int(ENV_VERBOSE) - _env_int(ENV_QUIET)
+    ctx.obj = AppContext(output=Output(verbosity=verbosity, color=color), config_path=config, environ=os.environ)
+
+
+def _env_int(name: str) -> int:
+    value = os.environ.get(name, "")
+    return int(value) if value.isdigit() else 0
+
+
+app.command(name="status", epilog=EPILOG)(status_cmd.status)
+app.command(name="load", epilog=EPILOG)(load_cmd.load)
+app.command(name="unload", epilog=EPILOG)(unload_cmd.unload)
+app.command(name="pin", epilog=EPILOG)(pin_cmd.pin)
+
+
+def main() -> None:
+    app(prog_name="sourceprep-models")

@@ -1,0 +1,69 @@
+"""What every command shares: the output layer, the config (loaded on first use), providers."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from sourceprep_models.errors import UsageError
+
+if TYPE_CHECKING:
+    from sourceprep_models.config.schema import Config, Endpoint, ModelSpec
+    from sourceprep_models.output import Output
+    from sourceprep_models.providers.base import Provider
+
+
+@dataclass
+class AppContext:
+    output: Output
+    config_path: str | None
+    environ: Mapping[str, str]
+    _config: Config | None = field(default=None, repr=False)
+
+    @property
+    def config(self) -> Config:
+        if self._config is None:
+            from sourceprep_models.config import load_config
+
+            self._config = load_config(self.config_path, self.environ)
+        return self._config
+
+    def editable_config_path(self) -> Path:
+        """The file `pin` writes: the one in use, else where the next run will look for one."""
+        from sourceprep_models.config.loader import default_config_path, locate_config
+
+        location = locate_config(self.config_path, self.environ)
+        return location.path if location.path is not None else default_config_path()
+
+    def reload_config(self) -> Config:
+        self._config = None
+        return self.config
+
+    def endpoint(self, name: str | None) -> Endpoint:
+        config = self.config
+        if name is None:
+            return config.endpoints[config.default_endpoint]
+        if name not in config.endpoints:
+            known = ", ".join(config.endpoints)
+            raise UsageError(f"no endpoint named {name!r} in the config; known endpoints: {known}")
+        return config.endpoints[name]
+
+    def endpoints(self, name: str | None) -> list[Endpoint]:
+        return [self.endpoint(name)] if name else list(self.config.endpoints.values())
+
+    def provider(self, endpoint: Endpoint) -> Provider:
+        from sourceprep_models.providers import create_provider
+
+        return create_provider(endpoint)
+
+    def resolve_model(self, name: str, endpoint: str | None) -> tuple[ModelSpec | None, Endpoint]:
+        """A configured model (by key or server name) and its endpoint, else the raw name on one."""
+        specs = self.config.find_models(name, endpoint)
+        if len({spec.endpoint for spec in specs}) > 1:
+            where = ", ".join(sorted({spec.endpoint for spec in specs}))
+            raise UsageError(f"{name!r} is configured on several endpoints ({where}); pick one with --endpoint")
+        if specs:
+            return specs[0], self.endpoint(specs[0].endpoint)
+        return None, self.endpoint(endpoint)

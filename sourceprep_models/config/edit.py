@@ -1,0 +1,150 @@
+"""Change the config file in place: comments and layout kept, validated, written atomically, locked.
+
+The edit is applied to tomlkit's document (which keeps every comment and blank line), the whole
+result is validated with the same loader that reads it, and only then written: temp file in the
+same directory, fsync, ``os.replace``. A crash leaves either the old file or the new one, never
+half of each; a validation failure leaves the old file untouched.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from sourceprep_models.config.loader import parse_config
+from sourceprep_models.config.schema import Config
+from sourceprep_models.errors import ConfigError
+
+NEW_FILE_HEADER = (
+    "# sourceprep-models configuration (created by `sourceprep-models pin`).\n"
+    "# See models.example.toml in the project for every option.\n"
+)
+
+
+def edit_config(path: Path, change: Callable[[str], str], environ: Mapping[str, str]) -> Config:
+    """Apply ``change`` (old text → new text) under a lock, validate the result, write atomically."""
+    from filelock import FileLock, Timeout
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(path) + ".lock")
+    try:
+        with lock.acquire(timeout=30):
+            text = path.read_text(encoding="utf-8") if path.exists() else NEW_FILE_HEADER
+            parse_config(text, path, environ)  # refuse to edit a file that is already broken
+            new_text = change(text)
+            config = parse_config(new_text, path, environ)
+            if new_text != text:
+                write_atomic(path, new_text)
+            return config
+    except Timeout:
+        raise ConfigError(f"{path}: another sourceprep-models process is editing it; try again") from None
+
+
+def write_atomic(path: Path, text: str) -> None:
+    mode = path.stat().st_mode & 0o777 if path.exists() else 0o644
+    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(temp, mode)
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+    _fsync_directory(path.parent)
+
+
+def _fsync_directory(directory: Path) -> None:
+    """Make the rename itself durable where the platform allows opening a directory."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def set_pin(text: str, key: str, name: str, endpoint: str | None, pinned: bool) -> str:
+    """``text`` with ``models.<key>.always_available`` set (creating the entry) or cleared.
+
+    The edit is made on the lines themselves, next to the entry's other keys, so every comment and
+    blank line elsewhere stays byte for byte; the result is then checked against tomlkit's reading
+    of the intended change, and tomlkit's own document edit is the fallback for layouts the line
+    edit does not handle (inline tables, dotted keys).
+    """
+    import tomlkit
+
+    expected = tomlkit.parse(text).unwrap()
+    _apply_pin(expected, key, name, endpoint, pinned)
+    edited = _set_pin_lines(text, key, name, endpoint, pinned)
+    if edited is not None:
+        try:
+            if tomlkit.parse(edited).unwrap() == expected:
+                return edited
+        except Exception:  # a line edit that produced invalid TOML: use the document edit instead
+            pass
+    document = tomlkit.parse(text)
+    _apply_pin(document, key, name, endpoint, pinned)
+    return tomlkit.dumps(document)
+
+
+def _apply_pin(data: Any, key: str, name: str, endpoint: str | None, pinned: bool) -> None:
+    """The change itself, on a plain dict or a tomlkit document alike."""
+    models = data.setdefault("models", {}) if pinned else data.get("models")
+    if models is None:
+        return
+    entry = models.get(key)
+    if entry is None:
+        if not pinned:
+            return
+        entry = {}
+        if name != key:
+            entry["name"] = name
+        if endpoint is not None:
+            entry["endpoint"] = endpoint
+        models[key] = entry
+    if pinned:
+        entry["always_available"] = True
+    elif "always_available" in entry:
+        del entry["always_available"]
+
+
+def _set_pin_lines(text: str, key: str, name: str, endpoint: str | None, pinned: bool) -> str | None:
+    from sourceprep_models.config.loader import _iter_key_lines, toml_key
+
+    lines = text.splitlines(keepends=True)
+    entry_lines = [number for path, number in _iter_key_lines(text) if path[:2] == ("models", key)]
+    flag_lines = [number for path, number in _iter_key_lines(text) if path == ("models", key, "always_available")]
+    newline = "\r\n" if text.endswith("\r\n") else "\n"
+    if flag_lines:
+        index = flag_lines[0] - 1
+        if pinned:
+            indent = lines[index][: len(lines[index]) - len(lines[index].lstrip())]
+            lines[index] = f"{indent}always_available = true{newline}"
+        else:
+            del lines[index]
+        return "".join(lines)
+    if not pinned:
+        return text
+    if entry_lines:
+        last = max(entry_lines)
+        lines.insert(last, f"always_available = true{newline}")
+        return "".join(lines)
+    block = [f"[models.{toml_key(key)}]"]
+    if name != key:
+        block.append(f"name = {json.dumps(name)}")
+    if endpoint is not None:
+        block.append(f"endpoint = {json.dumps(endpoint)}")
+    block.append("always_available = true")
+    prefix = "" if not text or text.endswith(("\n", "\r")) else newline
+    return text + prefix + newline + newline.join(block) + newline

@@ -1,0 +1,607 @@
+"""Find the config file, parse it with tomlkit and validate it into ``schema`` records.
+
+Precedence for the file: ``--config``, then ``$SOURCEPREP_MODELS_CONFIG``, then the platformdirs
+user config file; no file at all means built-in defaults (one Ollama endpoint at ``OLLAMA_HOST``).
+Every problem is reported as one line naming the file, the line, the key path and the fix.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+from sourceprep_models.config.schema import (
+    MODEL_KINDS,
+    PROVIDER_KINDS,
+    Config,
+    Endpoint,
+    MemoryPolicy,
+    ModelSpec,
+    Pipeline,
+    Stage,
+)
+from sourceprep_models.constants import APP_NAME, DEFAULT_ENDPOINT_NAME, ENV_CONFIG, ENV_OLLAMA_HOST
+from sourceprep_models.errors import ConfigError
+from sourceprep_models.units import KeepAlive, parse_duration, parse_keep_alive, parse_size
+
+T = TypeVar("T")
+KeyPath = tuple[str | int, ...]
+
+_TOP_KEYS = ("endpoints", "models", "memory", "pipelines", "default_endpoint")
+_ENDPOINT_KEYS = ("kind", "url", "api_key_env", "load_timeout", "unload_timeout")
+_MODEL_KEYS = ("name", "endpoint", "keep_alive", "context_length", "options", "always_available", "kind")
+_MEMORY_KEYS = ("budget", "headroom", "single_model", "allow_evict_pinned")
+_PIPELINE_KEYS = ("stages", "description")
+_STAGE_KEYS = ("name", "model", "repeat", "prompts", "prompts_file", "command")
+# Keys that would put a secret into the file; secrets are referenced by env var name only.
+_SECRET_KEYS = ("api_key", "apikey", "token", "password", "secret", "authorization")
+# Ollama runner/sampling options and their JSON types (ollama.md §4.7: a wrong type is a 500 at load).
+_INT_OPTIONS = (
+    "num_ctx",
+    "num_batch",
+    "num_gpu",
+    "main_gpu",
+    "num_thread",
+    "num_keep",
+    "num_predict",
+    "top_k",
+    "seed",
+    "repeat_last_n",
+    "draft_num_predict",
+)
+_FLOAT_OPTIONS = ("temperature", "top_p", "min_p", "typical_p", "repeat_penalty", "presence_penalty")
+_BOOL_OPTIONS = ("use_mmap", "numa", "low_vram", "penalize_newline")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+@dataclass(frozen=True)
+class ConfigLocation:
+    path: Path | None
+    layer: str  # "--config", ENV_CONFIG, "user config" or "defaults"
+    explicit: bool
+
+
+def default_config_path() -> Path:
+    from platformdirs import user_config_path
+
+    return user_config_path(APP_NAME, appauthor=False) / "config.toml"
+
+
+def locate_config(cli_path: str | None, environ: Mapping[str, str]) -> ConfigLocation:
+    if cli_path:
+        return ConfigLocation(Path(cli_path).expanduser(), "--config", explicit=True)
+    if environ.get(ENV_CONFIG):
+        return ConfigLocation(Path(environ[ENV_CONFIG]).expanduser(), ENV_CONFIG, explicit=True)
+    path = default_config_path()
+    if path.exists():
+        return ConfigLocation(path, "user config", explicit=False)
+    return ConfigLocation(None, "defaults", explicit=False)
+
+
+def load_config(cli_path: str | None, environ: Mapping[str, str]) -> Config:
+    """Locate, read and validate the config; raise ``ConfigError`` (exit 5) on any problem."""
+    location = locate_config(cli_path, environ)
+    if location.path is None:
+        return parse_config("", None, environ)
+    path = location.path
+    if not path.exists():
+        raise ConfigError(f"{path}: config file not found (named by {location.layer}); create it or fix the path")
+    if path.is_dir():
+        raise ConfigError(f"{path}: is a directory, not a config file; point {location.layer} at a .toml file")
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the config file ({exc.strerror}); check its permissions") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise ConfigError(f"{path}:{line}: the file is not valid UTF-8; save it as UTF-8") from None
+    return parse_config(text, path, environ)
+
+
+def parse_config(text: str, path: Path | None, environ: Mapping[str, str]) -> Config:
+    import tomlkit
+    from tomlkit.exceptions import KeyAlreadyPresent, ParseError
+
+    label = str(path) if path is not None else "<config>"
+    try:
+        document = tomlkit.parse(text)
+    except ParseError as exc:
+        # tomlkit's message already ends with "at line L col C"; keep only the reason.
+        reason = re.sub(r"\s+at line \d+ col \d+$", "", str(exc))
+        raise ConfigError(f"{label}:{exc.line}: invalid TOML: {reason}; fix the syntax at column {exc.col}") from None
+    except KeyAlreadyPresent as exc:
+        line = _first_duplicate_line(text)
+        where = f"{label}:{line}" if line else label
+        raise ConfigError(f"{where}: invalid TOML: {exc}; keep one of the two") from None
+    data: dict[str, Any] = document.unwrap()
+    return _Validator(label, _key_lines(text), environ).config(data, path)
+
+
+class _Validator:
+    """Walks the unwrapped TOML data; every failure names the file, line and key path."""
+
+    def __init__(self, label: str, lines: dict[KeyPath, int], environ: Mapping[str, str]) -> None:
+        self.label = label
+        self.lines = lines
+        self.environ = environ
+
+    # -- reporting ---------------------------------------------------------------------------
+
+    def fail(self, keypath: KeyPath, problem: str) -> ConfigError:
+        line = self._line_of(keypath)
+        where = f"{self.label}:{line}" if line else self.label
+        dotted = _dotted(keypath)
+        return ConfigError(f"{where}: {dotted}: {problem}" if dotted else f"{where}: {problem}")
+
+    def _line_of(self, keypath: KeyPath) -> int | None:
+        for end in range(len(keypath), 0, -1):
+            if keypath[:end] in self.lines:
+                return self.lines[keypath[:end]]
+        # A table only ever named through a deeper header ([a.b] names a, too).
+        deeper = [line for path, line in self.lines.items() if path[: len(keypath)] == keypath]
+        return min(deeper) if deeper else None
+
+    # -- typed getters -----------------------------------------------------------------------
+
+    def table(self, value: object, keypath: KeyPath) -> dict[str, Any]:
+        if not isinstance(value, dict):
+            raise self.fail(keypath, f"expected a table, got {_describe(value)}")
+        return value
+
+    def known_keys(self, table: Mapping[str, object], allowed: Iterable[str], keypath: KeyPath) -> None:
+        allowed = tuple(allowed)
+        for key in table:
+            if key.lower() in _SECRET_KEYS:
+                raise self.fail(
+                    (*keypath, key),
+                    "secrets are never stored in the config; put the key in an environment variable "
+                    'and name it with api_key_env = "VAR_NAME"',
+                )
+            if key not in allowed:
+                close = difflib.get_close_matches(key, allowed, n=1)
+                hint = f"did you mean {close[0]!r}?" if close else f"allowed keys: {', '.join(allowed)}"
+                raise self.fail((*keypath, key), f"unknown key; {hint}")
+
+    def string(self, value: object, keypath: KeyPath, *, nonempty: bool = True) -> str:
+        if not isinstance(value, str):
+            raise self.fail(keypath, f"expected a string, got {_describe(value)}")
+        if nonempty and not value.strip():
+            raise self.fail(keypath, "must not be empty")
+        return value
+
+    def boolean(self, value: object, keypath: KeyPath) -> bool:
+        if not isinstance(value, bool):
+            raise self.fail(keypath, f"expected true or false, got {_describe(value)}")
+        return value
+
+    def integer(self, value: object, keypath: KeyPath, *, minimum: int) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise self.fail(keypath, f"expected a whole number, got {_describe(value)}")
+        if value < minimum:
+            raise self.fail(keypath, f"must be at least {minimum}, got {value}")
+        return value
+
+    def parsed(self, value: object, keypath: KeyPath, parse: Callable[[Any], T]) -> T:
+        try:
+            return parse(value)
+        except (ValueError, TypeError) as exc:
+            raise self.fail(keypath, str(exc)) from None
+
+    # -- sections ----------------------------------------------------------------------------
+
+    def config(self, data: dict[str, Any], path: Path | None) -> Config:
+        self.known_keys(data, _TOP_KEYS, ())
+        endpoints = self.endpoints(data.get("endpoints", {}))
+        default_endpoint = self.default_endpoint(data, endpoints)
+        models = self.models(data.get("models", {}), endpoints, default_endpoint)
+        memory = self.memory(data.get("memory", {}))
+        pipelines = self.pipelines(data.get("pipelines", {}))
+        return Config(
+            path=path,
+            endpoints=endpoints,
+            models=models,
+            memory=memory,
+            pipelines=pipelines,
+            default_endpoint=default_endpoint,
+        )
+
+    def endpoints(self, raw: object) -> dict[str, Endpoint]:
+        section = self.table(raw, ("endpoints",))
+        endpoints: dict[str, Endpoint] = {}
+        for name, value in section.items():
+            endpoints[name] = self.endpoint(name, self.table(value, ("endpoints", name)))
+        if not endpoints:
+            # No endpoint configured: talk to Ollama where its own client would (ollama.md §1).
+            endpoints[DEFAULT_ENDPOINT_NAME] = self._ollama_endpoint(DEFAULT_ENDPOINT_NAME)
+        return endpoints
+
+    def _ollama_endpoint(self, name: str, **extra: Any) -> Endpoint:
+        from sourceprep_models.providers._ollama_host import ollama_base_url
+
+        host = self.environ.get(ENV_OLLAMA_HOST)
+        source = ENV_OLLAMA_HOST if host else "default"
+        return Endpoint(name=name, kind="ollama", url=ollama_base_url(host), source=source, **extra)
+
+    def endpoint(self, name: str, table: dict[str, Any]) -> Endpoint:
+        keypath: KeyPath = ("endpoints", name)
+        self.known_keys(table, _ENDPOINT_KEYS, keypath)
+        if "kind" not in table:
+            raise self.fail(keypath, f"missing key 'kind'; set it to one of: {', '.join(PROVIDER_KINDS)}")
+        kind = self.string(table["kind"], (*keypath, "kind"))
+        if kind not in PROVIDER_KINDS:
+            close = difflib.get_close_matches(kind, PROVIDER_KINDS, n=1)
+            hint = f"did you mean {close[0]!r}?" if close else f"use one of: {', '.join(PROVIDER_KINDS)}"
+            raise self.fail((*keypath, "kind"), f"unknown provider kind {kind!r}; {hint}")
+        api_key_env = None
+        if "api_key_env" in table:
+            api_key_env = self.string(table["api_key_env"], (*keypath, "api_key_env"))
+            if not _ENV_NAME.match(api_key_env):
+                raise self.fail(
+                    (*keypath, "api_key_env"),
+                    "must be the NAME of an environment variable (letters, digits, _), not the key itself",
+                )
+        timeouts: dict[str, Any] = {
+            f"{which}_timeout_s": self.parsed(table[f"{which}_timeout"], (*keypath, f"{which}_timeout"), _timeout)
+            for which in ("load", "unload")
+            if f"{which}_timeout" in table
+        }
+        if "url" not in table:
+            if kind == "ollama":
+                return self._ollama_endpoint(name, api_key_env=api_key_env, **timeouts)
+            raise self.fail(keypath, f"missing key 'url' (the base URL of the {kind} server)")
+        url = self.parsed(self.string(table["url"], (*keypath, "url")), (*keypath, "url"), _http_url)
+        return Endpoint(name=name, kind=kind, url=url, api_key_env=api_key_env, **timeouts)
+
+    def default_endpoint(self, data: dict[str, Any], endpoints: Mapping[str, Endpoint]) -> str:
+        if "default_endpoint" in data:
+            name = self.string(data["default_endpoint"], ("default_endpoint",))
+            if name not in endpoints:
+                raise self.fail(("default_endpoint",), _unknown_name("endpoint", name, endpoints))
+            return name
+        return next(iter(endpoints))
+
+    def models(self, raw: object, endpoints: Mapping[str, Endpoint], default: str) -> dict[str, ModelSpec]:
+        section = self.table(raw, ("models",))
+        models: dict[str, ModelSpec] = {}
+        seen: dict[tuple[str, str], str] = {}
+        for key, value in section.items():
+            spec = self.model(key, self.table(value, ("models", key)), endpoints, default)
+            other = seen.get((spec.endpoint, spec.name))
+            if other is not None:
+                raise self.fail(
+                    ("models", key, "name"),
+                    f"{spec.name!r} on endpoint {spec.endpoint!r} is already configured as models.{other}; "
+                    "keep one entry",
+                )
+            seen[(spec.endpoint, spec.name)] = key
+            models[key] = spec
+        return models
+
+    def model(self, key: str, table: dict[str, Any], endpoints: Mapping[str, Endpoint], default: str) -> ModelSpec:
+        keypath: KeyPath = ("models", key)
+        self.known_keys(table, _MODEL_KEYS, keypath)
+        name = self.string(table["name"], (*keypath, "name")) if "name" in table else key
+        endpoint = default
+        if "endpoint" in table:
+            endpoint = self.string(table["endpoint"], (*keypath, "endpoint"))
+            if endpoint not in endpoints:
+                raise self.fail((*keypath, "endpoint"), _unknown_name("endpoint", endpoint, endpoints))
+        keep_alive: KeepAlive | None = None
+        if "keep_alive" in table:
+            keep_alive = self.parsed(table["keep_alive"], (*keypath, "keep_alive"), _keep_alive)
+        context_length = None
+        if "context_length" in table:
+            context_length = self.integer(table["context_length"], (*keypath, "context_length"), minimum=256)
+        options = self.options(table.get("options", {}), (*keypath, "options"))
+        if context_length is not None and "num_ctx" in options and options["num_ctx"] != context_length:
+            raise self.fail(
+                (*keypath, "options", "num_ctx"),
+                f"disagrees with context_length = {context_length}; set the context in one place",
+            )
+        if context_length is None and "num_ctx" in options:
+            context_length = int(str(options.pop("num_ctx")))
+        always = (
+            self.boolean(table["always_available"], (*keypath, "always_available"))
+            if ("always_available" in table)
+            else False
+        )
+        kind = None
+        if "kind" in table:
+            kind = self.string(table["kind"], (*keypath, "kind"))
+            if kind not in MODEL_KINDS:
+                raise self.fail((*keypath, "kind"), f"must be one of: {', '.join(MODEL_KINDS)}; got {kind!r}")
+        return ModelSpec(
+            key=key,
+            name=name,
+            endpoint=endpoint,
+            keep_alive=keep_alive,
+            context_length=context_length,
+            options=options,
+            always_available=always,
+            kind=kind,
+        )
+
+    def options(self, raw: object, keypath: KeyPath) -> dict[str, object]:
+        table = self.table(raw, keypath)
+        for option, value in table.items():
+            where = (*keypath, option)
+            if option in _INT_OPTIONS and (isinstance(value, bool) or not isinstance(value, int)):
+                raise self.fail(where, f"must be a whole number (the server rejects {_describe(value)})")
+            if option in _FLOAT_OPTIONS and (isinstance(value, bool) or not isinstance(value, int | float)):
+                raise self.fail(where, f"must be a number, got {_describe(value)}")
+            if option in _BOOL_OPTIONS and not isinstance(value, bool):
+                raise self.fail(where, f"must be true or false, got {_describe(value)}")
+        if "num_ctx" in table:
+            self.integer(table["num_ctx"], (*keypath, "num_ctx"), minimum=256)
+        return dict(table)
+
+    def memory(self, raw: object) -> MemoryPolicy:
+        keypath: KeyPath = ("memory",)
+        table = self.table(raw, keypath)
+        self.known_keys(table, _MEMORY_KEYS, keypath)
+        budget = None
+        if "budget" in table and table["budget"] != "auto":
+            budget = self.parsed(table["budget"], (*keypath, "budget"), _positive_size)
+        headroom = MemoryPolicy.headroom_bytes
+        if "headroom" in table:
+            headroom = self.parsed(table["headroom"], (*keypath, "headroom"), parse_size)
+        if budget is not None and headroom >= budget:
+            raise self.fail((*keypath, "headroom"), "is as large as the whole budget; nothing would ever fit")
+        return MemoryPolicy(
+            budget_bytes=budget,
+            headroom_bytes=headroom,
+            single_model=self.boolean(table.get("single_model", False), (*keypath, "single_model")),
+            allow_evict_pinned=self.boolean(table.get("allow_evict_pinned", False), (*keypath, "allow_evict_pinned")),
+        )
+
+    def pipelines(self, raw: object) -> dict[str, Pipeline]:
+        section = self.table(raw, ("pipelines",))
+        pipelines: dict[str, Pipeline] = {}
+        for name, value in section.items():
+            keypath: KeyPath = ("pipelines", name)
+            table = self.table(value, keypath)
+            self.known_keys(table, _PIPELINE_KEYS, keypath)
+            stages_raw = table.get("stages")
+            if not isinstance(stages_raw, list) or not stages_raw:
+                raise self.fail(
+                    (*keypath, "stages") if "stages" in table else keypath,
+                    'needs at least one stage, e.g. [[pipelines.NAME.stages]] with model = "..."',
+                )
+            stages = tuple(self.stage(item, (*keypath, "stages", index)) for index, item in enumerate(stages_raw))
+            names = [stage.name for stage in stages]
+            for index, stage in enumerate(stages):
+                if names.index(stage.name) != index:
+                    raise self.fail((*keypath, "stages", index, "name"), f"stage name {stage.name!r} is used twice")
+            pipelines[name] = Pipeline(name=name, stages=stages)
+        return pipelines
+
+    def stage(self, raw: object, keypath: KeyPath) -> Stage:
+        table = self.table(raw, keypath)
+        self.known_keys(table, _STAGE_KEYS, keypath)
+        if "model" not in table:
+            raise self.fail(keypath, "missing key 'model' (a models.<key> or a server model name)")
+        model = self.string(table["model"], (*keypath, "model"))
+        index = keypath[-1]
+        name = (
+            self.string(table["name"], (*keypath, "name"))
+            if "name" in table
+            else f"{index + 1 if isinstance(index, int) else index}-{model}"
+        )
+        prompts: tuple[str, ...] = ()
+        if "prompts" in table:
+            value = table["prompts"]
+            if isinstance(value, str):
+                value = [value]
+            if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+                raise self.fail((*keypath, "prompts"), "expected a string or a list of strings")
+            prompts = tuple(value)
+        return Stage(
+            name=name,
+            model=model,
+            repeat=self.integer(table.get("repeat", 1), (*keypath, "repeat"), minimum=1),
+            prompts=prompts,
+            prompts_file=self.string(table["prompts_file"], (*keypath, "prompts_file"))
+            if "prompts_file" in table
+            else None,
+            command=self.string(table["command"], (*keypath, "command")) if "command" in table else None,
+        )
+
+
+# -- value parsers (raise ValueError with the fix) ---------------------------------------------
+
+
+def _keep_alive(value: object) -> KeepAlive:
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise ValueError(f'expected a duration such as "30m", "1h", "forever" or -1, got {_describe(value)}')
+    try:
+        return parse_keep_alive(value)
+    except ValueError:
+        raise ValueError(f'{value!r} is not a keep-alive; write "30m", "1h", "0" or "forever"') from None
+
+
+def _timeout(value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise ValueError(f'expected a duration such as "10m" or a number of seconds, got {_describe(value)}')
+    seconds = parse_duration(value)
+    if seconds <= 0:
+        raise ValueError('must be a positive duration such as "10m"')
+    return seconds
+
+
+def _positive_size(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise ValueError(f'expected "auto" or a size such as "12GiB", got {_describe(value)}')
+    size = parse_size(value)
+    if size == 0:
+        raise ValueError('must be larger than zero, or "auto"')
+    return size
+
+
+def _http_url(value: str) -> str:
+    parts = urlsplit(value.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{value!r} is not an http(s) URL; write it like http://127.0.0.1:11434")
+    try:
+        parts.port  # noqa: B018 - urlsplit validates the port lazily
+    except ValueError:
+        raise ValueError(f"{value!r} has an invalid port") from None
+    return value.strip().rstrip("/")
+
+
+def _describe(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return f"the string {value!r}"
+    if isinstance(value, dict):
+        return "a table"
+    if isinstance(value, list):
+        return "an array"
+    return f"{type(value).__name__} {value!r}"
+
+
+def _unknown_name(what: str, name: str, known: Iterable[str]) -> str:
+    known = list(known)
+    close = difflib.get_close_matches(name, known, n=1)
+    hint = f"did you mean {close[0]!r}?" if close else f"known: {', '.join(known) or 'none'}"
+    return f"no {what} named {name!r}; {hint}"
+
+
+def toml_key(key: str) -> str:
+    """A key as TOML needs it written: bare when it can be, quoted otherwise."""
+    return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else '"' + key.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _dotted(keypath: KeyPath) -> str:
+    parts: list[str] = []
+    for part in keypath:
+        if isinstance(part, int):
+            parts.append(f"[{part}]")
+        elif re.fullmatch(r"[A-Za-z0-9_-]+", part):
+            parts.append(f".{part}" if parts else part)
+        else:
+            parts.append(f'."{part}"' if parts else f'"{part}"')
+    return "".join(parts)
+
+
+# -- line numbers ----------------------------------------------------------------------------
+
+_KEY_TOKEN = re.compile(r'\s*(?:"((?:[^"\\]|\\.)*)"|\'([^\']*)\'|([A-Za-z0-9_-]+))\s*')
+
+
+def _split_key(text: str) -> tuple[list[str], int] | None:
+    """Split a dotted TOML key at the start of ``text``; return the parts and where the key ends."""
+    parts: list[str] = []
+    pos = 0
+    while True:
+        match = _KEY_TOKEN.match(text, pos)
+        if not match:
+            return None
+        parts.append(next(group for group in match.groups() if group is not None))
+        pos = match.end()
+        if pos < len(text) and text[pos] == ".":
+            pos += 1
+            continue
+        return parts, pos
+
+
+def _key_lines(text: str) -> dict[KeyPath, int]:
+    """Map each key path that starts a line (headers, ``key = value``) to its 1-based line number.
+
+    tomlkit does not keep positions, so this light scan of the source supplies them for error
+    messages. Values spanning lines (multi-line strings and arrays) are skipped over; keys inside
+    inline tables fall back to the line of the enclosing key.
+    """
+    lines: dict[KeyPath, int] = {}
+    for keypath, number in _iter_key_lines(text):
+        lines.setdefault(keypath, number)
+    return lines
+
+
+def _iter_key_lines(text: str) -> Iterator[tuple[KeyPath, int]]:
+    table: KeyPath = ()
+    array_counts: dict[KeyPath, int] = {}
+    in_multiline: str | None = None
+    depth = 0
+    for number, line in enumerate(text.splitlines(), start=1):
+        stripped = line.strip()
+        if in_multiline:
+            if in_multiline in stripped:
+                in_multiline = None
+            continue
+        if depth > 0:
+            depth += stripped.count("[") - stripped.count("]")
+            continue
+        if not stripped or stripped.startswith("#"):
+            continue
+        if stripped.startswith("[["):
+            split = _split_key(stripped[2:])
+            if split:
+                base: KeyPath = tuple(split[0])
+                index = array_counts.get(base, 0)
+                array_counts[base] = index + 1
+                table = (*_resolve_arrays(base, array_counts), index)
+                if index == 0:
+                    yield base, number
+                yield table, number
+            continue
+        if stripped.startswith("["):
+            split = _split_key(stripped[1:])
+            if split:
+                table = _resolve_arrays(tuple(split[0]), array_counts)
+                yield table, number
+            continue
+        split = _split_key(stripped)
+        if split and stripped[split[1] :].startswith("="):
+            keypath = (*table, *split[0])
+            yield keypath, number
+            value = stripped[split[1] + 1 :].strip()
+            for quote in ('"""', "'''"):
+                if value.startswith(quote) and value.count(quote) == 1:
+                    in_multiline = quote
+            if value.startswith("["):
+                depth = _bracket_depth(value)
+
+
+def _first_duplicate_line(text: str) -> int | None:
+    seen: set[KeyPath] = set()
+    for keypath, number in _iter_key_lines(text):
+        if keypath in seen:
+            return number
+        seen.add(keypath)
+    return None
+
+
+def _resolve_arrays(path: KeyPath, array_counts: dict[KeyPath, int]) -> KeyPath:
+    """A header below an array of tables refers to that array's latest element."""
+    resolved: list[str | int] = []
+    for end in range(1, len(path) + 1):
+        resolved.append(path[end - 1])
+        prefix = path[:end]
+        if prefix in array_counts and end < len(path):
+            resolved.append(array_counts[prefix] - 1)
+    return tuple(resolved)
+
+
+def _bracket_depth(value: str) -> int:
+    """Open-bracket balance of a value, ignoring brackets inside strings."""
+    depth = 0
+    quote: str | None = None
+    for char in value.split("#", 1)[0] if '"' not in value and "'" not in value else value:
+        if quote:
+            if char == quote:
+                quote = None
+        elif char in "\"'":
+            quote = char
+        elif char == "[":
+            depth += 1
+        elif char == "]":
+            depth -= 1
+    return depth

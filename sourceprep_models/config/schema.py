@@ -1,0 +1,92 @@
+"""Typed, validated configuration records. Built only by ``config.loader``; immutable afterwards."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sourceprep_models.units import KeepAlive
+
+PROVIDER_KINDS = ("ollama", "lmstudio", "llamacpp", "llamaswap", "vllm", "omlx", "openai")
+MODEL_KINDS = ("chat", "embedding")
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One model server the tool talks to."""
+
+    name: str
+    kind: str
+    url: str
+    api_key_env: str | None = None
+    load_timeout_s: float | None = None
+    unload_timeout_s: float | None = None
+    # Where the URL came from, for `doctor` and error messages: "config", "OLLAMA_HOST" or "default".
+    source: str = "config"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A model the config knows: its name on the server and how it should be loaded."""
+
+    key: str
+    name: str
+    endpoint: str
+    keep_alive: KeepAlive | None = None
+    context_length: int | None = None
+    options: Mapping[str, object] = field(default_factory=dict)
+    always_available: bool = False
+    kind: str | None = None
+
+    def runner_options(self) -> dict[str, object]:
+        """The options every request for this model must carry so the server never reloads it."""
+        options = dict(self.options)
+        if self.context_length is not None:
+            options["num_ctx"] = self.context_length
+        return options
+
+
+@dataclass(frozen=True)
+class MemoryPolicy:
+    budget_bytes: int | None = None  # None = "auto": from the hardware probe
+    headroom_bytes: int = 1024**3
+    single_model: bool = False
+    allow_evict_pinned: bool = False
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    model: str
+    repeat: int = 1
+    prompts: tuple[str, ...] = ()
+    prompts_file: str | None = None
+    command: str | None = None
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    name: str
+    stages: tuple[Stage, ...]
+
+
+@dataclass(frozen=True)
+class Config:
+    path: Path | None
+    endpoints: Mapping[str, Endpoint]
+    models: Mapping[str, ModelSpec]
+    memory: MemoryPolicy = MemoryPolicy()
+    pipelines: Mapping[str, Pipeline] = field(default_factory=dict)
+    default_endpoint: str = "ollama"
+
+    def find_models(self, name: str, endpoint: str | None = None) -> list[ModelSpec]:
+        """Configured models matching a config key or a server name, optionally on one endpoint."""
+        found = [
+            spec
+            for spec in self.models.values()
+            if name in (spec.key, spec.name) and (endpoint is None or spec.endpoint == endpoint)
+        ]
+        # A key match is exact intent; prefer it over a server-name match.
+        keyed = [spec for spec in found if spec.key == name]
+        return keyed or found

@@ -1,0 +1,315 @@
+"""The only place that sequences I/O against servers: load, unload, wait, verify, with timings.
+
+Commands never call a provider's ``unload`` and then ``load`` themselves; they hand the work to an
+``Executor``, which times each step, waits for asynchronous unloads to finish, and checks what the
+server really has afterwards instead of trusting a 200.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from sourceprep_models.errors import DeadlineExceeded, ModelNotFound, ServerError, SourceprepError
+from sourceprep_models.planner import Plan, Resident
+from sourceprep_models.providers.base import LoadedModel, LoadRequest, Provider
+from sourceprep_models.units import format_seconds, percent
+
+
+@dataclass(frozen=True)
+class Step:
+    """One timed step of a swap, as shown in the timing table."""
+
+    step: str  # "load", "unload", "wait-for-free", "verify"
+    model: str
+    endpoint: str
+    wall_s: float
+    server_s: float | None = None
+    detail: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class LoadReport:
+    model: str
+    endpoint: str
+    outcome: str  # "loaded", "already-loaded" or "reloaded"
+    steps: list[Step] = field(default_factory=list)
+    resident: LoadedModel | None = None
+    evicted: list[str] = field(default_factory=list)
+    evicted_by_server: list[str] = field(default_factory=list)
+    pending_restore: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    prediction: int | None = None  # the planner's predicted size, to compare with resident.size
+
+    @property
+    def total_s(self) -> float:
+        return sum(step.wall_s for step in self.steps)
+
+    def to_dict(self) -> dict[str, Any]:
+        from sourceprep_models.render import loaded_model_dict
+
+        return {
+            "model": self.model,
+            "endpoint": self.endpoint,
+            "outcome": self.outcome,
+            "total_s": round(self.total_s, 4),
+            "steps": [step.to_dict() for step in self.steps],
+            "resident": loaded_model_dict(self.resident) if self.resident else None,
+            "evicted": self.evicted,
+            "evicted_by_server": self.evicted_by_server,
+            "pending_restore": self.pending_restore,
+            "predicted_size": self.prediction,
+            "warnings": self.warnings,
+        }
+
+
+@dataclass
+class UnloadReport:
+    endpoint: str
+    unloaded: list[str] = field(default_factory=list)
+    not_loaded: list[str] = field(default_factory=list)
+    steps: list[Step] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "endpoint": self.endpoint,
+            "unloaded": self.unloaded,
+            "not_loaded": self.not_loaded,
+            "total_s": round(sum(step.wall_s for step in self.steps), 4),
+            "steps": [step.to_dict() for step in self.steps],
+        }
+
+
+class Executor:
+    def __init__(
+        self,
+        provider: Provider,
+        *,
+        on_step: Callable[[Step], None] | None = None,
+        poll_interval_s: float = 0.1,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.provider = provider
+        self.endpoint = provider.endpoint.name
+        self._on_step = on_step
+        self._poll = poll_interval_s
+        self._clock = clock
+        self._sleep = sleep
+
+    # -- load (a swap: warm, evict, wait, load, verify) -----------------------------------------
+
+    def load(
+        self,
+        request: LoadRequest,
+        plan: Plan | None = None,
+        *,
+        warm: Callable[[], tuple[float, str] | None] | None = None,
+        restore: Mapping[str, LoadRequest] | None = None,
+        unload_timeout_s: float = 120.0,
+    ) -> LoadReport:
+        """Make ``request.name`` resident, evicting what ``plan`` says first.
+
+        ``warm`` pre-reads the weights into the page cache and returns (seconds, detail); ``restore``
+        maps the name of each pin the plan evicts to the request that brings it back: if anything
+        fails after the evictions (or the user presses Ctrl-C), those pins are reloaded at once.
+        """
+        target = self.provider.describe(request.name)  # unknown model → ModelNotFound before anything else
+        before = self._resident_by_identity()
+        previous = before.get(target.identity)
+        wanted_ctx = _int_option(request.options.get("num_ctx"))
+        if previous is None:
+            outcome = "loaded"
+        elif wanted_ctx is not None and previous.context_length not in (None, wanted_ctx):
+            # A changed num_ctx makes the server reload the runner (ollama.md §4.7).
+            outcome = "reloaded"
+        else:
+            outcome = "already-loaded"
+        report = LoadReport(model=request.name, endpoint=self.endpoint, outcome=outcome)
+        if plan is not None:
+            report.warnings.extend(plan.warnings)
+
+        if warm is not None and outcome != "already-loaded":
+            warmed = warm()
+            if warmed is not None:
+                self._record(report.steps, Step("warm", request.name, self.endpoint, warmed[0], detail=warmed[1]))
+
+        victims = [victim for victim in (plan.evict if plan else ()) if victim.key != target.identity]
+        evicted_pins: list[str] = []
+        try:
+            if victims:
+                self._evict(victims, before, report, unload_timeout_s)
+                evicted_pins = [victim.name for victim in victims if victim.pinned]
+            # Sent even when already loaded: it refreshes the keep-alive (and re-asserts a pin, §3.2).
+            result = self.provider.load(request)
+        except BaseException as exc:
+            if evicted_pins and restore:
+                restored = self._restore_quietly([restore[name] for name in evicted_pins if name in restore])
+                if isinstance(exc, SourceprepError):
+                    exc.message += f"; restored pinned {', '.join(restored) or 'nothing'}"
+                    exc.args = (exc.message,)
+            raise
+        self._record(
+            report.steps,
+            Step("load", request.name, self.endpoint, result.wall_s, result.server_load_s, outcome),
+        )
+        self._verify(request, target.identity, before, report, wanted_ctx)
+        report.pending_restore = [name for name in evicted_pins if restore and name in restore]
+        return report
+
+    def restore(self, requests: Sequence[LoadRequest], detail: str = "pin reloaded") -> list[Step]:
+        """Bring back pins: evicted for heavy work that is now done, or lost by the server."""
+        steps: list[Step] = []
+        for request in requests:
+            result = self.provider.load(request)
+            self._record(
+                steps, Step("restore", request.name, self.endpoint, result.wall_s, result.server_load_s, detail)
+            )
+        return steps
+
+    def _restore_quietly(self, requests: Sequence[LoadRequest]) -> list[str]:
+        restored = []
+        for request in requests:
+            try:
+                self.provider.load(request)
+                restored.append(request.name)
+            except (SourceprepError, KeyboardInterrupt):
+                continue  # the error being raised already explains the failure; report what came back
+        return restored
+
+    def _evict(
+        self, victims: Sequence[Resident], before: Mapping[str, LoadedModel], report: LoadReport, timeout_s: float
+    ) -> None:
+        for victim in victims:
+            started = self._clock()
+            self.provider.unload(victim.name)
+            self._record(
+                report.steps, Step("unload", victim.name, self.endpoint, self._clock() - started, detail="evict")
+            )
+        started = self._clock()
+        identities = {victim.key for victim in victims if victim.key in before}
+        names = {victim.key: victim.name for victim in victims}
+        self._wait_until_gone(identities, names, timeout_s)
+        self._record(
+            report.steps,
+            Step("wait-for-free", ", ".join(names.values()), self.endpoint, self._clock() - started, detail="gone"),
+        )
+        report.evicted = [victim.name for victim in victims]
+
+    def _verify(
+        self,
+        request: LoadRequest,
+        identity: str,
+        before: Mapping[str, LoadedModel],
+        report: LoadReport,
+        wanted_ctx: int | None,
+    ) -> None:
+        started = self._clock()
+        after = self._resident_by_identity()
+        resident = after.get(identity)
+        self._record(
+            report.steps, Step("verify", request.name, self.endpoint, self._clock() - started, detail="listed")
+        )
+        if resident is None:
+            raise ServerError(
+                f"{self.endpoint} answered that {request.name} loaded, but does not list it as loaded; "
+                "another client may have unloaded it at once (keep_alive 0?)"
+            )
+        report.resident = resident
+        evicted = set(report.evicted)
+        report.evicted_by_server = sorted(
+            model.name for key, model in before.items() if key not in after and model.name not in evicted
+        )
+        if resident.size and resident.size_vram is not None and 0 < resident.size_vram < resident.size:
+            report.warnings.append(
+                f"{request.name} is only {percent(resident.size_vram, resident.size)}% on the GPU; the rest "
+                "runs on the CPU, which is much slower; free memory or use a smaller context"
+            )
+        if wanted_ctx is not None and resident.context_length is not None and resident.context_length < wanted_ctx:
+            report.warnings.append(
+                f"{request.name} runs with a {resident.context_length}-token context, less than the "
+                f"{wanted_ctx} asked for (the model's trained maximum caps it)"
+            )
+        if report.evicted_by_server:
+            report.warnings.append(
+                f"the server evicted {', '.join(report.evicted_by_server)} to make room for {request.name}"
+            )
+
+    # -- unload --------------------------------------------------------------------------------
+
+    def unload(self, names: Iterable[str] | None, *, timeout_s: float) -> UnloadReport:
+        """Unload the named models (None = everything loaded) and wait until the server lists none."""
+        report = UnloadReport(endpoint=self.endpoint)
+        resident = self._resident_by_identity()
+        targets: dict[str, str] = {}  # identity -> the name we asked for
+        if names is None:
+            targets = {identity: model.name for identity, model in resident.items()}
+        else:
+            for name in names:
+                identity = self.provider.describe(name).identity  # unknown → ModelNotFound (exit 3)
+                if identity in resident:
+                    targets.setdefault(identity, name)
+                else:
+                    report.not_loaded.append(name)
+        if not targets:
+            return report
+
+        started = self._clock()
+        for name in targets.values():
+            self.provider.unload(name)
+        self._record(
+            report.steps,
+            Step("unload", ", ".join(targets.values()), self.endpoint, self._clock() - started, detail="requested"),
+        )
+        # The server answers at once and releases the model later (ollama.md §4.6).
+        started = self._clock()
+        self._wait_until_gone(set(targets), targets, timeout_s)
+        self._record(
+            report.steps,
+            Step("wait-for-free", ", ".join(targets.values()), self.endpoint, self._clock() - started, detail="gone"),
+        )
+        report.unloaded = list(targets.values())
+        return report
+
+    def _wait_until_gone(self, identities: set[str], names: dict[str, str], timeout_s: float) -> None:
+        deadline = self._clock() + timeout_s
+        interval = self._poll
+        while True:
+            still = identities & set(self._resident_by_identity())
+            if not still:
+                return
+            if self._clock() >= deadline:
+                waiting = ", ".join(sorted(names[identity] for identity in still))
+                raise DeadlineExceeded(
+                    f"{waiting} still loaded on {self.endpoint} after {format_seconds(timeout_s)}; a busy model "
+                    "unloads only when its running requests finish; wait and check `sourceprep-models status`, "
+                    "or raise --timeout"
+                )
+            self._sleep(interval)
+            interval = min(interval * 1.5, 1.0)
+
+    # -- helpers -------------------------------------------------------------------------------
+
+    def _resident_by_identity(self) -> dict[str, LoadedModel]:
+        resident: dict[str, LoadedModel] = {}
+        for model in self.provider.list_loaded():
+            try:
+                identity = self.provider.describe(model.name).identity
+            except ModelNotFound:  # deleted while loaded: it can only be matched by name
+                identity = f"name:{model.name}"
+            resident[identity] = model
+        return resident
+
+    def _record(self, steps: list[Step], step: Step) -> None:
+        steps.append(step)
+        if self._on_step is not None:
+            self._on_step(step)
+
+
+def _int_option(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None

@@ -1,0 +1,50 @@
+"""One swap at a time per endpoint, across processes (two CI jobs, two terminals).
+
+A file lock in the user state directory, named after the endpoint's URL so two configs that name
+the same server share it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import re
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from sourceprep_models.errors import ServerBusy
+
+
+def lock_path(endpoint_url: str) -> Path:
+    from platformdirs import user_state_path
+
+    slug = re.sub(r"[^A-Za-z0-9]+", "-", endpoint_url).strip("-")[:60]
+    digest = hashlib.sha256(endpoint_url.encode()).hexdigest()[:10]
+    return user_state_path("sourceprep-models", appauthor=False) / "locks" / f"{slug}-{digest}.lock"
+
+
+@contextlib.contextmanager
+def endpoint_lock(
+    endpoint_name: str, endpoint_url: str, *, timeout_s: float, on_wait: Callable[[], None] | None = None
+) -> Iterator[None]:
+    from filelock import FileLock, Timeout
+
+    path = lock_path(endpoint_url)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(path))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        if on_wait is not None:
+            on_wait()
+        try:
+            lock.acquire(timeout=timeout_s)
+        except Timeout:
+            raise ServerBusy(
+                f"another sourceprep-models is changing what is loaded on {endpoint_name} and did not finish "
+                f"within {timeout_s:g}s; wait for it, or remove {path} if no such process runs"
+            ) from None
+    try:
+        yield
+    finally:
+        lock.release()

@@ -1,0 +1,113 @@
+"""The one interface every model server is driven through, and the plain records it returns.
+
+A provider knows one server's protocol and nothing about policy: it lists, loads and unloads when
+told to, translates that server's errors into ``sourceprep_models.errors`` exactly once, and never
+decides to evict anything. Ordering and waiting belong to the executor.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, ClassVar, Protocol
+
+if TYPE_CHECKING:
+    from sourceprep_models.config.schema import Endpoint
+    from sourceprep_models.units import KeepAlive
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a server can be asked to do; commands adapt instead of failing silently."""
+
+    can_load: bool
+    can_unload: bool
+    can_pin: bool
+    reports_memory: bool
+    parks_in_ram: bool = False
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """A model the server can serve (downloaded / configured), whether or not it is loaded."""
+
+    name: str
+    # Two names with the same identity share one loaded instance (Ollama: one GGUF blob, ollama.md §4.1).
+    identity: str
+    size: int | None = None
+    digest: str | None = None
+    family: str | None = None
+    parameter_size: str | None = None
+    quantization: str | None = None
+    trained_context: int | None = None
+    capabilities: tuple[str, ...] = ()
+    remote: bool = False
+
+    @property
+    def embedding_only(self) -> bool:
+        return "embedding" in self.capabilities and "completion" not in self.capabilities
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A model resident on the server now."""
+
+    name: str
+    size: int | None = None
+    size_vram: int | None = None
+    context_length: int | None = None
+    expires_at: datetime | None = None
+    digest: str | None = None
+
+    @property
+    def pinned(self) -> bool:
+        """Ollama shows "forever" as an expiry centuries away (ollama.md §2.4, §3.3)."""
+        return self.expires_at is not None and self.expires_at.year >= 2200
+
+
+@dataclass(frozen=True)
+class LoadRequest:
+    name: str
+    keep_alive: KeepAlive | None = None
+    # Runner options the real traffic will use: a different num_ctx reloads the model (ollama.md §4.7).
+    options: Mapping[str, object] = field(default_factory=dict)
+    # None = ask the server whether it is an embedding model.
+    embedding: bool | None = None
+    deadline_s: float = 600.0
+
+
+@dataclass(frozen=True)
+class LoadOutcome:
+    name: str
+    wall_s: float
+    # The server's own account of the load time, where it reports one.
+    server_load_s: float | None = None
+
+
+class Provider(Protocol):
+    kind: ClassVar[str]
+    capabilities: ClassVar[Capabilities]
+    endpoint: Endpoint
+
+    def list_available(self) -> list[ModelInfo]:
+        """Every model the server could load."""
+        ...
+
+    def describe(self, name: str) -> ModelInfo:
+        """One model, or ``ModelNotFound`` (with "did you mean") when the server does not have it."""
+        ...
+
+    def list_loaded(self) -> list[LoadedModel]:
+        """Models resident now."""
+        ...
+
+    def load(self, request: LoadRequest) -> LoadOutcome:
+        """Load and return once the server says the model is ready."""
+        ...
+
+    def unload(self, name: str) -> None:
+        """Ask the server to release the model; it may finish later (the executor waits)."""
+        ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,321 @@
+"""Ollama, through its native API (section numbers refer to the project's ollama.md notes).
+
+The traps this module exists to avoid:
+- a preload must not time out on the client: a disconnect cancels the load (§4.2, §4.9), so a
+  preload has no read timeout of its own, only the caller's overall deadline;
+- unload answers 200 at once and finishes later (§2.5 step 5, §4.6): the executor polls ``/api/ps``;
+- embedding-only models cannot be preloaded through generate, only through ``/api/embed`` (§2.7);
+- keep_alive strings need a unit (§3.1): we always send a number of seconds;
+- aliases share one runner (§4.1): a model's identity is its GGUF blob, read from ``/api/show``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import httpx
+
+from sourceprep_models.config.schema import Endpoint
+from sourceprep_models.constants import CONNECT_TIMEOUT_S, READ_TIMEOUT_S
+from sourceprep_models.errors import (
+    DeadlineExceeded,
+    DoesNotFit,
+    ModelNotFound,
+    ServerBusy,
+    ServerError,
+    ServerUnreachable,
+    Unsupported,
+)
+from sourceprep_models.providers.base import Capabilities, LoadedModel, LoadOutcome, LoadRequest, ModelInfo
+
+if TYPE_CHECKING:
+    from sourceprep_models.estimate import GGUFMetadata
+
+# Fragments of llama-server's load-failure texts that mean "not enough memory" (§4.9).
+_OOM_MARKERS = ("out of memory", "out-of-memory", "requires more system memory", "cudamalloc failed")
+
+
+class OllamaProvider:
+    kind: ClassVar[str] = "ollama"
+    capabilities: ClassVar[Capabilities] = Capabilities(
+        can_load=True, can_unload=True, can_pin=True, reports_memory=True
+    )
+
+    def __init__(self, endpoint: Endpoint, client: httpx.Client | None = None) -> None:
+        self.endpoint = endpoint
+        headers = {}
+        if endpoint.api_key_env:
+            key = os.environ.get(endpoint.api_key_env)
+            if key:
+                headers["Authorization"] = f"Bearer {key}"
+        self._client = client or httpx.Client(
+            base_url=endpoint.url,
+            headers=headers,
+            timeout=httpx.Timeout(READ_TIMEOUT_S, connect=CONNECT_TIMEOUT_S),
+        )
+        self._described: dict[str, ModelInfo] = {}
+
+    def close(self) -> None:
+        self._client.close()
+
+    # -- queries -------------------------------------------------------------------------------
+
+    def version(self) -> str | None:
+        body = self._request("GET", "/api/version")
+        version = body.get("version") if isinstance(body, dict) else None
+        return version if isinstance(version, str) else None
+
+    def list_available(self) -> list[ModelInfo]:
+        body = self._request("GET", "/api/tags")
+        models = body.get("models") if isinstance(body, dict) else None
+        if not isinstance(models, list):
+            raise self._unexpected("/api/tags", body)
+        return [_model_info(entry, identity=f"digest:{entry.get('digest', '')}") for entry in models]
+
+    def describe(self, name: str) -> ModelInfo:
+        cached = self._described.get(name)
+        if cached is not None:
+            return cached
+        body = self._request("POST", "/api/show", json={"model": name}, model=name)
+        if not isinstance(body, dict):
+            raise self._unexpected("/api/show", body)
+        info = _model_info({"name": name, **body}, identity=_blob_identity(body) or f"name:{name}")
+        self._described[name] = info
+        return info
+
+    def weight_paths(self, name: str) -> list[Path]:
+        """The model's GGUF file(s) when the server shares this machine's disk (ollama.md §6)."""
+        identity = self.describe(name).identity
+        if identity.startswith("blob:"):
+            path = Path(identity[5:])
+            if path.is_file():
+                return [path]
+        from sourceprep_models.ollama_store import StoreError, find_weight_files
+
+        try:
+            return [weight.path for weight in find_weight_files(name, os.environ)]
+        except (StoreError, OSError):
+            return []
+
+    def gguf_metadata(self, name: str) -> GGUFMetadata | None:
+        """Architecture numbers for the memory estimate: from the local blob's header, else /api/show."""
+        from sourceprep_models.estimate import metadata_from_show, read_gguf
+
+        for path in self.weight_paths(name):
+            try:
+                return read_gguf(path)
+            except (OSError, ValueError):
+                break
+        body = self._request("POST", "/api/show", json={"model": name, "verbose": True}, model=name)
+        return metadata_from_show(body) if isinstance(body, dict) else None
+
+    def list_loaded(self) -> list[LoadedModel]:
+        body = self._request("GET", "/api/ps")
+        models = body.get("models") if isinstance(body, dict) else None
+        if not isinstance(models, list):
+            raise self._unexpected("/api/ps", body)
+        loaded = []
+        for entry in models:
+            name = str(entry.get("name") or entry.get("model") or "")
+            loaded.append(
+                LoadedModel(
+                    name=name,
+                    size=_int_or_none(entry.get("size")),
+                    size_vram=_int_or_none(entry.get("size_vram")),
+                    context_length=_int_or_none(entry.get("context_length")),
+                    expires_at=_parse_time(entry.get("expires_at")),
+                    digest=entry.get("digest"),
+                )
+            )
+        return loaded
+
+    # -- actions -------------------------------------------------------------------------------
+
+    def load(self, request: LoadRequest) -> LoadOutcome:
+        info = self.describe(request.name)
+        if info.remote:
+            raise Unsupported(
+                f"{request.name} is a cloud model that runs on ollama.com; it is never loaded locally, "
+                "so there is nothing to load"
+            )
+        embedding = request.embedding if request.embedding is not None else info.embedding_only
+        body: dict[str, Any] = {"model": request.name}
+        if request.options:
+            body["options"] = dict(request.options)
+        if request.keep_alive is not None:
+            body["keep_alive"] = request.keep_alive.to_ollama()
+        if embedding:
+            path = "/api/embed"  # empty input loads the model and returns no vectors (§2.7)
+        else:
+            path = "/api/generate"  # empty prompt = load shortcut, answers once ready (§2.5 step 9)
+            body.update(prompt="", stream=False)
+        # No read timeout shorter than the whole deadline: giving up early cancels the load (§4.2).
+        timeout = httpx.Timeout(CONNECT_TIMEOUT_S, read=request.deadline_s)
+        started = time.monotonic()
+        reply = self._request("POST", path, json=body, model=request.name, timeout=timeout, action="load")
+        wall = time.monotonic() - started
+        if not isinstance(reply, dict) or ("embeddings" not in reply and reply.get("done") is not True):
+            raise self._unexpected(path, reply)
+        server_s = reply.get("load_duration")
+        return LoadOutcome(
+            name=request.name,
+            wall_s=wall,
+            server_load_s=server_s / 1e9 if isinstance(server_s, int | float) else None,
+        )
+
+    def unload(self, name: str) -> None:
+        info = self.describe(name)
+        if info.remote:
+            return  # cloud stubs never appear in /api/ps (§2.2)
+        # keep_alive 0 with an empty prompt expires the runner without loading anything (§3.4);
+        # it works for embedding models too because no capability check runs first (§2.5 step 5).
+        self._request("POST", "/api/generate", json={"model": name, "keep_alive": 0}, model=name)
+
+    # -- one choke point for HTTP and its errors ----------------------------------------------
+
+    def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: dict[str, Any] | None = None,
+        model: str | None = None,
+        timeout: httpx.Timeout | None = None,
+        action: str = "request",
+    ) -> Any:
+        where = f"Ollama at {self.endpoint.url} (endpoint {self.endpoint.name!r})"
+        try:
+            if timeout is None:
+                response = self._client.request(method, path, json=json)
+            else:
+                response = self._client.request(method, path, json=json, timeout=timeout)
+        except (httpx.ConnectError, httpx.ConnectTimeout):
+            raise ServerUnreachable(
+                f"cannot reach {where}; start it with `ollama serve`, or point OLLAMA_HOST or the "
+                "endpoint's url at the right host:port"
+            ) from None
+        except httpx.ReadTimeout:
+            seconds = timeout.read if timeout is not None else READ_TIMEOUT_S
+            if action == "load":
+                raise DeadlineExceeded(
+                    f"gave up after {seconds:g}s waiting for {model} to load on {where}; leaving cancels "
+                    "the load, so it is not loaded; raise --timeout (or the endpoint's load_timeout)"
+                ) from None
+            raise DeadlineExceeded(
+                f"{where} did not answer {method} {path} within {seconds:g}s; is it stuck?"
+            ) from None
+        except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
+            raise ServerError(
+                f"{where} dropped the connection during {method} {path} ({exc}); it may have crashed, "
+                "check the server's log and retry"
+            ) from None
+        except httpx.TransportError as exc:
+            raise ServerUnreachable(f"cannot talk to {where}: {exc}") from None
+        return self._decode(response, model, where)
+
+    def _decode(self, response: httpx.Response, model: str | None, where: str) -> Any:
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        if response.is_success:
+            if body is None:
+                raise self._unexpected(str(response.request.url.path), response.text[:80])
+            if isinstance(body, dict) and isinstance(body.get("error"), str):
+                raise ServerError(f"{where}: {body['error']}", response.status_code)
+            return body
+        message = body.get("error") if isinstance(body, dict) else None
+        if not isinstance(message, str):
+            message = response.text.strip()[:200] or response.reason_phrase
+        status = response.status_code
+        if status == 404 and model is not None and ("not found" in message or message.startswith("404")):
+            raise self._not_found(model, message)
+        if status == 503:
+            raise ServerBusy(f"{where} is busy ({message}); retry in a moment", status)
+        lowered = message.lower()
+        if any(marker in lowered for marker in _OOM_MARKERS):
+            raise DoesNotFit(
+                f"{model or 'the model'} does not fit in memory on {where}: {message}; unload other models "
+                "or load it with a smaller context (--ctx)"
+            )
+        if "timed out waiting for llama-server" in lowered:
+            raise DeadlineExceeded(
+                f"{where} gave up loading {model}: {message}; a slow disk or a huge model may need "
+                "OLLAMA_LOAD_TIMEOUT raised on the server",
+                status,
+            )
+        raise ServerError(f"{where} answered {status}: {message}", status)
+
+    def _not_found(self, model: str, message: str) -> ModelNotFound:
+        if "try pulling it first" in message:
+            hint = f"pull it with `ollama pull {model}`"
+        else:
+            hint = f"see `ollama list`; pull it with `ollama pull {model}`"
+            try:
+                names = [info.name for info in self.list_available()]
+            except Exception:  # the suggestion is a courtesy; the not-found error stands regardless
+                names = []
+            close = difflib.get_close_matches(model, names, n=1, cutoff=0.5)
+            if not close:
+                base = model.split(":", 1)[0]
+                close = [name for name in names if name.split(":", 1)[0] == base][:1]
+            if close:
+                hint = f"did you mean {close[0]!r}?"
+        return ModelNotFound(f"model {model!r} not found on endpoint {self.endpoint.name!r}; {hint}")
+
+    def _unexpected(self, path: str, body: object) -> ServerError:
+        return ServerError(
+            f"{self.endpoint.url}{path} did not answer like Ollama ({str(body)[:80]!r}); "
+            f"is endpoint {self.endpoint.name!r} really an Ollama server?"
+        )
+
+
+def _model_info(entry: dict[str, Any], identity: str) -> ModelInfo:
+    details: dict[str, Any] = entry["details"] if isinstance(entry.get("details"), dict) else {}
+    model_info: dict[str, Any] = entry["model_info"] if isinstance(entry.get("model_info"), dict) else {}
+    trained = details.get("context_length")
+    if trained is None and model_info:
+        arch = model_info.get("general.architecture")
+        trained = model_info.get(f"{arch}.context_length")
+    capabilities = entry.get("capabilities") or ()
+    return ModelInfo(
+        name=str(entry.get("name") or entry.get("model") or ""),
+        identity=identity,
+        size=_int_or_none(entry.get("size")),
+        digest=entry.get("digest"),
+        family=details.get("family"),
+        parameter_size=details.get("parameter_size"),
+        quantization=details.get("quantization_level"),
+        trained_context=_int_or_none(trained),
+        capabilities=tuple(str(item) for item in capabilities),
+        remote=bool(entry.get("remote_model") or entry.get("remote_host")),
+    )
+
+
+def _blob_identity(show: dict[str, Any]) -> str | None:
+    """The runner key is the GGUF blob path, given as the modelfile's FROM line (§2.3, §4.1)."""
+    modelfile = show.get("modelfile")
+    if not isinstance(modelfile, str):
+        return None
+    for line in modelfile.splitlines():
+        if line.startswith("FROM "):
+            return "blob:" + line[5:].strip()
+    return None
+
+
+def _int_or_none(value: object) -> int | None:
+    return int(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def _parse_time(value: object) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return datetime.fromisoformat(value)
+    except ValueError:
+        return None

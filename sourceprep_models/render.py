@@ -1,0 +1,192 @@
+"""Two views of the same result records: JSON-ready dicts and rich tables. Rendering never computes
+anything a JSON consumer would not also get."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from sourceprep_models.units import format_seconds, human_bytes, percent
+
+if TYPE_CHECKING:
+    from rich.table import Table
+
+    from sourceprep_models.executor import LoadReport, Step, UnloadReport
+    from sourceprep_models.planner import Plan, Refusal
+    from sourceprep_models.providers.base import LoadedModel
+    from sourceprep_models.sizing import Budget, Prediction
+    from sourceprep_models.status import StatusReport
+
+
+# -- dicts ---------------------------------------------------------------------------------------
+
+
+def processor(size: int | None, size_vram: int | None) -> str:
+    """Where a model runs, in `ollama ps` words: ``100% GPU``, ``100% CPU``, ``25%/75% CPU/GPU``."""
+    if not size or size_vram is None:
+        return "unknown"
+    if size_vram <= 0:
+        return "100% CPU"
+    if size_vram >= size:
+        return "100% GPU"
+    gpu = percent(size_vram, size)
+    return f"{100 - gpu}%/{gpu}% CPU/GPU"
+
+
+def until(expires_at: datetime | None, now: datetime | None = None) -> str:
+    """Relative expiry as `ollama ps` shows it (ollama.md §2.4)."""
+    if expires_at is None:
+        return "unknown"
+    now = now or datetime.now(UTC)
+    seconds = (expires_at - now).total_seconds()
+    if seconds > 20 * 365 * 86400:
+        return "forever"
+    if seconds <= 0:
+        return "stopping"
+    return f"in {format_seconds(seconds)}"
+
+
+def loaded_model_dict(model: LoadedModel) -> dict[str, Any]:
+    return {
+        "name": model.name,
+        "size": model.size,
+        "size_vram": model.size_vram,
+        "vram_percent": percent(model.size_vram, model.size) if model.size and model.size_vram is not None else None,
+        "processor": processor(model.size, model.size_vram),
+        "context_length": model.context_length,
+        "expires_at": model.expires_at.isoformat() if model.expires_at else None,
+        "until": until(model.expires_at),
+        "pinned": model.pinned,
+        "digest": model.digest,
+    }
+
+
+# -- tables --------------------------------------------------------------------------------------
+
+
+def _table(*headers: str) -> Table:
+    from rich.table import Table
+
+    table = Table(box=None, show_header=True, header_style="bold", pad_edge=False, show_edge=False)
+    for header in headers:
+        justify = "right" if header in {"SIZE", "CONTEXT", "WALL", "SERVER", "TOTAL"} else "left"
+        table.add_column(header, justify=justify, no_wrap=True)  # type: ignore[arg-type]
+    return table
+
+
+def status_table(report: StatusReport) -> Table:
+    table = _table("ENDPOINT", "MODEL", "SIZE", "PROCESSOR", "CONTEXT", "UNTIL")
+    for endpoint in report.endpoints:
+        if endpoint.error:
+            # The full one-line error goes to stderr; the table only flags the row.
+            label = "(unreachable)" if endpoint.exit_code == 4 else "(error)"
+            table.add_row(endpoint.name, label, "", "", "", "")
+            continue
+        if not endpoint.models:
+            table.add_row(endpoint.name, "(nothing loaded)", "", "", "", "")
+        for model in endpoint.models:
+            table.add_row(
+                endpoint.name,
+                model.name,
+                human_bytes(model.size),
+                processor(model.size, model.size_vram),
+                str(model.context_length or ""),
+                until(model.expires_at),
+            )
+    return table
+
+
+def hardware_lines(hardware: Mapping[str, Any]) -> list[str]:
+    lines = []
+    ram_total, ram_available = hardware.get("ram_total"), hardware.get("ram_available")
+    if ram_total is not None:
+        lines.append(f"RAM     {human_bytes(ram_available)} available of {human_bytes(ram_total)}")
+    for gpu in hardware.get("gpus") or []:
+        total, free = gpu.get("total_bytes"), gpu.get("free_bytes")
+        amount = f"{human_bytes(free)} free of {human_bytes(total)}" if free is not None else human_bytes(total)
+        lines.append(f"GPU {gpu.get('index', 0)}   {gpu.get('name')}: {amount}")
+    budget = hardware.get("budget_bytes")
+    if budget is not None:
+        lines.append(f"BUDGET  {human_bytes(budget)} for models ({hardware.get('budget_source')})")
+    for unknown in hardware.get("unknowns") or []:
+        lines.append(f"unknown {unknown.get('item')}: {unknown.get('reason')}")
+    return lines
+
+
+def steps_table(steps: list[Step]) -> Table:
+    table = _table("STEP", "MODEL", "ENDPOINT", "WALL", "SERVER", "DETAIL")
+    for step in steps:
+        table.add_row(
+            step.step,
+            step.model,
+            step.endpoint,
+            format_seconds(step.wall_s),
+            format_seconds(step.server_s) if step.server_s is not None else "-",
+            step.detail,
+        )
+    total = sum(step.wall_s for step in steps)
+    table.add_row("total", "", "", format_seconds(total), "", "", style="bold")
+    return table
+
+
+def load_summary(report: LoadReport) -> str:
+    verb = {"loaded": "loaded", "reloaded": "reloaded", "already-loaded": "already loaded"}[report.outcome]
+    where = ""
+    if report.resident is not None:
+        where = f" ({processor(report.resident.size, report.resident.size_vram)}, {human_bytes(report.resident.size)}"
+        if report.resident.context_length:
+            where += f", context {report.resident.context_length}"
+        where += ")"
+    return f"{report.model} {verb} on {report.endpoint} in {format_seconds(report.total_s)}{where}"
+
+
+def unload_summary(report: UnloadReport) -> list[str]:
+    lines = []
+    if report.unloaded:
+        total = sum(step.wall_s for step in report.steps)
+        lines.append(f"unloaded {', '.join(report.unloaded)} from {report.endpoint} in {format_seconds(total)}")
+    lines.extend(f"{name} was not loaded on {report.endpoint}" for name in report.not_loaded)
+    if not lines:
+        lines.append(f"nothing was loaded on {report.endpoint}")
+    return lines
+
+
+def plan_dict(
+    plan: Plan | Refusal, prediction: Prediction, budget: Budget, loaded: list[LoadedModel]
+) -> dict[str, Any]:
+    data = plan.to_dict()
+    data.update(
+        prediction_source=prediction.source,
+        context_length=prediction.num_ctx,
+        budget=budget.to_dict(),
+        loaded=[model.name for model in loaded],
+    )
+    return data
+
+
+def plan_table(plan: Plan | Refusal, prediction: Prediction, budget: Budget, loaded: list[LoadedModel]) -> Table:
+    from sourceprep_models.planner import Refusal
+
+    table = _table("MODEL", "ACTION", "SIZE", "NOTE")
+    evicted = set() if isinstance(plan, Refusal) else {victim.name for victim in plan.evict}
+    restore = set() if isinstance(plan, Refusal) else {pin.name for pin in plan.restore_after}
+    for model in loaded:
+        if model.name in evicted:
+            action = "evict"
+            note = "pinned; reloaded afterwards" if model.name in restore else ""
+        else:
+            action, note = "stays", ""
+        table.add_row(model.name, action, human_bytes(model.size), note)
+    incoming = plan.incoming
+    if isinstance(plan, Refusal):
+        action, note = "refused", plan.reason
+    elif plan.noop:
+        action, note = "already loaded", "nothing to do"
+    else:
+        action = "reload" if plan.reload else "load"
+        note = f"predicted ({prediction.source}), context {prediction.num_ctx}"
+    table.add_row(incoming.name, action, human_bytes(incoming.size), note)
+    after = "" if isinstance(plan, Refusal) else human_bytes(plan.resident_after)
+    table.add_row("budget", "", human_bytes(budget.bytes), f"{budget.source}; in use after: {after or '-'}")
+    return table

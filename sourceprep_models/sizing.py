@@ -1,0 +1,146 @@
+"""How much memory a model will occupy once loaded, and how much the machine lets models use.
+
+Prediction sources, best first:
+1. ``measured`` — what the server reported after an earlier load with the same context
+   (``/api/ps`` ``size`` is the runner's real buffers), remembered per model identity;
+2. ``estimate`` — hardware.md's formula (weights + KV cache + compute buffer) from GGUF metadata;
+3. ``file size`` — the weights file plus 10 %, when nothing better is known.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sourceprep_models.config.schema import MemoryPolicy
+
+GIB = 1024**3
+# Ollama's default context by total VRAM when nothing sets num_ctx (ollama.md §4.8).
+_CONTEXT_TIERS = ((47 * GIB, 262144), (23 * GIB, 32768))
+_DEFAULT_CONTEXT = 4096
+
+
+@dataclass(frozen=True)
+class Prediction:
+    bytes: int
+    source: str  # "measured", "estimate" or "file size"
+    num_ctx: int
+
+
+@dataclass(frozen=True)
+class Budget:
+    bytes: int  # what models may occupy together, headroom already taken off
+    total: int | None
+    source: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"bytes": self.bytes, "total": self.total, "source": self.source}
+
+
+def memory_budget(policy: MemoryPolicy, hardware: dict[str, Any]) -> Budget:
+    """The configured budget, else the hardware probe's, minus the configured headroom."""
+    if policy.budget_bytes is not None:
+        total: int | None = policy.budget_bytes
+        source = "memory.budget in the config"
+    else:
+        total = hardware.get("budget_bytes")
+        source = str(hardware.get("budget_source") or "hardware probe")
+    if total is None:
+        return Budget(bytes=0, total=None, source="unknown: " + source)
+    return Budget(bytes=max(0, total - policy.headroom_bytes), total=total, source=source)
+
+
+def default_context(hardware: dict[str, Any], trained: int | None) -> int:
+    """The context Ollama picks when a request sets none: tiered by total VRAM, capped at the trained."""
+    vram = sum(gpu.get("total_bytes") or 0 for gpu in hardware.get("gpus") or [])
+    context = next((ctx for floor, ctx in _CONTEXT_TIERS if vram >= floor), _DEFAULT_CONTEXT)
+    return min(context, trained) if trained else context
+
+
+def backend_of(hardware: dict[str, Any]) -> str:
+    vendors = {gpu.get("vendor") for gpu in hardware.get("gpus") or []}
+    if "apple" in vendors:
+        return "metal"
+    if "nvidia" in vendors:
+        return "cuda"
+    if "amd" in vendors:
+        return "rocm"
+    return "cpu"
+
+
+class SizeBook:
+    """Measured sizes from earlier loads, keyed by model identity and context, kept in the cache dir."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._data: dict[str, int] | None = None
+
+    def _load(self) -> dict[str, int]:
+        if self._data is None:
+            try:
+                raw = json.loads(self.path.read_text(encoding="utf-8"))
+                self._data = {str(k): int(v) for k, v in raw.items()} if isinstance(raw, dict) else {}
+            except (OSError, ValueError):
+                self._data = {}
+        return self._data
+
+    def get(self, identity: str, num_ctx: int) -> int | None:
+        return self._load().get(f"{identity}@{num_ctx}")
+
+    def put(self, identity: str, num_ctx: int, size: int) -> None:
+        data = self._load()
+        key = f"{identity}@{num_ctx}"
+        if data.get(key) == size:
+            return
+        data[key] = size
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            temp = self.path.with_suffix(f".{os.getpid()}.tmp")
+            temp.write_text(json.dumps(data, indent=1, sort_keys=True), encoding="utf-8")
+            os.replace(temp, self.path)
+        except OSError:
+            pass  # a cache that cannot be written only costs accuracy later
+
+
+def default_size_book() -> SizeBook:
+    from platformdirs import user_cache_path
+
+    return SizeBook(user_cache_path("sourceprep-models", appauthor=False) / "measured-sizes.json")
+
+
+def predict(
+    identity: str,
+    file_size: int | None,
+    trained_context: int | None,
+    num_ctx: int | None,
+    hardware: dict[str, Any],
+    book: SizeBook,
+    metadata: Callable[[], Any] | None = None,
+) -> Prediction:
+    """The predicted resident size for a model loaded with ``num_ctx`` (None = the server default)."""
+    context = num_ctx or default_context(hardware, trained_context)
+    if trained_context:
+        context = min(context, trained_context)  # the server caps it the same way (ollama.md §4.7)
+    measured = book.get(identity, context)
+    if measured is not None:
+        return Prediction(measured, "measured", context)
+    meta = None
+    if metadata is not None:
+        try:
+            meta = metadata()
+        except Exception:  # metadata is an optimisation: any failure falls back to the file size
+            meta = None
+    if meta is not None:
+        from sourceprep_models.estimate import estimate
+
+        try:
+            result = estimate(meta, num_ctx=context, backend=backend_of(hardware))
+        except ValueError:  # metadata without usable tensor sizes: fall through to the file size
+            pass
+        else:
+            return Prediction(result.total_bytes, "estimate", context)
+    return Prediction(int((file_size or 0) * 1.1), "file size", context)

@@ -1,0 +1,146 @@
+"""Parsing and formatting of sizes, durations and keep-alive values (pure functions)."""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+
+_SIZE_UNITS = {
+    "": 1,
+    "b": 1,
+    "k": 1000,
+    "kb": 1000,
+    "m": 1000**2,
+    "mb": 1000**2,
+    "g": 1000**3,
+    "gb": 1000**3,
+    "t": 1000**4,
+    "tb": 1000**4,
+    "kib": 1024,
+    "mib": 1024**2,
+    "gib": 1024**3,
+    "tib": 1024**4,
+}
+_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
+
+
+def parse_size(value: str | int) -> int:
+    """Bytes from ``12GiB``, ``16 GB``, ``512MiB`` or a plain integer of bytes.
+
+    >>> parse_size("1.5GiB")
+    1610612736
+    >>> parse_size("16GB")
+    16000000000
+    """
+    if isinstance(value, bool):
+        raise ValueError("expected a size such as 12GiB or 16GB")
+    if isinstance(value, int):
+        if value < 0:
+            raise ValueError("a size cannot be negative")
+        return value
+    match = _SIZE_RE.match(value)
+    if not match or match.group(2).lower() not in _SIZE_UNITS:
+        raise ValueError(f"{value!r} is not a size; write it like 12GiB, 16GB or 512MiB")
+    return int(float(match.group(1)) * _SIZE_UNITS[match.group(2).lower()])
+
+
+# Go's time.ParseDuration syntax, which Ollama uses for keep_alive strings (ollama.md §3.1).
+_GO_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "μs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+_GO_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
+
+
+def parse_duration(value: str | int | float) -> float:
+    """Seconds from a Go-style duration (``30m``, ``1h30m``, ``300ms``) or a number of seconds.
+
+    >>> parse_duration("1h30m")
+    5400.0
+    >>> parse_duration("45")
+    45.0
+    """
+    if isinstance(value, bool):
+        raise ValueError("expected a duration such as 30s, 5m or 1h30m")
+    if isinstance(value, int | float):
+        return float(value)
+    text = value.strip()
+    sign = -1.0 if text.startswith("-") else 1.0
+    body = text.lstrip("+-")
+    if re.fullmatch(r"\d+(\.\d+)?", body):
+        return sign * float(body)
+    pos, total = 0, 0.0
+    for part in _GO_PART.finditer(body):
+        if part.start() != pos:
+            break
+        total += float(part.group(1)) * _GO_UNITS[part.group(2)]
+        pos = part.end()
+    if not body or pos != len(body):
+        raise ValueError(f"{value!r} is not a duration; write it like 30s, 5m, 1h30m or a number of seconds")
+    return sign * total
+
+
+@dataclass(frozen=True)
+class KeepAlive:
+    """How long a server keeps a model after its last request; ``seconds is None`` means forever."""
+
+    seconds: float | None
+
+    @property
+    def forever(self) -> bool:
+        return self.seconds is None
+
+    def to_ollama(self) -> int | float:
+        """Ollama accepts a JSON number of seconds, negative meaning forever (ollama.md §3.1).
+
+        A number sidesteps the unit trap: the string ``"300"`` is a 400 error, the number 300 is not.
+        """
+        if self.seconds is None:
+            return -1
+        return int(self.seconds) if float(self.seconds).is_integer() else self.seconds
+
+    def describe(self) -> str:
+        return "forever" if self.seconds is None else format_seconds(self.seconds)
+
+
+def parse_keep_alive(value: str | int | float) -> KeepAlive:
+    """``forever``/``-1``/any negative → forever; ``0`` → unload when idle; ``30m``, ``1h``, ``300`` → seconds.
+
+    >>> parse_keep_alive("forever").forever
+    True
+    >>> parse_keep_alive("30m").to_ollama()
+    1800
+    """
+    if isinstance(value, str) and value.strip().lower() in {"forever", "inf", "infinite", "never"}:
+        return KeepAlive(None)
+    seconds = parse_duration(value)
+    return KeepAlive(None if seconds < 0 else seconds)
+
+
+def format_seconds(seconds: float) -> str:
+    """Compact duration for humans: ``0.42s``, ``12.3s``, ``5m``, ``1h30m``."""
+    if seconds < 10:
+        return f"{seconds:.2f}s"
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, secs = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    if hours:
+        return f"{hours}h{minutes}m" if minutes else f"{hours}h"
+    return f"{minutes}m{secs}s" if secs else f"{minutes}m"
+
+
+def human_bytes(n: int | None) -> str:
+    """Decimal units as `ollama ps` prints them (``6.3 GB``), so numbers match what users compare with."""
+    if n is None:
+        return "?"
+    if n < 1000:
+        return f"{n} B"
+    value = float(n)
+    for unit in ("KB", "MB", "GB", "TB"):
+        value /= 1000
+        if value < 1000 or unit == "TB":
+            return f"{value:.0f} {unit}" if value >= 100 else f"{value:.1f} {unit}"
+    raise AssertionError("unreachable")
+
+
+def percent(part: int, whole: int) -> int:
+    return 0 if whole <= 0 else math.floor(100 * part / whole + 0.5)

@@ -1,0 +1,189 @@
+"""The config file: where it is found, what it accepts, and one clear line for each mistake."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from sourceprep_models.config import load_config, parse_config
+from sourceprep_models.errors import ConfigError
+from tests.conftest import CliFn
+
+REPO = Path(__file__).resolve().parent.parent
+
+# (what is wrong, config text, line the error must name, words the message must contain)
+BAD_CONFIGS = [
+    ("toml syntax", "[models.fast\nname = 'x'\n", 1, "invalid TOML"),
+    ("duplicate key", "[models.fast]\nname = 'a'\nname = 'b'\n", 3, "invalid TOML"),
+    ("unknown top-level section", "[modles.fast]\nname = 'x'\n", 1, "modles: unknown key; did you mean 'models'?"),
+    ("endpoints not a table", "endpoints = 3\n", 1, "endpoints: expected a table"),
+    ("endpoint without kind", "[endpoints.box]\nurl = 'http://h:1'\n", 1, "endpoints.box: missing key 'kind'"),
+    ("unknown provider kind", "[endpoints.box]\nkind = 'olama'\n", 2, "did you mean 'ollama'?"),
+    ("endpoint url not http", "[endpoints.box]\nkind = 'lmstudio'\nurl = 'ftp://h'\n", 3, "is not an http(s) URL"),
+    ("endpoint url bad port", "[endpoints.box]\nkind = 'lmstudio'\nurl = 'http://h:99999'\n", 3, "invalid port"),
+    ("non-ollama endpoint needs url", "[endpoints.box]\nkind = 'lmstudio'\n", 1, "missing key 'url'"),
+    (
+        "literal api key",
+        "[endpoints.cloud]\nkind = 'openai'\nurl = 'https://api.example.com/v1'\napi_key = 'sk-123'\n",
+        4,
+        "secrets are never stored in the config",
+    ),
+    (
+        "api_key_env holds a key, not a name",
+        "[endpoints.cloud]\nkind = 'openai'\nurl = 'https://a.example/v1'\napi_key_env = 'sk-abc-123'\n",
+        4,
+        "must be the NAME of an environment variable",
+    ),
+    ("bad load timeout", "[endpoints.ollama]\nkind = 'ollama'\nload_timeout = 'soon'\n", 3, "is not a duration"),
+    ("zero unload timeout", "[endpoints.ollama]\nkind = 'ollama'\nunload_timeout = 0\n", 3, "positive duration"),
+    ("unknown endpoint key", "[endpoints.ollama]\nkind = 'ollama'\nhots = 'x'\n", 3, "unknown key"),
+    ("default_endpoint unknown", "default_endpoint = 'lms'\n", 1, "no endpoint named 'lms'"),
+    ("model endpoint unknown", "[models.fast]\nendpoint = 'olama'\n", 2, "did you mean 'ollama'?"),
+    ("context length a string", "[models.fast]\ncontext_length = 'big'\n", 2, "expected a whole number"),
+    ("context length too small", "[models.fast]\ncontext_length = 16\n", 2, "must be at least 256"),
+    ("keep_alive prose", "[models.fast]\nkeep_alive = '5 minutes'\n", 2, "is not a keep-alive"),
+    ("keep_alive boolean", "[models.fast]\nkeep_alive = true\n", 2, "expected a duration"),
+    ("always_available not bool", "[models.fast]\nalways_available = 'yes'\n", 2, "expected true or false"),
+    ("model kind unknown", "[models.fast]\nkind = 'rerank'\n", 2, "must be one of: chat, embedding"),
+    ("model name empty", "[models.fast]\nname = ''\n", 2, "must not be empty"),
+    ("options not a table", "[models.fast]\noptions = 5\n", 2, "models.fast.options: expected a table"),
+    ("option wrong type", "[models.fast]\noptions = { num_ctx = 'big' }\n", 2, "models.fast.options.num_ctx"),
+    (
+        "num_ctx disagrees with context_length",
+        "[models.fast]\ncontext_length = 8192\noptions = { num_ctx = 4096 }\n",
+        3,
+        "disagrees with context_length",
+    ),
+    (
+        "same server model twice",
+        "[models.a]\nname = 'qwen3:4b'\n[models.b]\nname = 'qwen3:4b'\n",
+        4,
+        "already configured as models.a",
+    ),
+    ("unknown model key", "[models.fast]\ncontext = 8192\n", 2, "did you mean 'context_length'?"),
+    ("budget not a size", "[memory]\nbudget = 'lots'\n", 2, "is not a size"),
+    ("headroom negative", "[memory]\nheadroom = -5\n", 2, "cannot be negative"),
+    ("headroom above budget", "[memory]\nbudget = '4GiB'\nheadroom = '8GiB'\n", 3, "nothing would ever fit"),
+    ("single_model not bool", "[memory]\nsingle_model = 1\n", 2, "expected true or false"),
+    ("pipeline without stages", "[pipelines.trace]\ndescription = 'x'\n", 1, "needs at least one stage"),
+    (
+        "stage without model",
+        "[pipelines.trace]\n[[pipelines.trace.stages]]\nname = 'a'\n[[pipelines.trace.stages]]\nname = 'b'\n",
+        2,
+        "pipelines.trace.stages[0]: missing key 'model'",
+    ),
+    (
+        "second stage bad repeat",
+        "[[pipelines.t.stages]]\nmodel = 'a'\n[[pipelines.t.stages]]\nmodel = 'b'\nrepeat = 0\n",
+        5,
+        "pipelines.t.stages[1].repeat: must be at least 1",
+    ),
+    (
+        "stage name twice",
+        "[pipelines.t]\nstages = [ { name = 'x', model = 'a' }, { name = 'x', model = 'b' } ]\n",
+        2,
+        "is used twice",
+    ),
+]
+
+
+@pytest.mark.parametrize(("problem", "text", "line", "words"), BAD_CONFIGS, ids=[case[0] for case in BAD_CONFIGS])
+def test_bad_config_is_one_line_naming_file_line_and_key(
+    cli: CliFn,
+    write_config: callable,
+    problem: str,
+    text: str,
+    line: int,
+    words: str,  # type: ignore[valid-type]
+) -> None:
+    path = write_config(text)
+    result = cli("--config", str(path), "status", "--no-hardware")
+    assert result.exit_code == 5, result.stderr
+    assert result.stdout == ""
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr.startswith(f"error: {path}:{line}: "), result.stderr
+    assert words in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_secret_value_never_echoed_in_the_error(cli: CliFn, write_config: callable) -> None:  # type: ignore[valid-type]
+    path = write_config("[endpoints.c]\nkind = 'openai'\nurl = 'https://a.example/v1'\napi_key = 'sk-SECRET-42'\n")
+    result = cli("--config", str(path), "status", "--no-hardware")
+    assert result.exit_code == 5
+    assert "sk-SECRET-42" not in result.stderr + result.stdout
+
+
+def test_missing_explicit_config_file_is_exit_5(cli: CliFn, tmp_path: Path) -> None:
+    missing = tmp_path / "nope.toml"
+    result = cli("--config", str(missing), "status", "--no-hardware")
+    assert result.exit_code == 5
+    assert result.stderr == f"error: {missing}: config file not found (named by --config); create it or fix the path\n"
+
+
+def test_env_var_names_the_config_and_flag_beats_it(cli: CliFn, write_config: callable, tmp_path: Path) -> None:  # type: ignore[valid-type]
+    bad = write_config("[models.x]\ncontext_length = 'big'\n")
+    good = tmp_path / "good.toml"
+    good.write_text("[endpoints.ollama]\nkind = 'ollama'\nurl = 'http://127.0.0.1:9'\n")
+    from_env = cli("status", "--no-hardware", env={"SOURCEPREP_MODELS_CONFIG": str(bad)})
+    assert from_env.exit_code == 5 and str(bad) in from_env.stderr
+    # --config wins over the environment: the good file points at a closed port → exit 4, not 5.
+    from_flag = cli("--config", str(good), "status", "--no-hardware", env={"SOURCEPREP_MODELS_CONFIG": str(bad)})
+    assert from_flag.exit_code == 4, from_flag.stderr
+
+
+def test_user_config_file_is_used_when_nothing_else_names_one(tmp_path: Path) -> None:
+    user_file = tmp_path / "xdg-config" / "sourceprep-models" / "config.toml"
+    user_file.parent.mkdir(parents=True)
+    user_file.write_text("[endpoints.box]\nkind = 'ollama'\nurl = 'http://10.0.0.5:11434'\n")
+    config = load_config(None, {})
+    assert config.path == user_file
+    assert config.endpoints["box"].url == "http://10.0.0.5:11434"
+
+
+def test_no_config_means_ollama_at_ollama_host() -> None:
+    config = load_config(None, {"OLLAMA_HOST": "gpu-box:8080"})
+    assert config.path is None
+    assert [(e.name, e.kind, e.url, e.source) for e in config.endpoints.values()] == [
+        ("ollama", "ollama", "http://gpu-box:8080", "OLLAMA_HOST")
+    ]
+
+
+def test_example_config_is_accepted_with_every_reference_setup() -> None:
+    config = load_config(str(REPO / "models.example.toml"), {})
+    assert {e.kind for e in config.endpoints.values()} >= {"ollama", "lmstudio", "openai"}
+    assert config.endpoints["cloud"].api_key_env == "OPENAI_API_KEY"
+    assert config.models["catalog"].always_available
+    assert config.models["coder"].runner_options() == {"num_batch": 512, "num_gpu": -1, "num_ctx": 32768}
+    assert config.models["fast"].endpoint == "lmstudio"
+    assert set(config.pipelines) == {"trace", "retrieval", "agent"}
+    assert config.pipelines["retrieval"].stages[1].repeat == 20
+
+
+def test_values_are_typed() -> None:
+    text = textwrap.dedent(
+        """
+        [models.big]
+        name = "qwen3:14b"
+        keep_alive = "1h30m"
+        options = { num_ctx = 16384, temperature = 0.2 }
+        [memory]
+        budget = "12GiB"
+        headroom = "512MiB"
+        single_model = true
+        """
+    )
+    config = parse_config(text, None, {})
+    big = config.models["big"]
+    assert big.keep_alive is not None and big.keep_alive.seconds == 5400
+    assert big.context_length == 16384
+    assert big.runner_options() == {"temperature": 0.2, "num_ctx": 16384}
+    assert config.memory.budget_bytes == 12 * 1024**3
+    assert config.memory.headroom_bytes == 512 * 1024**2
+    assert config.memory.single_model
+
+
+def test_error_without_file_still_names_key() -> None:
+    with pytest.raises(ConfigError, match=r"^<config>:2: models.x.keep_alive: "):
+        parse_config("[models.x]\nkeep_alive = []\n", None, {})
