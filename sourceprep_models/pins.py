@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from sourceprep_models.errors import ModelNotFound
 from sourceprep_models.executor import Executor, Step
 from sourceprep_models.planner import Plan
 from sourceprep_models.session import Session
@@ -19,6 +20,7 @@ class Repair:
     steps: list[Step] = field(default_factory=list)
     repaired: list[str] = field(default_factory=list)
     waiting: list[str] = field(default_factory=list)  # pins that do not fit without evicting
+    absent: list[str] = field(default_factory=list)  # pins the server does not have at all
 
 
 def repair_pins(session: Session, executor: Executor, skip: set[str] | None = None) -> Repair:
@@ -30,7 +32,11 @@ def repair_pins(session: Session, executor: Executor, skip: set[str] | None = No
             continue
         request = session.request(spec.name, spec)
         if why == "missing":
-            plan, _, _ = session.plan(request, loaded)
+            try:
+                plan, _, _ = session.plan(request, loaded)
+            except ModelNotFound:
+                repair.absent.append(spec.name)
+                continue
             if not isinstance(plan, Plan) or plan.evict:
                 repair.waiting.append(spec.name)
                 continue

@@ -38,7 +38,7 @@ class _Group(TyperGroup):
             _output(ctx).error(exc.message)
             raise typer.Exit(int(exc.exit_code)) from None
         except KeyboardInterrupt:
-            _output(ctx).error("interrupted")
+            _output(ctx).error("interrupted; see what is loaded now with `sourceprep-models status`")
             raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
 
 

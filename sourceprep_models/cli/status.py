@@ -66,5 +66,7 @@ def _repair_pins(app: AppContext, targets: list[Endpoint]) -> None:
             continue  # the status table reports this endpoint's problem itself
         for name in repair.repaired:
             app.output.warn(f"pinned {name} was not kept by {target.name}; reloaded it")
+        for name in repair.absent:
+            app.output.warn(f"pinned {name} is not on {target.name}; pull it there or unpin it")
         for name in repair.waiting:
             app.output.warn(f"pinned {name} is not loaded on {target.name} and does not fit beside what is")

@@ -127,6 +127,10 @@ def run_load(
                 f"pinned {name} is not loaded and does not fit beside what is; it comes back when memory frees"
                 for name in repaired.waiting
             )
+            report.warnings.extend(
+                f"pinned {name} is not on {session.endpoint.name}; pull it there or unpin it"
+                for name in repaired.absent
+            )
         if report.resident is not None:
             session.remember(session.identity(request.name), prediction.num_ctx, report.resident.size)
         for name in report.pending_restore:
