@@ -22,6 +22,7 @@ GIB = 1024**3
 # Ollama's default context by total VRAM when nothing sets num_ctx (ollama.md §4.8).
 _CONTEXT_TIERS = ((47 * GIB, 262144), (23 * GIB, 32768))
 _DEFAULT_CONTEXT = 4096
+UNLIMITED = 2**62
 
 
 @dataclass(frozen=True)
@@ -50,7 +51,9 @@ def memory_budget(policy: MemoryPolicy, hardware: dict[str, Any]) -> Budget:
         total = hardware.get("budget_bytes")
         source = str(hardware.get("budget_source") or "hardware probe")
     if total is None:
-        return Budget(bytes=0, total=None, source="unknown: " + source)
+        # Without a number there is nothing to plan against: let everything "fit" and let the
+        # server's own scheduler decide, rather than refusing every load.
+        return Budget(bytes=UNLIMITED, total=None, source="unknown (" + source + "); not planning evictions")
     return Budget(bytes=max(0, total - policy.headroom_bytes), total=total, source=source)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 
 import httpx
@@ -205,3 +206,36 @@ def test_models_loaded_by_another_client_show_as_evicted(cli: CliFn, ollama_emul
     assert result.json()["evicted_by_server"] == ["a:7b"]
     assert "the server evicted a:7b" in result.stderr
     assert emulator.loaded_names() == ["b:7b"]
+
+
+def test_cold_weights_are_warmed_into_the_page_cache_first(cli: CliFn, emu) -> None:  # type: ignore[no-untyped-def]
+    from sourceprep_models import pagecache
+
+    blob = emu.blob_path("qwen3:4b")
+    if not pagecache.drop(blob):
+        pytest.skip("this platform cannot make a file cold without root (no posix_fadvise)")
+    assert pagecache.residency(blob).resident_bytes == 0
+    result = cli("load", "qwen3:4b", "--json")
+    assert result.exit_code == 0, result.stderr
+    warm = result.json()["steps"][0]
+    # The estimate reads the GGUF header first, and readahead pulls in some pages: "before" is < 100 %.
+    match = re.search(r"(\d+)% → 100% resident", warm["detail"])
+    assert warm["step"] == "warm" and match and int(match.group(1)) < 100, warm["detail"]
+    assert pagecache.residency(blob).fraction == 1.0
+
+
+def test_no_warm_skips_the_page_cache_step(cli: CliFn, emu) -> None:  # type: ignore[no-untyped-def]
+    result = cli("load", "qwen3:4b", "--no-warm", "--json")
+    assert result.exit_code == 0, result.stderr
+    assert [step["step"] for step in result.json()["steps"]] == ["load", "verify"]
+
+
+def test_measured_size_replaces_the_estimate_after_a_load(cli: CliFn, emu) -> None:  # type: ignore[no-untyped-def]
+    first = cli("load", "llama3.2:3b", "--ctx", "2048", "--dry-run", "--json").json()
+    assert first["prediction_source"] == "estimate"
+    assert cli("load", "llama3.2:3b", "--ctx", "2048").exit_code == 0
+    assert cli("unload", "llama3.2:3b").exit_code == 0
+    again = cli("load", "llama3.2:3b", "--ctx", "2048", "--dry-run", "--json").json()
+    assert again["prediction_source"] == "measured"
+    assert cli("load", "llama3.2:3b", "--ctx", "2048").exit_code == 0
+    assert again["predicted_size"] == emu.loaded()[0].size

@@ -162,8 +162,9 @@ def _warmer(app: AppContext, session: Session, name: str) -> Callable[[], tuple[
                 details.append(f"{path.name[:19]} already cached")
                 continue
             result = pagecache.warm(path, min_available_bytes=margin)
-            after = result.after.fraction
-            share = f", {after:.0%} resident" if after is not None else ", residency unknown"
+            was, now = before.fraction, result.after.fraction
+            share = f", {was:.0%} → {now:.0%} resident" if was is not None and now is not None else ""
+            share = share or ", residency unknown (hardware.md §5.2: not measurable for this file)"
             stopped = f", stopped: {result.stopped}" if result.stopped else ""
             details.append(f"read {human_bytes(result.bytes_read)} in {format_seconds(result.seconds)}{share}{stopped}")
         return time.monotonic() - started, "; ".join(details)

@@ -11,6 +11,7 @@ The traps this module exists to avoid:
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import os
 import time
@@ -104,15 +105,30 @@ class OllamaProvider:
 
     def gguf_metadata(self, name: str) -> GGUFMetadata | None:
         """Architecture numbers for the memory estimate: from the local blob's header, else /api/show."""
-        from sourceprep_models.estimate import metadata_from_show, read_gguf
+        from platformdirs import user_cache_path
 
-        for path in self.weight_paths(name):
-            try:
-                return read_gguf(path)
-            except (OSError, ValueError):
-                break
-        body = self._request("POST", "/api/show", json={"model": name, "verbose": True}, model=name)
-        return metadata_from_show(body) if isinstance(body, dict) else None
+        from sourceprep_models.estimate import MetadataCache, metadata_from_show, read_gguf
+
+        # Blobs are content-addressed, so metadata read once is valid forever (hardware.md §4.2).
+        identity = self.describe(name).identity
+        digest = Path(identity[5:]).name if identity.startswith("blob:") else None
+        cache = MetadataCache(user_cache_path("sourceprep-models", appauthor=False) / "gguf-metadata")
+        if digest:
+            cached = cache.get(digest)
+            if cached is not None:
+                return cached
+        meta = None
+        paths = self.weight_paths(name)
+        if paths:
+            with contextlib.suppress(OSError, ValueError):  # unreadable header: ask the server instead
+                meta = read_gguf(paths[0])
+        if meta is None:
+            body = self._request("POST", "/api/show", json={"model": name, "verbose": True}, model=name)
+            meta = metadata_from_show(body) if isinstance(body, dict) else None
+        if meta is not None and digest:
+            with contextlib.suppress(ValueError):  # an identity that is not a digest is simply not cached
+                cache.put(digest, meta)
+        return meta
 
     def list_loaded(self) -> list[LoadedModel]:
         body = self._request("GET", "/api/ps")
