@@ -1,0 +1,52 @@
+"""The output rules a script relies on: streams, verbosity, colour, Ctrl-C."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.conftest import CliFn
+from tests.emulator import EmulatedModel
+
+
+@pytest.fixture
+def emu(ollama_emulator, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    emulator = ollama_emulator(models=[EmulatedModel("qwen3:4b")], gpu_vram_mib=64)
+    monkeypatch.setenv("OLLAMA_HOST", emulator.url)
+    return emulator
+
+
+def test_quiet_keeps_stderr_empty_and_stdout_data(cli: CliFn, emu) -> None:  # type: ignore[no-untyped-def]
+    result = cli("-q", "load", "qwen3:4b", "--json")
+    assert result.exit_code == 0
+    assert result.stderr == ""
+    assert result.json()["outcome"] == "loaded"
+
+
+def test_verbose_adds_step_detail_on_stderr(cli: CliFn, emu) -> None:  # type: ignore[no-untyped-def]
+    result = cli("-v", "load", "qwen3:4b")
+    assert result.exit_code == 0
+    assert any(line.startswith("load qwen3:4b: ") for line in result.stderr.splitlines())
+
+
+def test_no_colour_or_escape_codes_in_a_pipe(cli: CliFn, emu) -> None:  # type: ignore[no-untyped-def]
+    result = cli("load", "qwen3:4b")
+    assert "\x1b[" not in result.stdout + result.stderr
+
+
+def test_errors_still_show_with_quiet(cli: CliFn, emu) -> None:  # type: ignore[no-untyped-def]
+    result = cli("-q", "load", "missing:1b")
+    assert result.exit_code == 3 and result.stderr.startswith("error: model 'missing:1b' not found")
+
+
+def test_ctrl_c_is_exit_130_with_a_hint(cli: CliFn, emu, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    from sourceprep_models.providers.ollama import OllamaProvider
+
+    def interrupted(self, request):  # type: ignore[no-untyped-def]
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(OllamaProvider, "load", interrupted)
+    result = cli("load", "qwen3:4b")
+    assert result.exit_code == 130
+    assert (
+        result.stderr.splitlines()[-1] == "error: interrupted; see what is loaded now with `sourceprep-models status`"
+    )
