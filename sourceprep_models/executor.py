@@ -37,7 +37,7 @@ class Step:
 class LoadReport:
     model: str
     endpoint: str
-    outcome: str  # "loaded", "already-loaded" or "reloaded"
+    outcome: str  # "loaded", "already-loaded", "reloaded" or "always-ready" (cloud endpoints)
     steps: list[Step] = field(default_factory=list)
     resident: LoadedModel | None = None
     evicted: list[str] = field(default_factory=list)

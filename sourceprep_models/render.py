@@ -131,6 +131,8 @@ def steps_table(steps: list[Step]) -> Table:
 
 
 def load_summary(report: LoadReport) -> str:
+    if report.outcome == "always-ready":
+        return f"{report.model} on {report.endpoint}: cloud endpoint, always ready, nothing to load"
     verb = {"loaded": "loaded", "reloaded": "reloaded", "already-loaded": "already loaded"}[report.outcome]
     where = ""
     if report.resident is not None:

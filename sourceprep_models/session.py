@@ -148,7 +148,8 @@ class Session:
             model = by_identity.get(self.identity(spec.name))
             if model is None:
                 lost.append((spec, "missing"))
-            elif not model.pinned:
-                # Another client sent a finite keep_alive and replaced ours (ollama.md §3.2).
+            elif model.expires_at is not None and not model.pinned:
+                # Another client sent a finite keep_alive and replaced ours (ollama.md §3.2). Servers
+                # that report no expiry at all (LM Studio) cannot lose a pin this way.
                 lost.append((spec, "expiring"))
         return lost

@@ -99,6 +99,14 @@ def run_load(
 
     out = app.output
     executor = make_executor(app, session)
+    if getattr(session.provider, "always_ready", False):
+        from sourceprep_models.executor import LoadReport
+
+        session.provider.describe(request.name)  # an unknown model is still exit 3
+        if dry_run:
+            out.info(f"{session.endpoint.name} is always ready: nothing to plan for {request.name}")
+            return None
+        return LoadReport(model=request.name, endpoint=session.endpoint.name, outcome="always-ready")
     with locked(app, session, request.deadline_s):
         repaired = None if dry_run else repair_pins(session, executor)
         loaded = session.loaded()

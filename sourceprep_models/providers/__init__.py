@@ -20,6 +20,8 @@ if TYPE_CHECKING:
 
 _REGISTRY: dict[str, str] = {
     "ollama": "sourceprep_models.providers.ollama:OllamaProvider",
+    "lmstudio": "sourceprep_models.providers.lmstudio:LMStudioProvider",
+    "openai": "sourceprep_models.providers.openai:OpenAIProvider",
 }
 
 

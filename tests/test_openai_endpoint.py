@@ -1,0 +1,293 @@
+"""Cloud / OpenAI-compatible endpoints: always ready, nothing to load, and the API key never shown."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import httpx
+import pytest
+
+from sourceprep_models.config.schema import Endpoint
+from sourceprep_models.errors import (
+    ExitCode,
+    ModelNotFound,
+    ServerError,
+    ServerUnreachable,
+    SourceprepError,
+)
+from sourceprep_models.providers import create_provider
+from sourceprep_models.providers.base import LoadRequest
+from sourceprep_models.providers.openai import OpenAIProvider
+from tests.conftest import CliFn
+
+SECRET = "sk-test-SECRET-0123456789abcdef"
+KEY_VAR = "CLOUD_TEST_KEY"
+ENDPOINT = Endpoint(name="cloud", kind="openai", url="https://api.cloud.test/v1", api_key_env=KEY_VAR)
+
+# GET /v1/models as the OpenAI API documents it.
+MODELS = {
+    "object": "list",
+    "data": [
+        {"id": "gpt-4o-mini", "object": "model", "created": 1721172741, "owned_by": "system"},
+        {"id": "gpt-4.1", "object": "model", "created": 1744316542, "owned_by": "system"},
+        {"id": "text-embedding-3-small", "object": "model", "created": 1705948997, "owned_by": "system"},
+    ],
+}
+
+
+@pytest.fixture(autouse=True)
+def api_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(KEY_VAR, SECRET)
+
+
+def provider_with(
+    handler: Callable[[httpx.Request], httpx.Response], endpoint: Endpoint = ENDPOINT
+) -> tuple[OpenAIProvider, list[httpx.Request]]:
+    seen: list[httpx.Request] = []
+
+    def record(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return handler(request)
+
+    client = httpx.Client(base_url=endpoint.url, transport=httpx.MockTransport(record))
+    return OpenAIProvider(endpoint, client=client), seen
+
+
+def listing(request: httpx.Request) -> httpx.Response:
+    if request.url.path != "/v1/models":
+        return httpx.Response(404, json={"error": {"message": "Unknown path", "type": "invalid_request_error"}})
+    return httpx.Response(200, json=MODELS)
+
+
+def assert_no_secret(*texts: str) -> None:
+    for text in texts:
+        assert SECRET not in text
+
+
+def test_registry_creates_an_always_ready_provider() -> None:
+    provider = create_provider(ENDPOINT)
+    try:
+        assert isinstance(provider, OpenAIProvider)
+        assert OpenAIProvider.always_ready is True
+        caps = provider.capabilities
+        assert (caps.can_load, caps.can_unload, caps.can_pin, caps.reports_memory) == (False, False, False, False)
+    finally:
+        provider.close()
+
+
+def test_lists_models_with_the_bearer_key() -> None:
+    provider, seen = provider_with(listing)
+    models = provider.list_available()
+    assert [m.name for m in models] == ["gpt-4o-mini", "gpt-4.1", "text-embedding-3-small"]
+    assert all(m.remote for m in models)
+    assert [str(r.url) for r in seen] == ["https://api.cloud.test/v1/models"]
+    assert seen[0].headers["authorization"] == f"Bearer {SECRET}"
+
+
+def test_no_api_key_env_sends_no_authorization() -> None:
+    endpoint = Endpoint(name="local", kind="openai", url="http://127.0.0.1:1337/v1")
+    provider, seen = provider_with(listing, endpoint)
+    provider.list_available()
+    assert "authorization" not in seen[0].headers
+
+
+def test_describe_checks_the_model_is_listed() -> None:
+    provider, seen = provider_with(listing)
+    assert provider.describe("gpt-4.1").name == "gpt-4.1"
+    assert provider.describe("gpt-4o-mini").name == "gpt-4o-mini"
+    assert len(seen) == 1  # the listing is reused
+    with pytest.raises(ModelNotFound) as caught:
+        provider.describe("gpt-4o-mimi")
+    assert caught.value.exit_code == ExitCode.MODEL_NOT_FOUND
+    assert "did you mean 'gpt-4o-mini'?" in str(caught.value) and "'cloud'" in str(caught.value)
+
+
+def test_loaded_load_and_unload_touch_nothing() -> None:
+    def refuse(request: httpx.Request) -> httpx.Response:
+        raise AssertionError(f"no request expected, got {request.method} {request.url}")
+
+    provider, seen = provider_with(refuse)
+    assert provider.list_loaded() == []
+    outcome = provider.load(LoadRequest("gpt-4.1", options={"num_ctx": 32768}))
+    assert (outcome.name, outcome.wall_s, outcome.server_load_s) == ("gpt-4.1", 0.0, None)
+    assert provider.unload("gpt-4.1") is None
+    assert seen == []
+
+
+def test_missing_key_variable_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(KEY_VAR)
+    provider, seen = provider_with(listing)
+    assert provider.list_loaded() == []  # status still works without the key
+    with pytest.raises(SourceprepError) as caught:
+        provider.list_available()
+    assert type(caught.value) is SourceprepError and caught.value.exit_code == ExitCode.ERROR
+    assert KEY_VAR in str(caught.value) and "\n" not in str(caught.value)
+    assert seen == []
+
+
+def test_garbage_listing_is_a_server_error() -> None:
+    provider, _ = provider_with(lambda request: httpx.Response(200, text="<html>welcome</html>"))
+    with pytest.raises(ServerError, match="did not answer like an OpenAI-compatible API"):
+        provider.list_available()
+    provider, _ = provider_with(lambda request: httpx.Response(200, json={"data": [{"name": "no id"}]}))
+    with pytest.raises(ServerError, match="'cloud'"):
+        provider.list_available()
+
+
+@pytest.mark.parametrize(
+    ("status", "payload", "error", "expected"),
+    [
+        (401, {"error": {"message": f"Incorrect API key provided: {SECRET}.", "type": "invalid_request_error"}},
+         ServerError, KEY_VAR),
+        (500, {"error": {"message": f"internal error while checking {SECRET}", "type": "server_error"}},
+         ServerError, "500"),
+        (200, f"not json, but it echoes {SECRET}", ServerError, "did not answer like"),
+        (404, {"error": "no such route"}, ServerError, "API base"),
+    ],
+)  # fmt: skip
+def test_errors_never_contain_the_key(status: int, payload: Any, error: type[Exception], expected: str) -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        if isinstance(payload, str):
+            return httpx.Response(status, text=payload)
+        return httpx.Response(status, json=payload)
+
+    provider, _ = provider_with(handler)
+    with pytest.raises(error) as caught:
+        provider.describe("gpt-4.1")
+    assert expected in str(caught.value)
+    assert_no_secret(str(caught.value), repr(caught.value), repr(provider), repr(caught.value.args))
+
+
+def unused_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+def test_connection_refused_is_unreachable_without_the_key() -> None:
+    endpoint = Endpoint(name="cloud", kind="openai", url=f"http://127.0.0.1:{unused_port()}/v1", api_key_env=KEY_VAR)
+    provider = OpenAIProvider(endpoint)
+    try:
+        with pytest.raises(ServerUnreachable) as caught:
+            provider.list_available()
+    finally:
+        provider.close()
+    assert caught.value.exit_code == ExitCode.SERVER_UNREACHABLE
+    assert_no_secret(str(caught.value), repr(caught.value), repr(provider))
+
+
+# -- end to end through the CLI, against a real loopback server ----------------------------------------------
+
+
+@contextlib.contextmanager
+def serve(handle: Callable[[str, str, dict[str, str]], tuple[int, Any]]) -> Iterator[str]:
+    """Run ``handle(method, path, headers)`` behind a real HTTP server on a free loopback port."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            status, payload = handle(self.command, self.path, {k.lower(): v for k, v in self.headers.items()})
+            data = json.dumps(payload).encode()
+            self.send_response(status)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}/v1"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(5)
+
+
+@pytest.fixture
+def cloud() -> Iterator[tuple[str, list[str]]]:
+    """A fake cloud API that accepts only the test key and echoes a rejected key back, like some do."""
+    requests: list[str] = []
+
+    def handle(method: str, path: str, headers: dict[str, str]) -> tuple[int, Any]:
+        requests.append(f"{method} {path}")
+        auth = headers.get("authorization", "")
+        if auth != f"Bearer {SECRET}":
+            return 401, {"error": {"message": f"Incorrect API key provided: {auth}", "type": "invalid_request_error"}}
+        if path == "/v1/models":
+            return 200, MODELS
+        return 404, {"error": {"message": "not found"}}
+
+    with serve(handle) as url:
+        yield url, requests
+
+
+def config_for(url: str, write_config: Callable[[str], Any]) -> str:
+    return str(write_config(f'[endpoints.cloud]\nkind = "openai"\nurl = "{url}"\napi_key_env = "{KEY_VAR}"\n'))
+
+
+def test_cli_status_shows_the_cloud_endpoint_ready_and_no_secret(
+    cli: CliFn, cloud: tuple[str, list[str]], write_config: Callable[[str], Any]
+) -> None:
+    url, requests = cloud
+    path = config_for(url, write_config)
+    result = cli("--config", path, "status", "--json", "--no-hardware")
+    assert result.exit_code == 0, result.stderr
+    [endpoint] = result.json()["endpoints"]
+    assert (endpoint["name"], endpoint["kind"], endpoint["ok"], endpoint["error"], endpoint["models"]) == (
+        "cloud",
+        "openai",
+        True,
+        None,
+        [],
+    )
+    assert requests == []  # nothing to ask: a cloud model is never resident
+    assert_no_secret(result.stdout, result.stderr)
+
+
+def test_cli_rejected_key_is_reported_without_the_secret(
+    cli: CliFn, cloud: tuple[str, list[str]], write_config: Callable[[str], Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url, requests = cloud
+    wrong = SECRET + "-WRONG"
+    monkeypatch.setenv(KEY_VAR, wrong)
+    result = cli("--config", config_for(url, write_config), "unload", "gpt-4.1", "--endpoint", "cloud")
+    assert requests  # the key really was sent, and rejected
+    assert result.exit_code == 1
+    assert KEY_VAR in result.stderr and "401" in result.stderr
+    for text in (result.stdout, result.stderr):
+        assert SECRET not in text and wrong not in text
+
+
+def test_cli_unreachable_cloud_endpoint_exits_4_without_the_secret(
+    cli: CliFn, write_config: Callable[[str], Any]
+) -> None:
+    path = config_for(f"http://127.0.0.1:{unused_port()}/v1", write_config)
+    result = cli("--config", path, "unload", "gpt-4.1")
+    assert result.exit_code == ExitCode.SERVER_UNREACHABLE
+    assert_no_secret(result.stdout, result.stderr)
+
+
+def test_cli_load_on_a_cloud_endpoint_says_always_ready(
+    cli: CliFn, cloud: tuple[str, list[str]], write_config: Callable[[str], Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url, _ = cloud
+    monkeypatch.setenv(KEY_VAR, SECRET)
+    path = config_for(url, write_config)
+    result = cli("--config", path, "load", "gpt-4.1", "--endpoint", "cloud", "--json")
+    assert result.exit_code == 0, result.stderr
+    assert result.json()["outcome"] == "always-ready" and result.json()["steps"] == []
+    assert "cloud endpoint, always ready, nothing to load" in result.stderr
+    missing = cli("--config", path, "load", "gpt-9", "--endpoint", "cloud")
+    assert missing.exit_code == 3
+    assert_no_secret(result.stdout, result.stderr + missing.stderr)
