@@ -48,15 +48,14 @@ import httpx
 from sourceprep_models.config.schema import Endpoint
 from sourceprep_models.constants import CONNECT_TIMEOUT_S, READ_TIMEOUT_S
 from sourceprep_models.errors import (
-    DeadlineExceeded,
     DoesNotFit,
     ModelNotFound,
     ServerBusy,
     ServerError,
-    ServerUnreachable,
     SourceprepError,
     Unsupported,
 )
+from sourceprep_models.providers._http import send
 from sourceprep_models.providers.base import Capabilities, LoadedModel, LoadOutcome, LoadRequest, ModelInfo
 
 V1_MODELS = "/api/v1/models"
@@ -277,9 +276,22 @@ class LMStudioProvider:
         secret = self._secret()
         headers = {"Authorization": f"Bearer {secret}"} if secret else None
         try:
-            if timeout is None:
-                return self._client.request(method, path, json=json, headers=headers)
-            return self._client.request(method, path, json=json, headers=headers, timeout=timeout)
+            return send(
+                self._client,
+                method,
+                path,
+                where=where,
+                unreachable_fix="start its server with `lms server start` (or `lms daemon up`, or the app's "
+                "Developer tab), or point the endpoint's url at the right host:port",
+                after_deadline="it may still finish loading (check `sourceprep-models status`)",
+                json=json,
+                headers=headers,
+                timeout=timeout,
+                model=model,
+                action=action,
+                scrub=self._scrub,
+                crash_hint="check LM Studio's log and retry",
+            )
         except (UnicodeEncodeError, httpx.LocalProtocolError) as exc:
             if not secret:
                 raise ServerError(f"could not send {method} {path} to {where}: {exc}") from None
@@ -287,28 +299,6 @@ class LMStudioProvider:
                 f"the value of {self.endpoint.api_key_env} (the API token for endpoint {self.endpoint.name!r}) "
                 "is not a valid HTTP header value; check it"
             ) from None
-        except (httpx.ConnectError, httpx.ConnectTimeout):
-            raise ServerUnreachable(
-                f"cannot reach {where}; start its server with `lms server start` (or `lms daemon up`, or the "
-                "app's Developer tab), or point the endpoint's url at the right host:port"
-            ) from None
-        except httpx.ReadTimeout:
-            seconds = timeout.read if timeout is not None else READ_TIMEOUT_S
-            if action == "load":
-                raise DeadlineExceeded(
-                    f"gave up after {seconds:g}s waiting for {model} to load on {where}; it may still finish "
-                    "loading (check `sourceprep-models status`); raise --timeout (or the endpoint's load_timeout)"
-                ) from None
-            raise DeadlineExceeded(
-                f"{where} did not answer {method} {path} within {seconds:g}s; is it stuck?"
-            ) from None
-        except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
-            raise ServerError(
-                f"{where} dropped the connection during {method} {path} ({self._scrub(str(exc))}); it may have "
-                "crashed, check LM Studio's log and retry"
-            ) from None
-        except httpx.TransportError as exc:
-            raise ServerUnreachable(f"cannot talk to {where}: {self._scrub(str(exc))}") from None
 
     def _json(
         self,

@@ -29,9 +29,9 @@ from sourceprep_models.errors import (
     ModelNotFound,
     ServerBusy,
     ServerError,
-    ServerUnreachable,
     Unsupported,
 )
+from sourceprep_models.providers._http import send
 from sourceprep_models.providers.base import Capabilities, LoadedModel, LoadOutcome, LoadRequest, ModelInfo
 
 if TYPE_CHECKING:
@@ -205,33 +205,20 @@ class OllamaProvider:
         action: str = "request",
     ) -> Any:
         where = f"Ollama at {self.endpoint.url} (endpoint {self.endpoint.name!r})"
-        try:
-            if timeout is None:
-                response = self._client.request(method, path, json=json)
-            else:
-                response = self._client.request(method, path, json=json, timeout=timeout)
-        except (httpx.ConnectError, httpx.ConnectTimeout):
-            raise ServerUnreachable(
-                f"cannot reach {where}; start it with `ollama serve`, or point OLLAMA_HOST or the "
-                "endpoint's url at the right host:port"
-            ) from None
-        except httpx.ReadTimeout:
-            seconds = timeout.read if timeout is not None else READ_TIMEOUT_S
-            if action == "load":
-                raise DeadlineExceeded(
-                    f"gave up after {seconds:g}s waiting for {model} to load on {where}; leaving cancels "
-                    "the load, so it is not loaded; raise --timeout (or the endpoint's load_timeout)"
-                ) from None
-            raise DeadlineExceeded(
-                f"{where} did not answer {method} {path} within {seconds:g}s; is it stuck?"
-            ) from None
-        except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
-            raise ServerError(
-                f"{where} dropped the connection during {method} {path} ({exc}); it may have crashed, "
-                "check the server's log and retry"
-            ) from None
-        except httpx.TransportError as exc:
-            raise ServerUnreachable(f"cannot talk to {where}: {exc}") from None
+        response = send(
+            self._client,
+            method,
+            path,
+            where=where,
+            unreachable_fix="start it with `ollama serve`, or point OLLAMA_HOST or the endpoint's url at the "
+            "right host:port",
+            # The server cancels a load whose client has gone (ollama.md §4.2).
+            after_deadline="leaving cancels the load, so it is not loaded",
+            json=json,
+            timeout=timeout,
+            model=model,
+            action=action,
+        )
         return self._decode(response, model, where)
 
     def _decode(self, response: httpx.Response, model: str | None, where: str) -> Any:
