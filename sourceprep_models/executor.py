@@ -298,6 +298,8 @@ class Executor:
     def _resident_by_identity(self) -> dict[str, LoadedModel]:
         resident: dict[str, LoadedModel] = {}
         for model in self.provider.list_loaded():
+            if not model.occupies_memory:  # parked/asleep counts as unloaded (vLLM sleep, servers.md §4)
+                continue
             try:
                 identity = self.provider.describe(model.name).identity
             except ModelNotFound:  # deleted while loaded: it can only be matched by name

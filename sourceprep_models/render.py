@@ -58,6 +58,7 @@ def loaded_model_dict(model: LoadedModel) -> dict[str, Any]:
         "expires_at": model.expires_at.isoformat() if model.expires_at else None,
         "until": until(model.expires_at),
         "pinned": model.pinned,
+        "state": model.state,
         "digest": model.digest,
     }
 
@@ -76,19 +77,20 @@ def _table(*headers: str) -> Table:
 
 
 def status_table(report: StatusReport) -> Table:
-    table = _table("ENDPOINT", "MODEL", "SIZE", "PROCESSOR", "CONTEXT", "UNTIL")
+    table = _table("ENDPOINT", "MODEL", "STATE", "SIZE", "PROCESSOR", "CONTEXT", "UNTIL")
     for endpoint in report.endpoints:
         if endpoint.error:
             # The full one-line error goes to stderr; the table only flags the row.
             label = "(unreachable)" if endpoint.exit_code == 4 else "(error)"
-            table.add_row(endpoint.name, label, "", "", "", "")
+            table.add_row(endpoint.name, label, "", "", "", "", "")
             continue
         if not endpoint.models:
-            table.add_row(endpoint.name, "(nothing loaded)", "", "", "", "")
+            table.add_row(endpoint.name, "(nothing loaded)", "", "", "", "", "")
         for model in endpoint.models:
             table.add_row(
                 endpoint.name,
                 model.name,
+                model.state + (" (pinned)" if model.pinned else ""),
                 human_bytes(model.size),
                 processor(model.size, model.size_vram),
                 str(model.context_length or ""),

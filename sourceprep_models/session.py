@@ -42,7 +42,8 @@ class Session:
         return self._identities[name]
 
     def loaded(self) -> list[LoadedModel]:
-        return self.provider.list_loaded()
+        """What holds memory now; parked or sleeping models do not (they are woken by a load)."""
+        return [model for model in self.provider.list_loaded() if model.occupies_memory]
 
     def pinned_specs(self) -> list[ModelSpec]:
         return [

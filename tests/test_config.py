@@ -38,6 +38,8 @@ BAD_CONFIGS = [
     ),
     ("bad load timeout", "[endpoints.ollama]\nkind = 'ollama'\nload_timeout = 'soon'\n", 3, "is not a duration"),
     ("zero unload timeout", "[endpoints.ollama]\nkind = 'ollama'\nunload_timeout = 0\n", 3, "positive duration"),
+    ("sleep level 3", "[endpoints.v]\nkind = 'vllm'\nurl = 'http://h:8000'\nsleep_level = 3\n", 4, "must be 1"),
+    ("sleep level on ollama", "[endpoints.ollama]\nkind = 'ollama'\nsleep_level = 1\n", 3, "only to vllm"),
     ("unknown endpoint key", "[endpoints.ollama]\nkind = 'ollama'\nhots = 'x'\n", 3, "unknown key"),
     ("default_endpoint unknown", "default_endpoint = 'lms'\n", 1, "no endpoint named 'lms'"),
     ("model endpoint unknown", "[models.fast]\nendpoint = 'olama'\n", 2, "did you mean 'ollama'?"),

@@ -6,13 +6,9 @@ for v0, §1.3 for v1); like the real server it answers unknown routes with 200 a
 
 from __future__ import annotations
 
-import contextlib
 import json
-import socket
-import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import httpx
@@ -31,6 +27,7 @@ from sourceprep_models.providers import create_provider
 from sourceprep_models.providers.base import LoadRequest
 from sourceprep_models.providers.lmstudio import LMStudioProvider, server_root
 from tests.conftest import CliFn
+from tests.loopback import serve, unused_port
 
 QWEN = "qwen/qwen3-8b"
 GEMMA = "google/gemma-3-4b"
@@ -363,13 +360,6 @@ def test_token_is_sent_and_never_shown(monkeypatch: pytest.MonkeyPatch) -> None:
     assert "LMSTUDIO_TOKEN" in str(caught.value) and "401" in str(caught.value)
 
 
-def unused_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
-
-
 def test_connection_refused_is_server_unreachable_with_a_fix() -> None:
     endpoint = Endpoint(name="studio", kind="lmstudio", url=f"http://127.0.0.1:{unused_port()}")
     provider = LMStudioProvider(endpoint)  # a real socket, nobody listening
@@ -385,48 +375,10 @@ def test_connection_refused_is_server_unreachable_with_a_fix() -> None:
 # -- end to end through the CLI, against a real loopback server ----------------------------------------------
 
 
-@contextlib.contextmanager
-def serve(handle: Callable[[str, str, Any], Reply]) -> Iterator[str]:
-    """Run ``handle`` behind a real HTTP server on a free loopback port; yields its URL."""
-
-    class Handler(BaseHTTPRequestHandler):
-        def _reply(self) -> None:
-            length = int(self.headers.get("content-length") or 0)
-            raw = self.rfile.read(length) if length else b""
-            status, payload = handle(self.command, self.path, json.loads(raw) if raw else None)
-            data = payload.encode() if isinstance(payload, str) else json.dumps(payload).encode()
-            self.send_response(status)
-            self.send_header("content-type", "text/plain" if isinstance(payload, str) else "application/json")
-            self.send_header("content-length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        do_GET = do_POST = _reply
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-        thread.join(5)
-
-
 @pytest.fixture
 def studio() -> Iterator[tuple[FakeLMStudio, str]]:
     server = FakeLMStudio()
-    lock = threading.Lock()
-
-    def handle(method: str, path: str, body: Any) -> Reply:
-        with lock:
-            return server.handle(method, path, body)
-
-    with serve(handle) as url:
+    with serve(lambda request: server.handle(request.method, request.path, request.body)) as url:
         yield server, url
 
 
@@ -455,7 +407,7 @@ def test_cli_load_status_unload_against_a_real_lmstudio_socket(
 
 def test_cli_load_on_an_old_server_exits_1_with_the_lms_command(cli: CliFn, write_config: Callable[[str], Any]) -> None:
     server = FakeLMStudio(v1=False)
-    with serve(server.handle) as url:
+    with serve(lambda request: server.handle(request.method, request.path, request.body)) as url:
         path = str(write_config(f'[endpoints.studio]\nkind = "lmstudio"\nurl = "{url}"\n'))
         result = cli("--config", path, "load", QWEN, "--ctx", "8192", "--no-warm")
         assert result.exit_code == 1

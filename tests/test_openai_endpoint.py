@@ -2,12 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
-import json
-import socket
-import threading
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import httpx
@@ -25,6 +20,7 @@ from sourceprep_models.providers import create_provider
 from sourceprep_models.providers.base import LoadRequest
 from sourceprep_models.providers.openai import OpenAIProvider
 from tests.conftest import CliFn
+from tests.loopback import Reply, Request, serve, unused_port
 
 SECRET = "sk-test-SECRET-0123456789abcdef"
 KEY_VAR = "CLOUD_TEST_KEY"
@@ -164,13 +160,6 @@ def test_errors_never_contain_the_key(status: int, payload: Any, error: type[Exc
     assert_no_secret(str(caught.value), repr(caught.value), repr(provider), repr(caught.value.args))
 
 
-def unused_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
-
-
 def test_connection_refused_is_unreachable_without_the_key() -> None:
     endpoint = Endpoint(name="cloud", kind="openai", url=f"http://127.0.0.1:{unused_port()}/v1", api_key_env=KEY_VAR)
     provider = OpenAIProvider(endpoint)
@@ -186,50 +175,22 @@ def test_connection_refused_is_unreachable_without_the_key() -> None:
 # -- end to end through the CLI, against a real loopback server ----------------------------------------------
 
 
-@contextlib.contextmanager
-def serve(handle: Callable[[str, str, dict[str, str]], tuple[int, Any]]) -> Iterator[str]:
-    """Run ``handle(method, path, headers)`` behind a real HTTP server on a free loopback port."""
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            status, payload = handle(self.command, self.path, {k.lower(): v for k, v in self.headers.items()})
-            data = json.dumps(payload).encode()
-            self.send_response(status)
-            self.send_header("content-type", "application/json")
-            self.send_header("content-length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}/v1"
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-        thread.join(5)
-
-
 @pytest.fixture
 def cloud() -> Iterator[tuple[str, list[str]]]:
     """A fake cloud API that accepts only the test key and echoes a rejected key back, like some do."""
     requests: list[str] = []
 
-    def handle(method: str, path: str, headers: dict[str, str]) -> tuple[int, Any]:
-        requests.append(f"{method} {path}")
-        auth = headers.get("authorization", "")
+    def handle(request: Request) -> Reply:
+        requests.append(f"{request.method} {request.path}")
+        auth = request.headers.get("authorization", "")
         if auth != f"Bearer {SECRET}":
             return 401, {"error": {"message": f"Incorrect API key provided: {auth}", "type": "invalid_request_error"}}
-        if path == "/v1/models":
+        if request.path == "/v1/models":
             return 200, MODELS
         return 404, {"error": {"message": "not found"}}
 
-    with serve(handle) as url:
-        yield url, requests
+    with serve(handle) as root:
+        yield f"{root}/v1", requests
 
 
 def config_for(url: str, write_config: Callable[[str], Any]) -> str:

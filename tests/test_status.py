@@ -55,12 +55,13 @@ def test_status_lists_several_models_with_size_share_and_expiry(cli: CliFn, emu)
     assert models["qwen3:4b"]["pinned"] is True and models["qwen3:4b"]["until"] == "forever"
     assert models["llama3.2:3b"]["pinned"] is False and models["llama3.2:3b"]["until"].startswith("in ")
     assert models["llama3.2:3b"]["context_length"] == 2048
+    assert {model["state"] for model in models.values()} == {"loaded"}
 
     table = cli("status")
     lines = table.stdout.splitlines()
-    assert lines[0].split() == ["ENDPOINT", "MODEL", "SIZE", "PROCESSOR", "CONTEXT", "UNTIL"]
+    assert lines[0].split() == ["ENDPOINT", "MODEL", "STATE", "SIZE", "PROCESSOR", "CONTEXT", "UNTIL"]
     row = next(line for line in lines if "qwen3:4b" in line)
-    assert row.split()[0] == "ollama" and "100% GPU" in row and "forever" in row
+    assert row.split()[0] == "ollama" and "loaded (pinned)" in row and "100% GPU" in row and "forever" in row
 
 
 def test_status_shows_partial_cpu_offload(cli: CliFn, ollama_emulator, monkeypatch) -> None:  # type: ignore[no-untyped-def]

@@ -33,7 +33,7 @@ T = TypeVar("T")
 KeyPath = tuple[str | int, ...]
 
 _TOP_KEYS = ("endpoints", "models", "memory", "pipelines", "default_endpoint")
-_ENDPOINT_KEYS = ("kind", "url", "api_key_env", "load_timeout", "unload_timeout")
+_ENDPOINT_KEYS = ("kind", "url", "api_key_env", "load_timeout", "unload_timeout", "sleep_level")
 _MODEL_KEYS = ("name", "endpoint", "keep_alive", "context_length", "options", "always_available", "kind")
 _MEMORY_KEYS = ("budget", "headroom", "single_model", "allow_evict_pinned")
 _PIPELINE_KEYS = ("stages", "description")
@@ -252,6 +252,16 @@ class _Validator:
             for which in ("load", "unload")
             if f"{which}_timeout" in table
         }
+        if "sleep_level" in table:
+            level = table["sleep_level"]
+            if kind != "vllm":
+                raise self.fail((*keypath, "sleep_level"), f"applies only to vllm endpoints, not {kind}; remove it")
+            if isinstance(level, bool) or level not in (1, 2):
+                raise self.fail(
+                    (*keypath, "sleep_level"),
+                    f"must be 1 (park weights in RAM) or 2 (discard them); got {level!r}",
+                )
+            timeouts["sleep_level"] = int(level)
         if "url" not in table:
             if kind == "ollama":
                 return self._ollama_endpoint(name, api_key_env=api_key_env, **timeouts)

@@ -22,6 +22,9 @@ class Endpoint:
     api_key_env: str | None = None
     load_timeout_s: float | None = None
     unload_timeout_s: float | None = None
+    # vLLM only: the sleep level an "unload" uses (servers.md §4): 1 parks the weights in host RAM
+    # (fast wake), 2 discards them (frees host RAM too; wake reloads them from disk).
+    sleep_level: int = 1
     # Where the URL came from, for `doctor` and error messages: "config", "OLLAMA_HOST" or "default".
     source: str = "config"
 

@@ -22,6 +22,10 @@ _REGISTRY: dict[str, str] = {
     "ollama": "sourceprep_models.providers.ollama:OllamaProvider",
     "lmstudio": "sourceprep_models.providers.lmstudio:LMStudioProvider",
     "openai": "sourceprep_models.providers.openai:OpenAIProvider",
+    "llamacpp": "sourceprep_models.providers.llamacpp:LlamaCppProvider",
+    "vllm": "sourceprep_models.providers.vllm:VLLMProvider",
+    "llamaswap": "sourceprep_models.providers.llamaswap:LlamaSwapProvider",
+    "omlx": "sourceprep_models.providers.omlx:OMLXProvider",
 }
 
 

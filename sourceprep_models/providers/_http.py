@@ -50,3 +50,40 @@ def send(
         ) from None
     except httpx.TransportError as exc:
         raise ServerUnreachable(f"cannot talk to {where}: {scrub(str(exc))}") from None
+
+
+# -- reading replies: shared by every provider so each parses error bodies the same way --------------
+
+
+def json_body(response: httpx.Response) -> Any:
+    """The reply's JSON, or None when it is empty or not JSON."""
+    try:
+        return response.json()
+    except ValueError:
+        return None
+
+
+def error_message(body: object) -> str | None:
+    """The error text of ``{"error": "…"}`` or OpenAI's ``{"error": {"type", "code", "message"}}``, else None."""
+    if not isinstance(body, dict):
+        return None
+    error = body.get("error")
+    if isinstance(error, str):
+        return error
+    if isinstance(error, dict):
+        parts = [str(error[key]) for key in ("type", "code", "message") if isinstance(error.get(key), str)]
+        return ": ".join(dict.fromkeys(parts)) or str(error)
+    return None
+
+
+def snippet(body: object) -> str:
+    """The start of a reply, quoted, for "did not answer like X" messages."""
+    return repr(str(body)[:80])
+
+
+def int_or_none(value: object) -> int | None:
+    return int(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def str_or_none(value: object) -> str | None:
+    return value if isinstance(value, str) else None

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, ClassVar, Protocol
+from typing import TYPE_CHECKING, ClassVar, Literal, Protocol
 
 if TYPE_CHECKING:
     from sourceprep_models.config.schema import Endpoint
@@ -25,6 +25,7 @@ class Capabilities:
     can_unload: bool
     can_pin: bool
     reports_memory: bool
+    # "Unload" keeps the weights in host RAM so the next load is a fast wake (vLLM sleep level 1).
     parks_in_ram: bool = False
 
 
@@ -49,9 +50,14 @@ class ModelInfo:
         return "embedding" in self.capabilities and "completion" not in self.capabilities
 
 
+# What a listed model is doing. Only "loaded" (and "fixed") models answer requests at once.
+ModelState = Literal["loaded", "loading", "parked", "asleep", "fixed"]
+MODEL_STATES: tuple[ModelState, ...] = ("loaded", "loading", "parked", "asleep", "fixed")
+
+
 @dataclass(frozen=True)
 class LoadedModel:
-    """A model resident on the server now."""
+    """A model resident on the server now (or parked by it, see ``state``)."""
 
     name: str
     size: int | None = None
@@ -59,11 +65,23 @@ class LoadedModel:
     context_length: int | None = None
     expires_at: datetime | None = None
     digest: str | None = None
+    # loaded: ready; loading: on its way; parked: weights moved to host RAM, woken in about a
+    # second (vLLM sleep level 1, servers.md §4); asleep: weights released but the process kept
+    # (vLLM level 2, llama.cpp --sleep-idle-seconds); fixed: the server's only model, which it
+    # cannot unload (a single-model llama-server).
+    state: ModelState = "loaded"
+    # The server itself promises to keep it (llama-swap persistent group, oMLX is_pinned).
+    server_pinned: bool = False
+
+    @property
+    def occupies_memory(self) -> bool:
+        """Whether it holds the memory a load plans with (parked weights sit in host RAM, not the budget)."""
+        return self.state in ("loaded", "loading", "fixed")
 
     @property
     def pinned(self) -> bool:
-        """Ollama shows "forever" as an expiry centuries away (ollama.md §2.4, §3.3)."""
-        return self.expires_at is not None and self.expires_at.year >= 2200
+        """Kept by the server; Ollama shows "forever" as an expiry centuries away (ollama.md §2.4, §3.3)."""
+        return self.server_pinned or (self.expires_at is not None and self.expires_at.year >= 2200)
 
 
 @dataclass(frozen=True)

@@ -55,7 +55,7 @@ from sourceprep_models.errors import (
     SourceprepError,
     Unsupported,
 )
-from sourceprep_models.providers._http import send
+from sourceprep_models.providers._http import error_message, int_or_none, json_body, send, snippet, str_or_none
 from sourceprep_models.providers.base import Capabilities, LoadedModel, LoadOutcome, LoadRequest, ModelInfo
 
 V1_MODELS = "/api/v1/models"
@@ -124,7 +124,7 @@ class LMStudioProvider:
         started = time.monotonic()
         entry = self._find(request.name, self._entries())
         key = entry.info.name
-        context = _int_or_none(request.options.get("num_ctx"))
+        context = int_or_none(request.options.get("num_ctx"))
         if self._api != "v1":
             flag = f" --context-length {context}" if context is not None else ""
             raise Unsupported(
@@ -178,7 +178,7 @@ class LMStudioProvider:
     def _entries(self) -> list[_Entry]:
         if self._api != "v0":
             response = self._send("GET", V1_MODELS)
-            body = _body(response)
+            body = json_body(response)
             if response.is_success and isinstance(body, dict) and isinstance(body.get("models"), list):
                 self._api = "v1"
                 return [self._v1_entry(item) for item in body["models"]]
@@ -188,7 +188,7 @@ class LMStudioProvider:
                 raise self._unexpected(V1_MODELS, body if body is not None else response.text)
         # No v1 listing: a pre-0.4.0 server answers v0 (servers.md §1.2, §7).
         response = self._send("GET", V0_MODELS)
-        body = _body(response)
+        body = json_body(response)
         if response.is_success and isinstance(body, dict) and isinstance(body.get("data"), list):
             self._api = "v0"
             return [self._v0_entry(item) for item in body["data"]]
@@ -196,7 +196,7 @@ class LMStudioProvider:
             self._raise_for(response, body, None)
         raise ServerError(
             f"{self._where()} answered neither GET {V1_MODELS} nor GET {V0_MODELS} like LM Studio "
-            f"({_snippet(body if body is not None else response.text)}); is it really an LM Studio server?"
+            f"({snippet(body if body is not None else response.text)}); is it really an LM Studio server?"
         )
 
     def _v1_entry(self, item: object) -> _Entry:
@@ -210,7 +210,7 @@ class LMStudioProvider:
             if not isinstance(instance, dict) or not isinstance(instance.get("id"), str):
                 raise self._unexpected(V1_MODELS, instance)
             config = instance.get("config")
-            context = _int_or_none(config.get("context_length")) if isinstance(config, dict) else None
+            context = int_or_none(config.get("context_length")) if isinstance(config, dict) else None
             instances.append((instance["id"], context))
         quantization = item.get("quantization")
         capabilities = item.get("capabilities")
@@ -218,11 +218,11 @@ class LMStudioProvider:
             info=ModelInfo(
                 name=item["key"],
                 identity=f"lmstudio:{item['key']}",
-                size=_int_or_none(item.get("size_bytes")),
-                family=_str_or_none(item.get("architecture")),
-                parameter_size=_str_or_none(item.get("params_string")),
-                quantization=_str_or_none(quantization.get("name")) if isinstance(quantization, dict) else None,
-                trained_context=_int_or_none(item.get("max_context_length")),
+                size=int_or_none(item.get("size_bytes")),
+                family=str_or_none(item.get("architecture")),
+                parameter_size=str_or_none(item.get("params_string")),
+                quantization=str_or_none(quantization.get("name")) if isinstance(quantization, dict) else None,
+                trained_context=int_or_none(item.get("max_context_length")),
                 capabilities=_capabilities(item.get("type"), capabilities if isinstance(capabilities, dict) else {}),
             ),
             instances=tuple(instances),
@@ -237,9 +237,9 @@ class LMStudioProvider:
             info=ModelInfo(
                 name=item["id"],
                 identity=f"lmstudio:{item['id']}",
-                family=_str_or_none(item.get("arch")),
-                quantization=_str_or_none(item.get("quantization")),
-                trained_context=_int_or_none(item.get("max_context_length")),
+                family=str_or_none(item.get("arch")),
+                quantization=str_or_none(item.get("quantization")),
+                trained_context=int_or_none(item.get("max_context_length")),
                 capabilities=_capabilities(item.get("type"), extra),
             ),
             # v0 says only loaded / not-loaded; the instance id is unknown and unused (no unload in v0).
@@ -311,7 +311,7 @@ class LMStudioProvider:
         action: str = "request",
     ) -> Any:
         response = self._send(method, path, json=json, model=model, timeout=timeout, action=action)
-        body = _body(response)
+        body = json_body(response)
         self._raise_for(response, body, model)
         if body is None:
             raise self._unexpected(path, response.text)
@@ -319,7 +319,7 @@ class LMStudioProvider:
 
     def _raise_for(self, response: httpx.Response, body: object, model: str | None) -> None:
         """Raise the error a reply stands for; return when it is a success without an error field."""
-        message = _error_message(body)
+        message = error_message(body)
         if response.is_success and message is None:
             return
         where = self._where()
@@ -365,7 +365,7 @@ class LMStudioProvider:
 
     def _unexpected(self, path: str, body: object) -> ServerError:
         return ServerError(
-            f"{self.endpoint.url}{path} did not answer like LM Studio ({_snippet(self._scrub(str(body)))}); "
+            f"{self.endpoint.url}{path} did not answer like LM Studio ({snippet(self._scrub(str(body)))}); "
             f"is endpoint {self.endpoint.name!r} really an LM Studio server?"
         )
 
@@ -399,35 +399,3 @@ def _capabilities(kind: object, flags: dict[str, Any]) -> tuple[str, ...]:
     if flags.get("trained_for_tool_use") or flags.get("tool_use"):
         found.append("tools")
     return tuple(found)
-
-
-def _body(response: httpx.Response) -> Any:
-    try:
-        return response.json()
-    except ValueError:
-        return None
-
-
-def _error_message(body: object) -> str | None:
-    """The error text of ``{"error": "…"}`` or ``{"error": {"message": "…"}}``, else None."""
-    if not isinstance(body, dict):
-        return None
-    error = body.get("error")
-    if isinstance(error, str):
-        return error
-    if isinstance(error, dict):
-        parts = [str(error[key]) for key in ("type", "code", "message") if isinstance(error.get(key), str)]
-        return ": ".join(dict.fromkeys(parts)) or str(error)
-    return None
-
-
-def _snippet(body: object) -> str:
-    return repr(str(body)[:80])
-
-
-def _int_or_none(value: object) -> int | None:
-    return int(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
-
-
-def _str_or_none(value: object) -> str | None:
-    return value if isinstance(value, str) else None

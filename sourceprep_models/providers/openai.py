@@ -43,6 +43,7 @@ from sourceprep_models.errors import (
     ServerUnreachable,
     SourceprepError,
 )
+from sourceprep_models.providers._http import error_message
 from sourceprep_models.providers.base import Capabilities, LoadedModel, LoadOutcome, LoadRequest, ModelInfo
 
 MODELS_PATH = "/models"
@@ -156,7 +157,7 @@ class OpenAIProvider:
                 raise self._unexpected(response.text)
             return body
         status = response.status_code
-        message = self._scrub(_error_message(body) or response.text.strip()[:200] or response.reason_phrase)
+        message = self._scrub(error_message(body) or response.text.strip()[:200] or response.reason_phrase)
         if status in (401, 403):
             variable = self.endpoint.api_key_env
             fix = (
@@ -189,15 +190,3 @@ class OpenAIProvider:
         variable = self.endpoint.api_key_env
         secret = os.environ.get(variable) if variable else None
         return text.replace(secret, "***") if secret else text
-
-
-def _error_message(body: object) -> str | None:
-    """OpenAI's ``{"error": {"message": …}}``, or a plain ``{"error": "…"}``."""
-    if not isinstance(body, dict):
-        return None
-    error = body.get("error")
-    if isinstance(error, str):
-        return error
-    if isinstance(error, dict) and isinstance(error.get("message"), str):
-        return str(error["message"])
-    return None
