@@ -123,9 +123,10 @@ class Executor:
         before = self._resident_by_identity()
         previous = before.get(target.identity)
         wanted_ctx = _int_option(request.options.get("num_ctx"))
+        sets_context = self.provider.capabilities.sets_context
         if previous is None:
             outcome = "loaded"
-        elif wanted_ctx is not None and previous.context_length not in (None, wanted_ctx):
+        elif sets_context and wanted_ctx is not None and previous.context_length not in (None, wanted_ctx):
             # A changed num_ctx makes the server reload the runner (ollama.md §4.7).
             outcome = "reloaded"
         else:
@@ -231,9 +232,14 @@ class Executor:
                 "runs on the CPU, which is much slower; free memory or use a smaller context"
             )
         if wanted_ctx is not None and resident.context_length is not None and resident.context_length < wanted_ctx:
+            why = (
+                "the model's trained maximum caps it"
+                if self.provider.capabilities.sets_context
+                else "this server fixes the context at startup: raise its --ctx-size or the model's preset ctx-size"
+            )
             report.warnings.append(
                 f"{request.name} runs with a {resident.context_length}-token context, less than the "
-                f"{wanted_ctx} asked for (the model's trained maximum caps it)"
+                f"{wanted_ctx} asked for ({why})"
             )
         if report.evicted_by_server:
             report.warnings.append(

@@ -9,7 +9,9 @@ is simply "plan, render, don't execute". The rules, in order:
 4. otherwise, if it does not fit in what is free, evict the fewest non-pinned models, and among
    equally few the ones cheapest to bring back (fewest bytes to reload);
 5. pinned models leave only when nothing else frees enough room AND the policy allows it; they
-   are then scheduled to come back after the heavy work, and the plan carries a warning.
+   are then scheduled to come back after the heavy work, and the plan carries a warning;
+6. where the server caps the number of loaded models (llama.cpp ``--models-max``), the smallest
+   non-pinned models leave so the cap holds, instead of the server evicting by LRU, pins included.
 """
 
 from __future__ import annotations
@@ -52,6 +54,9 @@ class Policy:
     budget: int  # bytes models may occupy, headroom already taken off
     single_model: bool = False
     allow_evict_pinned: bool = False
+    # The server's cap on loaded models (llama.cpp --models-max). Over it the server evicts its least
+    # recently used model, pinned or not (servers.md §2.3), so the plan evicts one itself first.
+    max_models: int | None = None
 
 
 @dataclass(frozen=True)
@@ -153,6 +158,33 @@ def plan_load(resident: Sequence[Resident], incoming: Demand, policy: Policy) ->
                 f"evicting pinned {names} to fit {incoming.name}; it will be reloaded when the heavy work is done"
             )
 
+    if policy.max_models is not None:
+        chosen = {id(model) for model in victims}
+        staying_now = [model for model in others if id(model) not in chosen]
+        over = len({model.key for model in staying_now}) + 1 - policy.max_models
+        if over > 0:
+            extra = _count_cover([model for model in staying_now if not model.pinned], over)
+            if extra is None:
+                pins = [model for model in staying_now if model.pinned]
+                unpinned = [model for model in staying_now if not model.pinned]
+                pin_victims = sorted(pins, key=lambda model: (model.size, model.name))[: over - len(unpinned)]
+                if not policy.allow_evict_pinned:
+                    names = ", ".join(pin.name for pin in pin_victims)
+                    return Refusal(
+                        incoming,
+                        policy.budget,
+                        f"the server keeps at most {policy.max_models} models loaded and pinned {names} would have "
+                        "to leave; raise its --models-max, set memory.allow_evict_pinned = true, or unpin with "
+                        "`sourceprep-models pin --remove`",
+                        blocking_pins=tuple(pin_victims),
+                    )
+                extra = unpinned + pin_victims
+                warnings.append(
+                    f"evicting pinned {', '.join(pin.name for pin in pin_victims)}: the server keeps at most "
+                    f"{policy.max_models} models; it will be reloaded when the heavy work is done"
+                )
+            victims += extra
+
     evict = tuple(forced + victims)
     leaving = {model.key + "\0" + model.name for model in evict}
     staying = [model for model in resident if model.key + "\0" + model.name not in leaving]
@@ -165,6 +197,13 @@ def plan_load(resident: Sequence[Resident], incoming: Demand, policy: Policy) ->
         resident_after=_total(staying) + incoming.size,
         warnings=tuple(warnings),
     )
+
+
+def _count_cover(candidates: Sequence[Resident], count: int) -> list[Resident] | None:
+    """``count`` models to leave so the server's model cap holds: the smallest (cheapest to reload)."""
+    if len(candidates) < count:
+        return None
+    return sorted(candidates, key=lambda model: (model.size, model.name))[:count]
 
 
 def _total(models: Sequence[Resident]) -> int:

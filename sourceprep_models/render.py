@@ -99,6 +99,23 @@ def status_table(report: StatusReport) -> Table:
     return table
 
 
+def server_lines(report: StatusReport) -> list[str]:
+    """One line per endpoint whose server limits what can be loaded, e.g. llama.cpp's --models-max."""
+    lines = []
+    for endpoint in report.endpoints:
+        facts = endpoint.server
+        if not facts:
+            continue
+        if facts.get("role") == "single-model":
+            lines.append(f"{endpoint.name}: single-model llama-server; its model is fixed (start it in router mode)")
+        elif facts.get("max_models"):
+            lines.append(
+                f"{endpoint.name}: {facts.get('role', 'server')} keeps at most {facts['max_models']} models loaded; "
+                "beyond that it evicts the least recently used"
+            )
+    return lines
+
+
 def hardware_lines(hardware: Mapping[str, Any]) -> list[str]:
     lines = []
     ram_total, ram_available = hardware.get("ram_total"), hardware.get("ram_available")
@@ -138,10 +155,12 @@ def load_summary(report: LoadReport) -> str:
     verb = {"loaded": "loaded", "reloaded": "reloaded", "already-loaded": "already loaded"}[report.outcome]
     where = ""
     if report.resident is not None:
-        where = f" ({processor(report.resident.size, report.resident.size_vram)}, {human_bytes(report.resident.size)}"
-        if report.resident.context_length:
-            where += f", context {report.resident.context_length}"
-        where += ")"
+        resident = report.resident
+        parts = [processor(resident.size, resident.size_vram), human_bytes(resident.size)]
+        if resident.context_length:
+            parts.append(f"context {resident.context_length}")
+        # A server that does not say where the model runs (llama.cpp, LM Studio) gets no "unknown" here.
+        where = " (" + ", ".join(part for part in parts if part != "unknown") + ")"
     return f"{report.model} {verb} on {report.endpoint} in {format_seconds(report.total_s)}{where}"
 
 

@@ -111,7 +111,9 @@ class Session:
     def plan(self, request: LoadRequest, loaded: list[LoadedModel]) -> tuple[Plan | Refusal, Prediction, Budget]:
         prediction = self.predict(request)
         wanted_ctx = request.options.get("num_ctx")
-        wanted = wanted_ctx if isinstance(wanted_ctx, int) else None
+        # Where the server fixes the context (llama.cpp), a different --ctx cannot force a reload.
+        sets_context = self.provider.capabilities.sets_context
+        wanted = wanted_ctx if isinstance(wanted_ctx, int) and sets_context else None
         key = self.identity(request.name)
         demand = Demand(
             key=key,
@@ -125,8 +127,14 @@ class Session:
             budget=budget.bytes,
             single_model=self.single_model or self.config.memory.single_model,
             allow_evict_pinned=self.config.memory.allow_evict_pinned,
+            max_models=self.max_loaded(),
         )
         return plan_load(self.residents(loaded, wanted), demand, policy), prediction, budget
+
+    def max_loaded(self) -> int | None:
+        """The server's own cap on loaded models (llama.cpp --models-max), if it has and reports one."""
+        reader: Callable[[], int | None] | None = getattr(self.provider, "max_loaded", None)
+        return reader() if reader is not None else None
 
     def restore_requests(self) -> dict[str, LoadRequest]:
         """For each configured pin, by the name the server lists it under, the request that reloads it."""

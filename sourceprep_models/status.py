@@ -19,6 +19,9 @@ class EndpointStatus:
     models: list[LoadedModel] = field(default_factory=list)
     error: str | None = None
     exit_code: int = ExitCode.OK
+    # What the server says about itself, where it has more to say than its models (llama.cpp role and
+    # --models-max); None for servers that do not.
+    server: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         from sourceprep_models.render import loaded_model_dict
@@ -29,6 +32,7 @@ class EndpointStatus:
             "url": self.url,
             "ok": self.error is None,
             "error": self.error,
+            "server": self.server,
             "models": [loaded_model_dict(model) for model in self.models],
         }
 
@@ -60,6 +64,8 @@ def collect_status(
             provider = make_provider(endpoint)
             try:
                 status.models = provider.list_loaded()
+                facts: Callable[[], dict[str, Any]] | None = getattr(provider, "server_facts", None)
+                status.server = facts() if facts is not None else None
             finally:
                 provider.close()
         except SourceprepError as exc:

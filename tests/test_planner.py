@@ -108,3 +108,49 @@ def test_plan_properties(
         for count in range(len(result.evict)):
             for combo in combinations([m for m in resident if allow_pins or not m.pinned], count):
                 assert sum(m.size for m in combo) < need
+
+
+# -- a server's cap on the number of loaded models (llama.cpp --models-max) ------------------------------
+
+
+def test_model_cap_evicts_the_smallest_unpinned_instead_of_the_servers_lru() -> None:
+    resident = [r("pin", 1, pinned=True), r("big", 4), r("small", 2)]
+    plan = plan_load(resident, d("new", 1), Policy(budget=100 * GB, max_models=3))
+    assert isinstance(plan, Plan) and names(plan.evict) == ["small"]
+
+
+def test_model_cap_not_reached_evicts_nothing() -> None:
+    plan = plan_load([r("a", 1), r("b", 1)], d("c", 1), Policy(budget=100 * GB, max_models=3))
+    assert isinstance(plan, Plan) and plan.evict == ()
+
+
+def test_model_cap_full_of_pins_is_refused_unless_policy_allows() -> None:
+    resident = [r("p1", 1, pinned=True), r("p2", 2, pinned=True)]
+    refusal = plan_load(resident, d("c", 1), Policy(budget=100 * GB, max_models=2))
+    assert isinstance(refusal, Refusal) and "at most 2 models" in refusal.reason
+    assert [pin.name for pin in refusal.blocking_pins] == ["p1"]
+
+    plan = plan_load(resident, d("c", 1), Policy(budget=100 * GB, max_models=2, allow_evict_pinned=True))
+    assert isinstance(plan, Plan) and names(plan.evict) == ["p1"] and names(plan.restore_after) == ["p1"]
+
+
+def test_model_cap_counts_evictions_already_made_for_memory() -> None:
+    # 'big' leaves for memory; that also makes room under the cap, so nothing else leaves.
+    plan = plan_load([r("big", 8), r("small", 1)], d("c", 4), Policy(budget=10 * GB, max_models=2))
+    assert isinstance(plan, Plan) and names(plan.evict) == ["big"]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    sizes=st.lists(st.integers(min_value=1, max_value=5), min_size=0, max_size=6),
+    pins=st.lists(st.booleans(), min_size=6, max_size=6),
+    cap=st.integers(min_value=1, max_value=4),
+)
+def test_model_cap_always_holds_after_the_plan(sizes: list[int], pins: list[bool], cap: int) -> None:
+    resident = [r(f"m{i}", size, pinned=pins[i]) for i, size in enumerate(sizes)]
+    plan = plan_load(resident, d("new", 1), Policy(budget=100 * GB, max_models=cap))
+    if isinstance(plan, Refusal):
+        assert sum(pins[: len(sizes)]) >= cap  # only pins could have made room
+        return
+    assert len(resident) - len(plan.evict) + 1 <= cap
+    assert not any(victim.pinned for victim in plan.evict)

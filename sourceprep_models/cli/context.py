@@ -66,4 +66,27 @@ class AppContext:
             raise UsageError(f"{name!r} is configured on several endpoints ({where}); pick one with --endpoint")
         if specs:
             return specs[0], self.endpoint(specs[0].endpoint)
+        if endpoint is None and len(self.config.endpoints) > 1:
+            return None, self._endpoint_serving(name)
         return None, self.endpoint(endpoint)
+
+    def _endpoint_serving(self, name: str) -> Endpoint:
+        """An unconfigured name with several endpoints: the one that has it (the default first)."""
+        from sourceprep_models.errors import SourceprepError
+
+        default = self.endpoint(None)
+        ordered = [default] + [ep for ep in self.config.endpoints.values() if ep.name != default.name]
+        serving = []
+        for candidate in ordered:
+            provider = self.provider(candidate)
+            try:
+                provider.describe(name)
+                serving.append(candidate)
+            except SourceprepError:
+                continue  # not there, or that server is down: the others may still have it
+            finally:
+                provider.close()
+        if len(serving) > 1:
+            where = ", ".join(ep.name for ep in serving)
+            raise UsageError(f"{name!r} is offered by several endpoints ({where}); pick one with --endpoint")
+        return serving[0] if serving else default

@@ -38,7 +38,7 @@ def status(
         out.json(report.to_dict())
     else:
         out.data(render.status_table(report))
-        lines = render.hardware_lines(report.hardware)
+        lines = render.server_lines(report) + render.hardware_lines(report.hardware)
         if lines:
             out.line()
             for line in lines:

@@ -27,6 +27,9 @@ class Capabilities:
     reports_memory: bool
     # "Unload" keeps the weights in host RAM so the next load is a fast wake (vLLM sleep level 1).
     parks_in_ram: bool = False
+    # A load can choose the context length (Ollama num_ctx, LM Studio context_length); llama.cpp's is
+    # fixed by the server's arguments, so a different --ctx there is not a reason to reload.
+    sets_context: bool = True
 
 
 @dataclass(frozen=True)

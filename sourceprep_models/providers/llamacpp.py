@@ -1,0 +1,440 @@
+"""llama.cpp's ``llama-server``, in router mode or as a single-model server (servers.md §2,
+real-engine.md §5 for the exact JSON of a real build).
+
+What this module relies on and the traps it avoids:
+
+- Two roles. ``GET /props`` on a router answers ``{"role": "router", "max_instances": N, …}``
+  (servers.md §2.2, §7); a server started with ``-m FILE`` serves that one model and has no
+  load/unload routes. Such a server is listed with state ``fixed`` and ``load``/``unload`` raise
+  ``Unsupported`` naming the router-mode flags, instead of failing on a 404.
+- Loading is asynchronous: ``POST /models/load`` answers ``{"success": true}`` once the child
+  process is spawned (status ``loading``), not when it is ready (§2.2, real-engine.md §5). ``load``
+  therefore polls ``GET /models`` until ``status.value`` is ``loaded``, or a crashed load shows
+  ``unloaded`` with ``failed: true`` and an ``exit_code``.
+- Unknown models are reported inconsistently: 404 on load, 400 "model is not found" on unload
+  (real-engine.md §5 table). Both become ``ModelNotFound`` (exit 3). 400 "model is already running"
+  on load and 400 "model is not running" on unload are successes (someone else got there first).
+- A GGUF copied into ``--models-dir`` is listed only after ``GET /models?reload=1`` (§2.1), so a
+  name that is not listed is looked up once more with a reload before it is called unknown.
+- ``--models-max N`` evicts the least recently used child when a load would exceed N (§2.3). The
+  limit is exposed by ``max_loaded()`` so the planner evicts explicitly, choosing a victim that is
+  not pinned (the router has no pins, §7), and ``status`` shows the limit.
+- The context length is fixed by the router's ``--ctx-size`` or the model's preset section (§2.1);
+  the load call takes only the model name. ``capabilities.sets_context`` is False, so the executor
+  does not treat a different ``--ctx`` as a reload and warns when the served context is smaller.
+- Memory: a loaded model's ``meta.size`` is the weights' byte count; nothing reports KV or GPU use.
+- Auth: a router started with ``--api-key`` wants ``Authorization: Bearer <key>``; the key is read
+  from the environment variable named by ``api_key_env`` for each request, never stored or shown.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import httpx
+
+from sourceprep_models.config.schema import Endpoint
+from sourceprep_models.constants import CONNECT_TIMEOUT_S, READ_TIMEOUT_S
+from sourceprep_models.errors import (
+    DeadlineExceeded,
+    ModelNotFound,
+    ServerBusy,
+    ServerError,
+    SourceprepError,
+    Unsupported,
+)
+from sourceprep_models.providers._http import error_message, int_or_none, json_body, send, snippet
+from sourceprep_models.providers.base import (
+    Capabilities,
+    LoadedModel,
+    LoadOutcome,
+    LoadRequest,
+    ModelInfo,
+    ModelState,
+)
+
+_STATES: dict[str, ModelState] = {"loaded": "loaded", "loading": "loading", "sleeping": "asleep"}
+_FIRST_POLL_S = 0.01  # loads of small models finish in tens of milliseconds (real-engine.md §6)
+_MAX_POLL_S = 0.25
+
+
+@dataclass(frozen=True)
+class _Entry:
+    """One model of the router's listing."""
+
+    id: str
+    aliases: tuple[str, ...]
+    status: str  # unloaded | loading | loaded | sleeping | downloading
+    failed: bool
+    exit_code: int | None
+    meta: dict[str, Any]
+    model_path: str | None  # the ``--model`` argument the router passes to the child
+
+
+class LlamaCppProvider:
+    kind: ClassVar[str] = "llamacpp"
+    capabilities: ClassVar[Capabilities] = Capabilities(
+        can_load=True, can_unload=True, can_pin=True, reports_memory=False, sets_context=False
+    )
+
+    def __init__(
+        self,
+        endpoint: Endpoint,
+        client: httpx.Client | None = None,
+        *,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.endpoint = endpoint
+        self._client = client or httpx.Client(
+            base_url=server_root(endpoint.url),
+            timeout=httpx.Timeout(READ_TIMEOUT_S, connect=CONNECT_TIMEOUT_S),
+        )
+        self._sleep = sleep
+        self._clock = clock
+        self._props: dict[str, Any] | None = None
+
+    def __repr__(self) -> str:
+        return f"LlamaCppProvider(endpoint={self.endpoint.name!r}, url={self.endpoint.url!r})"
+
+    def close(self) -> None:
+        self._client.close()
+
+    # -- the server's role ---------------------------------------------------------------------
+
+    def is_router(self) -> bool:
+        return self._server_props().get("role") == "router"
+
+    def max_loaded(self) -> int | None:
+        """The router's ``--models-max`` (None: unlimited, or a single-model server)."""
+        if not self.is_router():
+            return None
+        limit = int_or_none(self._server_props().get("max_instances"))
+        return limit if limit else None  # 0 means unlimited (servers.md §2.1)
+
+    def server_facts(self) -> dict[str, Any]:
+        """What ``status`` shows about the server itself."""
+        props = self._server_props()
+        router = props.get("role") == "router"
+        return {
+            "role": "router" if router else "single-model",
+            "max_models": self.max_loaded(),
+            "autoload": props.get("models_autoload") if router else None,
+            "build": props.get("build_info"),
+        }
+
+    def _server_props(self) -> dict[str, Any]:
+        if self._props is None:
+            body = self._json("GET", "/props")
+            if not isinstance(body, dict) or not (
+                body.get("role") == "router" or "default_generation_settings" in body or "model_path" in body
+            ):
+                raise self._unexpected("/props", body)
+            self._props = body
+        return self._props
+
+    # -- queries -------------------------------------------------------------------------------
+
+    def list_available(self) -> list[ModelInfo]:
+        if not self.is_router():
+            return [self._single_info()]
+        return [self._info(entry) for entry in self._entries()]
+
+    def describe(self, name: str) -> ModelInfo:
+        if not self.is_router():
+            info = self._single_info()
+            if name != info.name:
+                raise ModelNotFound(
+                    f"model {name!r} not found on endpoint {self.endpoint.name!r}: it is a single-model llama-server "
+                    f"that serves only {info.name!r}"
+                )
+            return info
+        return self._info(self._find(name))
+
+    def list_loaded(self) -> list[LoadedModel]:
+        if not self.is_router():
+            info = self._single_info()
+            settings = self._server_props().get("default_generation_settings")
+            context = int_or_none(settings.get("n_ctx")) if isinstance(settings, dict) else None
+            return [LoadedModel(name=info.name, size=info.size, context_length=context, state="fixed")]
+        loaded = []
+        for entry in self._entries():
+            state = _STATES.get(entry.status)
+            if state is None:
+                continue
+            loaded.append(
+                LoadedModel(
+                    name=entry.id,
+                    size=int_or_none(entry.meta.get("size")),
+                    context_length=int_or_none(entry.meta.get("n_ctx")),
+                    state=state,
+                )
+            )
+        return loaded
+
+    def weight_paths(self, name: str) -> list[Path]:
+        """The GGUF the router will open, when it is a file on this machine (for page-cache warming)."""
+        if not self.is_router():
+            return []
+        path = self._find(name).model_path
+        if path is None:
+            return []
+        candidate = Path(path)
+        return [candidate] if candidate.is_file() else []
+
+    # -- actions -------------------------------------------------------------------------------
+
+    def load(self, request: LoadRequest) -> LoadOutcome:
+        started = self._clock()
+        if not self.is_router():
+            self.describe(request.name)  # another name is ModelNotFound
+            return LoadOutcome(name=request.name, wall_s=self._clock() - started)
+        entry = self._find(request.name)
+        if entry.status == "loaded":
+            return LoadOutcome(name=request.name, wall_s=self._clock() - started)
+        if entry.status != "loading":
+            timeout = httpx.Timeout(CONNECT_TIMEOUT_S, read=request.deadline_s)
+            response = self._send("POST", "/models/load", json={"model": entry.id}, timeout=timeout, action="load")
+            body = json_body(response)
+            message = (error_message(body) or "").lower()
+            if response.status_code == 400 and "already running" in message:
+                pass  # loaded (or loading) by someone else meanwhile: wait for it below
+            elif response.status_code == 404:
+                raise self._not_found(request.name, self._entries())
+            elif not response.is_success:
+                self._raise_for(response, body, model=request.name)
+            elif not (isinstance(body, dict) and body.get("success") is True):
+                raise self._unexpected("/models/load", body if body is not None else response.text)
+        self._wait_until_loaded(entry.id, request.name, started + request.deadline_s)
+        return LoadOutcome(name=request.name, wall_s=self._clock() - started)
+
+    def _wait_until_loaded(self, model_id: str, name: str, deadline: float) -> None:
+        interval = _FIRST_POLL_S
+        while True:
+            entry = self._find(model_id)
+            if entry.status == "loaded":
+                return
+            if entry.status in ("unloaded", "failed") and entry.failed:
+                code = f" (exit code {entry.exit_code})" if entry.exit_code is not None else ""
+                raise ServerError(
+                    f"llama-server failed to load {name} on endpoint {self.endpoint.name!r}{code}; the router's log "
+                    "says why: often too little memory for the context (lower --ctx-size) or an unreadable GGUF"
+                )
+            if entry.status == "unloaded":
+                # Not failed, not loading: unloaded meanwhile (another client, or an LRU eviction).
+                raise ServerError(
+                    f"{name} was unloaded on endpoint {self.endpoint.name!r} while it loaded; another client may "
+                    "be loading models there (its --models-max evicts the least recently used)"
+                )
+            if self._clock() >= deadline:
+                raise DeadlineExceeded(
+                    f"{name} is still {entry.status} on endpoint {self.endpoint.name!r} at the deadline; it may "
+                    "still finish (check `sourceprep-models status`); raise --timeout (or the endpoint's load_timeout)"
+                )
+            self._sleep(interval)
+            interval = min(interval * 1.5, _MAX_POLL_S)
+
+    def unload(self, name: str) -> None:
+        if not self.is_router():
+            raise Unsupported(
+                f"endpoint {self.endpoint.name!r} is a single-model llama-server (started with -m); it cannot unload "
+                f"{name}; stop that process, or start llama-server without -m in router mode (--models-dir DIR) "
+                "to load and unload models over HTTP"
+            )
+        entry = self._find(name)
+        response = self._send("POST", "/models/unload", json={"model": entry.id})
+        body = json_body(response)
+        message = (error_message(body) or "").lower()
+        if response.status_code == 400 and "not running" in message:
+            return  # already unloaded: the goal holds
+        if response.status_code in (400, 404) and "not found" in message:
+            raise self._not_found(name, self._entries())
+        if not response.is_success:
+            self._raise_for(response, body, model=name)
+        if not (isinstance(body, dict) and body.get("success") is True):
+            raise self._unexpected("/models/unload", body if body is not None else response.text)
+
+    # -- the listing -----------------------------------------------------------------------------
+
+    def _entries(self, *, reload: bool = False) -> list[_Entry]:
+        path = "/models?reload=1" if reload else "/models"
+        body = self._json("GET", path)
+        data = body.get("data") if isinstance(body, dict) else None
+        if not isinstance(data, list):
+            raise self._unexpected("/models", body)
+        return [self._entry(item) for item in data]
+
+    def _entry(self, item: object) -> _Entry:
+        if not isinstance(item, dict) or not isinstance(item.get("id"), str):
+            raise self._unexpected("/models", item)
+        status = item.get("status")
+        if not isinstance(status, dict) or not isinstance(status.get("value"), str):
+            raise self._unexpected("/models", item)
+        args = status.get("args")
+        model_path = None
+        if isinstance(args, list) and "--model" in args:
+            index = args.index("--model") + 1
+            model_path = str(args[index]) if index < len(args) else None
+        aliases = item.get("aliases")
+        meta = item.get("meta")
+        return _Entry(
+            id=item["id"],
+            aliases=tuple(str(alias) for alias in aliases) if isinstance(aliases, list) else (),
+            status=status["value"],
+            failed=status.get("failed") is True,
+            exit_code=int_or_none(status.get("exit_code")),
+            meta=meta if isinstance(meta, dict) else {},
+            model_path=model_path,
+        )
+
+    def _info(self, entry: _Entry) -> ModelInfo:
+        size = int_or_none(entry.meta.get("size"))
+        if size is None and entry.model_path is not None:
+            try:  # not loaded yet: the file's size is the weights' size
+                size = os.stat(entry.model_path).st_size
+            except OSError:
+                size = None
+        return ModelInfo(
+            name=entry.id,
+            identity=f"llamacpp:{self.endpoint.url}:{entry.id}",
+            size=size,
+            trained_context=int_or_none(entry.meta.get("n_ctx_train")),
+            quantization=entry.meta.get("ftype") if isinstance(entry.meta.get("ftype"), str) else None,
+            capabilities=("completion",),
+        )
+
+    def _single_info(self) -> ModelInfo:
+        body = self._json("GET", "/v1/models")
+        data = body.get("data") if isinstance(body, dict) else None
+        if not isinstance(data, list) or not data or not isinstance(data[0], dict) or "id" not in data[0]:
+            raise self._unexpected("/v1/models", body)
+        first = data[0]
+        meta = first.get("meta") if isinstance(first.get("meta"), dict) else {}
+        assert isinstance(meta, dict)
+        return ModelInfo(
+            name=str(first["id"]),
+            identity=f"llamacpp:{self.endpoint.url}:{first['id']}",
+            size=int_or_none(meta.get("size")),
+            trained_context=int_or_none(meta.get("n_ctx_train")),
+            capabilities=("completion",),
+        )
+
+    def _find(self, name: str) -> _Entry:
+        entries = self._entries()
+        for reload in (False, True):
+            if reload:
+                entries = self._entries(reload=True)  # a GGUF added since the router started (§2.1)
+            for entry in entries:
+                if name == entry.id or name in entry.aliases:
+                    return entry
+        raise self._not_found(name, entries)
+
+    def _not_found(self, name: str, entries: list[_Entry]) -> ModelNotFound:
+        names = [entry.id for entry in entries]
+        close = difflib.get_close_matches(name, names, n=1, cutoff=0.5)
+        hint = (
+            f"did you mean {close[0]!r}?"
+            if close
+            else "put its GGUF in the router's --models-dir (or --models-preset) and check `sourceprep-models status`"
+        )
+        return ModelNotFound(f"model {name!r} not found on endpoint {self.endpoint.name!r}; {hint}")
+
+    # -- one choke point for HTTP and its errors ----------------------------------------------
+
+    def _send(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: dict[str, Any] | None = None,
+        timeout: httpx.Timeout | None = None,
+        action: str = "request",
+    ) -> httpx.Response:
+        secret = self._secret()
+        try:
+            return send(
+                self._client,
+                method,
+                path,
+                where=self._where(),
+                unreachable_fix="start it (`llama-server --models-dir DIR --port PORT`), or point the endpoint's url "
+                "at the right host:port",
+                after_deadline="it may still finish loading (check `sourceprep-models status`)",
+                json=json,
+                headers={"Authorization": f"Bearer {secret}"} if secret else None,
+                timeout=timeout,
+                model=json.get("model") if json else None,
+                action=action,
+                scrub=self._scrub,
+                crash_hint="check llama-server's log and retry",
+            )
+        except (UnicodeEncodeError, httpx.LocalProtocolError):
+            raise SourceprepError(
+                f"the value of {self.endpoint.api_key_env} (the API key for endpoint {self.endpoint.name!r}) "
+                "cannot be sent as an HTTP header; check it for stray characters"
+            ) from None
+
+    def _json(self, method: str, path: str) -> Any:
+        response = self._send(method, path)
+        body = json_body(response)
+        if not response.is_success:
+            self._raise_for(response, body, model=None)
+        if body is None:
+            raise self._unexpected(path, response.text)
+        return body
+
+    def _raise_for(self, response: httpx.Response, body: object, model: str | None) -> None:
+        status = response.status_code
+        message = self._scrub(error_message(body) or response.text.strip()[:200] or response.reason_phrase)
+        where = self._where()
+        path = response.request.url.path
+        if status in (401, 403):
+            variable = self.endpoint.api_key_env
+            fix = (
+                f"check the key in the environment variable {variable}"
+                if variable
+                else "set api_key_env in the endpoint's config to the name of an env var holding its --api-key"
+            )
+            raise ServerError(f"{where} refused the request (HTTP {status}: {message}); {fix}", status)
+        if status == 404 and path in ("/models", "/props"):
+            raise ServerError(
+                f"{where} has no {path} (HTTP 404); it is not a llama-server, or too old for router mode "
+                "(upgrade llama.cpp)",
+                status,
+            )
+        if status in (500, 503) and "limit reached" in message.lower():
+            raise ServerBusy(
+                f"{where} is at its --models-max limit with loads in flight ({message}); retry in a moment", status
+            )
+        if status == 503:
+            raise ServerBusy(f"{where} is busy ({message}); retry in a moment", status)
+        raise ServerError(f"{where} answered {status} to {response.request.method} {path}: {message}", status)
+
+    def _unexpected(self, path: str, body: object) -> ServerError:
+        return ServerError(
+            f"{self.endpoint.url}{path} did not answer like llama-server ({snippet(self._scrub(str(body)))}); "
+            f"is endpoint {self.endpoint.name!r} really a llama.cpp server?"
+        )
+
+    def _where(self) -> str:
+        return f"llama-server at {self.endpoint.url} (endpoint {self.endpoint.name!r})"
+
+    def _secret(self) -> str | None:
+        name = self.endpoint.api_key_env
+        return (os.environ.get(name) or None) if name else None
+
+    def _scrub(self, text: str) -> str:
+        secret = self._secret()
+        return text.replace(secret, "***") if secret else text
+
+
+def server_root(url: str) -> str:
+    """The server's root, whether the config gave it or its OpenAI base (``…/v1``)."""
+    root = url.rstrip("/")
+    return root[: -len("/v1")] if root.endswith("/v1") else root
