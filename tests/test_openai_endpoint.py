@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -252,3 +253,18 @@ def test_cli_load_on_a_cloud_endpoint_says_always_ready(
     missing = cli("--config", path, "load", "gpt-9", "--endpoint", "cloud")
     assert missing.exit_code == 3
     assert_no_secret(result.stdout, result.stderr + missing.stderr)
+
+
+def test_cli_pin_on_a_cloud_endpoint_exits_1_and_leaves_the_config(
+    cli: CliFn, cloud: tuple[str, list[str]], write_config: Callable[[str], Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url, _ = cloud
+    monkeypatch.setenv(KEY_VAR, SECRET)
+    path = config_for(url, write_config)
+    before = Path(path).read_text(encoding="utf-8")
+
+    result = cli("--config", path, "pin", "gpt-4.1")
+
+    assert result.exit_code == 1
+    assert "nothing to pin" in result.stderr and "always ready" in result.stderr
+    assert Path(path).read_text(encoding="utf-8") == before

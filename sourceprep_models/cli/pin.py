@@ -53,6 +53,15 @@ def pin(
     path = app.editable_config_path()
     with open_session(app, target) as session:
         session.provider.describe(name)  # unknown model → exit 3 before the config is touched
+        if not session.provider.capabilities.can_pin:
+            from sourceprep_models.errors import Unsupported
+
+            raise Unsupported(
+                f"endpoint {target.name!r} ({target.kind}) keeps no models resident on this machine, so there is "
+                f"nothing to pin; {name} is always ready there (the config is unchanged)"
+            )
+        # Servers with a pin of their own (oMLX is_pinned) get it set too, so their eviction respects it.
+        server_pin = getattr(session.provider, "set_pinned", None)
         if remove:
             edit_config(path, lambda text: set_pin(text, key, name, None, pinned=False), app.environ)
             session.config = app.reload_config()
@@ -64,6 +73,8 @@ def pin(
             loaded = {session.identity(m.name) for m in session.loaded()}
             if session.identity(name) in loaded:
                 make_executor(app, session).restore([request], detail="keep-alive reset")
+            if server_pin is not None:
+                server_pin(name, False)
             if json_output:
                 out.json({"model": name, "endpoint": target.name, "pinned": False, "config": str(path)})
             out.success(f"unpinned {name} on {target.name} (config: {path})")
@@ -83,6 +94,8 @@ def pin(
             name, session.config.models.get(key), context_length=context_length, deadline_s=trial.deadline_s
         )
         report = run_load(app, session, request, dry_run=False, warm=True)
+        if server_pin is not None:
+            server_pin(name, True)
     assert report is not None
     for warning in report.warnings:
         out.warn(warning)

@@ -1,0 +1,95 @@
+"""Real load times on a real llama-server router for generated 50 MB and 500 MB models, with the page
+cache cold and warm, through the tool's own llama.cpp provider (load = POST /models/load, then poll
+/models until "loaded"; the same path `sourceprep-models load` takes).
+
+cold    = the file's pages dropped (fadvise after sync; plus /proc/sys/vm/drop_caches when permitted)
+warm    = the file was just read by the previous load
+warmed  = dropped, then the tool's page-cache warm step (timed separately), then the load
+
+Needs the llama-server binary (scripts/install-llama-server) and the gguf package.
+    .venv/bin/python -m benchmarks.llamacpp_load [--rounds 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from sourceprep_models import pagecache
+from sourceprep_models.config.schema import Endpoint
+from sourceprep_models.providers.base import LoadRequest
+from sourceprep_models.providers.llamacpp import LlamaCppProvider
+from tests.realserver.make_gguf import PRESETS, write_model
+from tests.realserver.router import find_binary, llama_server
+
+
+def timed_load(provider: LlamaCppProvider, name: str) -> float:
+    started = time.perf_counter()
+    provider.load(LoadRequest(name=name))
+    return time.perf_counter() - started
+
+
+def unload(provider: LlamaCppProvider, name: str) -> None:
+    provider.unload(name)
+    while any(model.name == name for model in provider.list_loaded()):
+        time.sleep(0.01)
+
+
+def drop(path: Path) -> None:
+    pagecache.drop_all_caches()
+    pagecache.drop(path)
+
+
+def summary(values: list[float]) -> str:
+    return f"median {statistics.median(values):.3f} s  (min {min(values):.3f}, max {max(values):.3f}, n={len(values)})"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rounds", type=int, default=5)
+    args = parser.parse_args()
+    binary = find_binary()
+    if binary is None:
+        raise SystemExit("no llama-server: run scripts/install-llama-server first")
+    work = Path(tempfile.mkdtemp(prefix="llamacpp-bench-"))
+    try:
+        models = work / "models"
+        models.mkdir()
+        files = {}
+        for preset in ("50M", "500M"):
+            started = time.perf_counter()
+            files[preset] = write_model(models / f"m{preset}.gguf", PRESETS[preset])
+            print(
+                f"generated m{preset}.gguf: {files[preset].stat().st_size:,} bytes in {time.perf_counter() - started:.1f} s"
+            )
+        with llama_server(
+            binary, work, "--models-dir", str(models), "--models-max", "1", "--no-models-autoload"
+        ) as srv:
+            provider = LlamaCppProvider(Endpoint(name="bench", kind="llamacpp", url=srv.url))
+            print(f"dropping the whole page cache permitted: {pagecache.drop_all_caches()}")
+            for preset, path in files.items():
+                name = path.stem
+                rows: dict[str, list[float]] = {"cold": [], "warm": [], "warm step": [], "warmed load": []}
+                for _ in range(args.rounds):
+                    drop(path)
+                    rows["cold"].append(timed_load(provider, name))
+                    unload(provider, name)
+                    rows["warm"].append(timed_load(provider, name))
+                    unload(provider, name)
+                    drop(path)
+                    rows["warm step"].append(pagecache.warm(path, min_available_bytes=2 * 1024**3).seconds)
+                    rows["warmed load"].append(timed_load(provider, name))
+                    unload(provider, name)
+                for label, values in rows.items():
+                    print(f"{name:>6} {label:>11}: {summary(values)}")
+            provider.close()
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
