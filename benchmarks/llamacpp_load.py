@@ -63,15 +63,14 @@ def main() -> None:
         for preset in ("50M", "500M"):
             started = time.perf_counter()
             files[preset] = write_model(models / f"m{preset}.gguf", PRESETS[preset])
-            print(
-                f"generated m{preset}.gguf: {files[preset].stat().st_size:,} bytes in {time.perf_counter() - started:.1f} s"
-            )
+            size = files[preset].stat().st_size
+            print(f"generated m{preset}.gguf: {size:,} bytes in {time.perf_counter() - started:.1f} s")
         with llama_server(
             binary, work, "--models-dir", str(models), "--models-max", "1", "--no-models-autoload"
         ) as srv:
             provider = LlamaCppProvider(Endpoint(name="bench", kind="llamacpp", url=srv.url))
             print(f"dropping the whole page cache permitted: {pagecache.drop_all_caches()}")
-            for preset, path in files.items():
+            for path in files.values():
                 name = path.stem
                 rows: dict[str, list[float]] = {"cold": [], "warm": [], "warm step": [], "warmed load": []}
                 for _ in range(args.rounds):

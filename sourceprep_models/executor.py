@@ -235,7 +235,8 @@ class Executor:
             why = (
                 "the model's trained maximum caps it"
                 if self.provider.capabilities.sets_context
-                else "this server fixes the context at startup: raise its --ctx-size or the model's preset ctx-size"
+                else "this server fixes the context when it starts the model: raise it in the server's own settings, "
+                "e.g. llama-server's --ctx-size or the model's preset"
             )
             report.warnings.append(
                 f"{request.name} runs with a {resident.context_length}-token context, less than the "
@@ -266,8 +267,12 @@ class Executor:
             return report
 
         started = self._clock()
-        for name in targets.values():
-            self.provider.unload(name)
+        unload_all: Callable[[], None] | None = getattr(self.provider, "unload_all", None)
+        if names is None and unload_all is not None:
+            unload_all()  # one request where the server has one (llama-swap), also on builds without per-model unload
+        else:
+            for name in targets.values():
+                self.provider.unload(name)
         self._record(
             report.steps,
             Step("unload", ", ".join(targets.values()), self.endpoint, self._clock() - started, detail="requested"),

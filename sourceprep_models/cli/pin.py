@@ -56,10 +56,14 @@ def pin(
         if not session.provider.capabilities.can_pin:
             from sourceprep_models.errors import Unsupported
 
-            raise Unsupported(
-                f"endpoint {target.name!r} ({target.kind}) keeps no models resident on this machine, so there is "
-                f"nothing to pin; {name} is always ready there (the config is unchanged)"
+            advice = getattr(session.provider, "pin_advice", None)
+            reason = (
+                advice(name)
+                if advice is not None
+                else f"endpoint {target.name!r} ({target.kind}) keeps no models resident on this machine, so there "
+                f"is nothing to pin; {name} is always ready there"
             )
+            raise Unsupported(f"{reason} (the config is unchanged)")
         # Servers with a pin of their own (oMLX is_pinned) get it set too, so their eviction respects it.
         server_pin = getattr(session.provider, "set_pinned", None)
         if remove:
@@ -87,6 +91,8 @@ def pin(
             from sourceprep_models.errors import DoesNotFit
 
             raise DoesNotFit(plan.reason + " (not pinned; the config is unchanged)")
+        if server_pin is not None:
+            server_pin(name, True)  # first: if the server refuses (no admin access), the config stays unchanged
         endpoint_key = None if spec is not None or target.name == app.config.default_endpoint else target.name
         edit_config(path, lambda text: set_pin(text, key, name, endpoint_key, pinned=True), app.environ)
         session.config = app.reload_config()
@@ -94,8 +100,6 @@ def pin(
             name, session.config.models.get(key), context_length=context_length, deadline_s=trial.deadline_s
         )
         report = run_load(app, session, request, dry_run=False, warm=True)
-        if server_pin is not None:
-            server_pin(name, True)
     assert report is not None
     for warning in report.warnings:
         out.warn(warning)

@@ -4,13 +4,11 @@ repair pins, plan, render a dry run, and hand the plan to the executor under the
 from __future__ import annotations
 
 import contextlib
-import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sourceprep_models.errors import DoesNotFit, UsageError
-from sourceprep_models.units import KeepAlive, format_seconds, human_bytes
+from sourceprep_models.units import KeepAlive
 
 if TYPE_CHECKING:
     from sourceprep_models.cli.context import AppContext
@@ -18,9 +16,6 @@ if TYPE_CHECKING:
     from sourceprep_models.executor import Executor, LoadReport
     from sourceprep_models.providers.base import LoadRequest
     from sourceprep_models.session import Session
-
-# Warming stops before available RAM would drop below this (or 10 % of RAM, whichever is larger).
-WARM_MARGIN_BYTES = 2 * 1024**3
 
 
 def parse_keep_alive_option(value: str | None) -> KeepAlive | None:
@@ -152,40 +147,9 @@ def run_load(
 
 def _warmer(app: AppContext, session: Session, name: str) -> Callable[[], tuple[float, str] | None] | None:
     """A callable for the executor: pre-read the weights when they are on this machine's disk."""
-    from sourceprep_models import pagecache
+    from sourceprep_models.prefetch import warm_paths, weight_paths
 
-    paths = _weight_paths(session, name)
+    paths = weight_paths(session.provider, name)
     if not paths:
         return None
-
-    def warm() -> tuple[float, str] | None:
-        import psutil
-
-        margin = max(WARM_MARGIN_BYTES, psutil.virtual_memory().total // 10)
-        started = time.monotonic()
-        details = []
-        for path in paths:
-            before = pagecache.residency(path)
-            if before.fraction is not None and before.fraction >= 0.9:
-                details.append(f"{path.name[:19]} already cached")
-                continue
-            result = pagecache.warm(path, min_available_bytes=margin)
-            was, now = before.fraction, result.after.fraction
-            share = f", {was:.0%} → {now:.0%} resident" if was is not None and now is not None else ""
-            share = share or ", residency unknown (hardware.md §5.2: not measurable for this file)"
-            stopped = f", stopped: {result.stopped}" if result.stopped else ""
-            details.append(f"read {human_bytes(result.bytes_read)} in {format_seconds(result.seconds)}{share}{stopped}")
-        return time.monotonic() - started, "; ".join(details)
-
-    return warm
-
-
-def _weight_paths(session: Session, name: str) -> list[Path]:
-    finder = getattr(session.provider, "weight_paths", None)
-    if finder is None:
-        return []
-    try:
-        paths: list[Path] = finder(name)
-    except Exception:  # warming is an optimisation: any trouble finding the files just skips it
-        return []
-    return paths
+    return lambda: warm_paths(paths)

@@ -18,12 +18,14 @@ from urllib.parse import urlsplit
 from sourceprep_models.config.schema import (
     MODEL_KINDS,
     PROVIDER_KINDS,
+    STAGE_WHEN,
     Config,
     Endpoint,
     MemoryPolicy,
     ModelSpec,
     Pipeline,
     Stage,
+    StageGroup,
 )
 from sourceprep_models.constants import APP_NAME, DEFAULT_ENDPOINT_NAME, ENV_CONFIG, ENV_OLLAMA_HOST
 from sourceprep_models.errors import ConfigError
@@ -37,7 +39,8 @@ _ENDPOINT_KEYS = ("kind", "url", "api_key_env", "load_timeout", "unload_timeout"
 _MODEL_KEYS = ("name", "endpoint", "keep_alive", "context_length", "options", "always_available", "kind")
 _MEMORY_KEYS = ("budget", "headroom", "single_model", "allow_evict_pinned")
 _PIPELINE_KEYS = ("stages", "description")
-_STAGE_KEYS = ("name", "model", "repeat", "prompts", "prompts_file", "command")
+_STAGE_KEYS = ("name", "model", "repeat", "prompts", "prompts_file", "command", "max_tokens", "when")
+_GROUP_KEYS = ("name", "repeat", "stages")
 # Keys that would put a secret into the file; secrets are referenced by env var name only.
 _SECRET_KEYS = ("api_key", "apikey", "token", "password", "secret", "authorization")
 # Ollama runner/sampling options and their JSON types (ollama.md §4.7: a wrong type is a 500 at load).
@@ -384,13 +387,56 @@ class _Validator:
                     (*keypath, "stages") if "stages" in table else keypath,
                     'needs at least one stage, e.g. [[pipelines.NAME.stages]] with model = "..."',
                 )
-            stages = tuple(self.stage(item, (*keypath, "stages", index)) for index, item in enumerate(stages_raw))
-            names = [stage.name for stage in stages]
-            for index, stage in enumerate(stages):
-                if names.index(stage.name) != index:
-                    raise self.fail((*keypath, "stages", index, "name"), f"stage name {stage.name!r} is used twice")
-            pipelines[name] = Pipeline(name=name, stages=stages)
+            stages = tuple(
+                self.stage_or_group(item, (*keypath, "stages", index)) for index, item in enumerate(stages_raw)
+            )
+            seen: dict[str, KeyPath] = {}
+            for index, item in enumerate(stages):
+                inner = item.stages if isinstance(item, StageGroup) else (item,)
+                for position, stage in enumerate(inner):
+                    where: KeyPath = (*keypath, "stages", index)
+                    if isinstance(item, StageGroup):
+                        where = (*where, "stages", position)
+                    if stage.name in seen or (isinstance(item, StageGroup) and item.name == stage.name):
+                        raise self.fail((*where, "name"), f"stage name {stage.name!r} is used twice; rename one")
+                    seen[stage.name] = where
+                if isinstance(item, StageGroup):
+                    if item.name in seen:
+                        raise self.fail((*keypath, "stages", index, "name"), f"name {item.name!r} is used twice")
+                    seen[item.name] = (*keypath, "stages", index)
+            first = stages[0].stages[0] if isinstance(stages[0], StageGroup) else stages[0]
+            if first.when != "always":
+                raise self.fail(
+                    (*keypath, "stages", 0, "when"), "the first stage has no stage before it; remove `when`"
+                )
+            description = (
+                self.string(table["description"], (*keypath, "description")) if "description" in table else None
+            )
+            pipelines[name] = Pipeline(name=name, stages=stages, description=description)
         return pipelines
+
+    def stage_or_group(self, raw: object, keypath: KeyPath) -> Stage | StageGroup:
+        table = self.table(raw, keypath)
+        if "stages" not in table:
+            return self.stage(table, keypath)
+        self.known_keys(table, _GROUP_KEYS, keypath)
+        inner_raw = table["stages"]
+        if not isinstance(inner_raw, list) or not inner_raw:
+            raise self.fail((*keypath, "stages"), 'a group needs a list of stages, e.g. stages = [{ model = "embed" }]')
+        inner = []
+        for position, item in enumerate(inner_raw):
+            item_path: KeyPath = (*keypath, "stages", position)
+            if isinstance(item, dict) and "stages" in item:
+                raise self.fail(item_path, "groups cannot be nested; list the stages in one group")
+            inner.append(self.stage(item, item_path))
+        index = keypath[-1]
+        name = (
+            self.string(table["name"], (*keypath, "name"))
+            if "name" in table
+            else f"group{index + 1 if isinstance(index, int) else index}"
+        )
+        repeat = self.integer(table.get("repeat", 1), (*keypath, "repeat"), minimum=1)
+        return StageGroup(name=name, stages=tuple(inner), repeat=repeat)
 
     def stage(self, raw: object, keypath: KeyPath) -> Stage:
         table = self.table(raw, keypath)
@@ -412,9 +458,14 @@ class _Validator:
             if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
                 raise self.fail((*keypath, "prompts"), "expected a string or a list of strings")
             prompts = tuple(value)
+        when = self.string(table["when"], (*keypath, "when")) if "when" in table else "always"
+        if when not in STAGE_WHEN:
+            raise self.fail((*keypath, "when"), f"must be one of: {', '.join(STAGE_WHEN)}; got {when!r}")
         return Stage(
             name=name,
             model=model,
+            when=when,
+            max_tokens=self.integer(table.get("max_tokens", 128), (*keypath, "max_tokens"), minimum=1),
             repeat=self.integer(table.get("repeat", 1), (*keypath, "repeat"), minimum=1),
             prompts=prompts,
             prompts_file=self.string(table["prompts_file"], (*keypath, "prompts_file"))

@@ -58,20 +58,39 @@ class MemoryPolicy:
     allow_evict_pinned: bool = False
 
 
+STAGE_WHEN = ("always", "previous_failed")
+
+
 @dataclass(frozen=True)
 class Stage:
+    """One step of a pipeline: a model and its work (prompts sent by the tool and/or a shell command)."""
+
     name: str
     model: str
     repeat: int = 1
     prompts: tuple[str, ...] = ()
     prompts_file: str | None = None
     command: str | None = None
+    max_tokens: int = 128  # per prompt
+    # "previous_failed": runs only when the stage before it failed (an agent's debug step); a stage
+    # followed by one of these does not stop the run when it fails.
+    when: str = "always"
+
+
+@dataclass(frozen=True)
+class StageGroup:
+    """Stages repeated together: ``(embed → rerank) x 20`` is one group with ``repeat = 20``."""
+
+    name: str
+    stages: tuple[Stage, ...]
+    repeat: int = 1
 
 
 @dataclass(frozen=True)
 class Pipeline:
     name: str
-    stages: tuple[Stage, ...]
+    stages: tuple[Stage | StageGroup, ...]
+    description: str | None = None
 
 
 @dataclass(frozen=True)

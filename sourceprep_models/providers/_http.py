@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 
 from sourceprep_models.constants import READ_TIMEOUT_S
-from sourceprep_models.errors import DeadlineExceeded, ServerError, ServerUnreachable
+from sourceprep_models.errors import DeadlineExceeded, ServerError, ServerUnreachable, SourceprepError
 
 
 def send(
@@ -43,13 +43,36 @@ def send(
                 "raise --timeout (or the endpoint's load_timeout)"
             ) from None
         raise DeadlineExceeded(f"{where} did not answer {method} {path} within {seconds:g}s; is it stuck?") from None
-    except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
-        raise ServerError(
-            f"{where} dropped the connection during {method} {path} ({scrub(str(exc))}); it may have crashed, "
-            f"{crash_hint}"
-        ) from None
     except httpx.TransportError as exc:
-        raise ServerUnreachable(f"cannot talk to {where}: {scrub(str(exc))}") from None
+        raise transport_error(
+            exc,
+            where=where,
+            unreachable_fix=unreachable_fix,
+            what=f"{method} {path}",
+            scrub=scrub,
+            crash_hint=crash_hint,
+        ) from None
+
+
+def transport_error(
+    exc: httpx.TransportError,
+    *,
+    where: str,
+    unreachable_fix: str,
+    what: str,
+    scrub: Callable[[str], str] = str,
+    crash_hint: str = "check the server's log and retry",
+) -> SourceprepError:
+    """The one-line error for a failed exchange that is not a load deadline (see ``send``)."""
+    if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
+        return ServerUnreachable(f"cannot reach {where}; {unreachable_fix}")
+    if isinstance(exc, httpx.TimeoutException):
+        return DeadlineExceeded(f"{where} did not answer {what} in time; is it stuck?")
+    if isinstance(exc, httpx.RemoteProtocolError | httpx.ReadError | httpx.WriteError):
+        return ServerError(
+            f"{where} dropped the connection during {what} ({scrub(str(exc))}); it may have crashed, {crash_hint}"
+        )
+    return ServerUnreachable(f"cannot talk to {where}: {scrub(str(exc))}")
 
 
 # -- reading replies: shared by every provider so each parses error bodies the same way --------------

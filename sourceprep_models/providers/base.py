@@ -108,7 +108,12 @@ class LoadOutcome:
 
 class Provider(Protocol):
     kind: ClassVar[str]
-    capabilities: ClassVar[Capabilities]
+
+    # A property in the Protocol so that a provider may set it per endpoint (vLLM: parks_in_ram
+    # depends on the endpoint's sleep_level) or as a class attribute.
+    @property
+    def capabilities(self) -> Capabilities: ...
+
     endpoint: Endpoint
 
     def list_available(self) -> list[ModelInfo]:
