@@ -35,7 +35,7 @@ class ExitCode(IntEnum):
 class SourceprepError(Exception):
     """Base of every error a user may see; the message is one line that names the thing and the fix."""
 
-    exit_code: ExitCode = ExitCode.ERROR
+    exit_code: int = ExitCode.ERROR
 
     def __init__(self, message: str) -> None:
         super().__init__(message)

@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     from rich.table import Table
 
     from sourceprep_models.executor import LoadReport, Step, UnloadReport
+    from sourceprep_models.pipeline import RunPlan, RunReport
     from sourceprep_models.planner import Plan, Refusal
     from sourceprep_models.providers.base import LoadedModel
     from sourceprep_models.sizing import Budget, Prediction
@@ -212,4 +213,64 @@ def plan_table(plan: Plan | Refusal, prediction: Prediction, budget: Budget, loa
     table.add_row(incoming.name, action, human_bytes(incoming.size), note)
     after = "" if isinstance(plan, Refusal) else human_bytes(plan.resident_after)
     table.add_row("budget", "", human_bytes(budget.bytes), f"{budget.source}; in use after: {after or '-'}")
+    return table
+
+
+# -- pipelines --------------------------------------------------------------------------------------
+
+
+def run_plan_table(plan: RunPlan) -> Table:
+    """`run-pipeline --dry-run`: per stage what loads, what leaves, what is prefetched, memory in use."""
+    table = _table("STAGE", "MODEL", "ENDPOINT", "ACTION", "EVICT", "PREFETCH", "RESIDENT", "PREDICTED")
+    for row in plan.to_dict()["stages"]:
+        table.add_row(
+            row["stage"],
+            row["model"],
+            row["endpoint"],
+            row["action"],
+            ", ".join(row["evict"])
+            + (f" (back after: {', '.join(row['restore_after'])})" if row["restore_after"] else ""),
+            row["prefetch"] or "",
+            ", ".join(row["resident"]),
+            human_bytes(row["predicted_bytes"]) if row["predicted_bytes"] else "",
+        )
+    return table
+
+
+def run_table(report: RunReport) -> Table:
+    """The run's timing table: what each stage cost in swapping and in work, and the swap penalty."""
+    table = _table("STAGE", "MODEL", "ACTION", "UNLOAD", "LOAD", "CACHE", "WORK", "TTFT", "TOK/S", "STATUS")
+    for row in report.stages:
+        action = row.action
+        if row.evicted:
+            action += f", evict {', '.join(row.evicted)}"
+        if row.restored:
+            action += f", restore {', '.join(row.restored)}"
+        cache = (row.cache or "") + (" (prefetched)" if row.prefetched else "")
+        table.add_row(
+            row.stage,
+            row.model,
+            action,
+            format_seconds(row.unload_s) if row.unload_s else "",
+            format_seconds(row.load_s + row.warm_s) if row.load_s or row.warm_s else "",
+            cache,
+            format_seconds(row.work_s),
+            format_seconds(row.ttft_s) if row.ttft_s is not None else "",
+            f"{row.tokens_per_s:.1f}" if row.tokens_per_s is not None else "",
+            row.status if row.exit_code is None else f"{row.status} ({row.exit_code})",
+        )
+    totals = report.to_dict()["totals"]
+    table.add_row(
+        "total",
+        "",
+        f"{totals['loads']} loads",
+        format_seconds(totals["unload_s"]),
+        format_seconds(totals["load_s"] + totals["warm_s"]),
+        "",
+        format_seconds(totals["work_s"]),
+        "",
+        "",
+        f"swap penalty {format_seconds(totals['swap_penalty_s'])}",
+        style="bold",
+    )
     return table

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from sourceprep_models.config import load_config, parse_config
+from sourceprep_models.config.schema import StageGroup
 from sourceprep_models.errors import ConfigError
 from tests.conftest import CliFn
 
@@ -160,7 +161,10 @@ def test_example_config_is_accepted_with_every_reference_setup() -> None:
     assert config.models["coder"].runner_options() == {"num_batch": 512, "num_gpu": -1, "num_ctx": 32768}
     assert config.models["fast"].endpoint == "lmstudio"
     assert set(config.pipelines) == {"trace", "retrieval", "agent"}
-    assert config.pipelines["retrieval"].stages[1].repeat == 20
+    group = config.pipelines["retrieval"].stages[0]
+    assert isinstance(group, StageGroup) and group.repeat == 20 and len(group.stages) == 2
+    debug = config.pipelines["agent"].stages[-1]
+    assert not isinstance(debug, StageGroup) and debug.when == "previous_failed"
 
 
 def test_values_are_typed() -> None:
@@ -189,3 +193,23 @@ def test_values_are_typed() -> None:
 def test_error_without_file_still_names_key() -> None:
     with pytest.raises(ConfigError, match=r"^<config>:2: models.x.keep_alive: "):
         parse_config("[models.x]\nkeep_alive = []\n", None, {})
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "expected"),
+    [
+        ("[pipelines.p]\nstages = [{ model = 'a', when = 'sometimes' }]\n", 2, "one of: always, previous_failed"),
+        ("[pipelines.p]\nstages = [{ model = 'a', when = 'previous_failed' }]\n", 2, "the first stage has no stage"),
+        ("[pipelines.p]\nstages = [{ name = 'g', stages = [] }]\n", 2, "a group needs a list of stages"),
+        (
+            "[pipelines.p]\nstages = [{ name = 'g', stages = [{ stages = [{ model = 'a' }] }] }]\n",
+            2,
+            "groups cannot be nested",
+        ),
+        ("[pipelines.p]\nstages = [{ model = 'a', max_tokens = 0 }]\n", 2, "must be at least 1"),
+    ],
+)
+def test_bad_pipeline_definitions_are_one_line_errors(text: str, line: int, expected: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text, Path("p.toml"), {})
+    assert expected in caught.value.message and f"p.toml:{line}:" in caught.value.message

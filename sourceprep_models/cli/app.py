@@ -16,6 +16,7 @@ from typer.core import TyperGroup
 from sourceprep_models import __version__
 from sourceprep_models.cli import load as load_cmd
 from sourceprep_models.cli import pin as pin_cmd
+from sourceprep_models.cli import run_pipeline as run_pipeline_cmd
 from sourceprep_models.cli import status as status_cmd
 from sourceprep_models.cli import unload as unload_cmd
 from sourceprep_models.cli.context import AppContext
@@ -101,6 +102,7 @@ app.command(name="status", epilog=EPILOG)(status_cmd.status)
 app.command(name="load", epilog=EPILOG)(load_cmd.load)
 app.command(name="unload", epilog=EPILOG)(unload_cmd.unload)
 app.command(name="pin", epilog=EPILOG)(pin_cmd.pin)
+app.command(name="run-pipeline", epilog=EPILOG)(run_pipeline_cmd.run_pipeline)
 
 
 def main() -> None:

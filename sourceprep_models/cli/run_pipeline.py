@@ -1,0 +1,120 @@
+"""`sourceprep-models run-pipeline NAME`: run a configured pipeline with every swap planned ahead."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from sourceprep_models.cli.options import JsonOption
+
+if TYPE_CHECKING:
+    from sourceprep_models.cli.context import AppContext
+    from sourceprep_models.pipeline import RunContext, RunReport
+
+
+def run_pipeline(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="A pipeline from the config ([pipelines.NAME]).")],
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Show the plan only; exit 6 naming the first stage that cannot fit.")
+    ] = False,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue the last run from its first unfinished stage.")
+    ] = False,
+    report: Annotated[
+        Path | None,
+        typer.Option("--report", help="Also write the run's report (JSON) to this file.", show_default=False),
+    ] = None,
+    outputs: Annotated[
+        Path | None,
+        typer.Option(
+            "--outputs", help="Where prompt outputs go (JSONL; default: the run's state directory).", show_default=False
+        ),
+    ] = None,
+    prefetch: Annotated[
+        bool, typer.Option("--prefetch/--no-prefetch", help="Warm the next model's weights while a stage works.")
+    ] = True,
+    strategy: Annotated[
+        str,
+        typer.Option("--strategy", help="Eviction strategy: lookahead (ours), lru, ollama or unload-all, to compare."),
+    ] = "lookahead",
+    json_output: JsonOption = False,
+) -> None:
+    """Run pipeline NAME: plan every swap in advance, prefetch, time every stage, resume safely."""
+    from sourceprep_models import render
+    from sourceprep_models.errors import UsageError
+    from sourceprep_models.lookahead import STRATEGIES
+    from sourceprep_models.pipeline import PipelineRun, RunStopped, state_path
+    from sourceprep_models.units import format_seconds, human_bytes
+
+    app: AppContext = ctx.obj
+    out = app.output
+    if strategy not in STRATEGIES:
+        raise UsageError(f"--strategy must be one of: {', '.join(STRATEGIES)}; got {strategy!r}")
+    if dry_run and resume:
+        raise UsageError("--dry-run plans a whole run; leave out --resume")
+    config = app.config
+    default_outputs = state_path(name).with_suffix(".outputs.jsonl")
+    runner = PipelineRun(
+        _context(app, prefetch), config, name, resume=resume, outputs=outputs or default_outputs, strategy=strategy
+    )
+    try:
+        if dry_run:
+            plan = runner.plan(0)
+            if json_output:
+                out.json(plan.to_dict())
+            else:
+                out.data(render.run_plan_table(plan))
+                out.info(f"{plan.loads} loads, {human_bytes(plan.bytes_loaded)} loaded ({strategy})")
+            return
+        try:
+            result = runner.run()
+        except RunStopped as stopped:
+            _show(app, stopped.report, json_output, report)
+            raise
+    finally:
+        runner.close()
+    _show(app, result, json_output, report)
+    out.success(
+        f"{name}: {len(result.stages)} stages in {format_seconds(result.total_s)}; swapping cost "
+        f"{format_seconds(result.swap_penalty_s)} ({result.loads} loads)"
+    )
+
+
+def _show(app: AppContext, result: RunReport, json_output: bool, report: Path | None) -> None:
+    import json
+
+    from sourceprep_models import render
+    from sourceprep_models.config.edit import write_atomic
+
+    for warning in result.warnings:
+        app.output.warn(warning)
+    document = result.to_dict()
+    if report is not None:
+        report.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(report, json.dumps(document, indent=2) + "\n")
+    if json_output:
+        app.output.json(document)
+    else:
+        app.output.data(render.run_table(result))
+
+
+def _context(app: AppContext, prefetch: bool) -> RunContext:
+    import os
+
+    from sourceprep_models.cli.swap import locked, make_executor, open_session
+    from sourceprep_models.pipeline import RunContext
+
+    return RunContext(
+        reload_config=app.reload_config,
+        open_session=lambda endpoint: open_session(app, endpoint),
+        make_executor=lambda session: make_executor(app, session),
+        lock=lambda session: locked(app, session, 600.0),
+        environ=app.environ,
+        info=app.output.info,
+        warn=app.output.warn,
+        prefetch=prefetch,
+        workdir=os.getcwd(),
+    )
