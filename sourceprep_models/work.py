@@ -144,7 +144,14 @@ def run_command(command: str, env: Mapping[str, str], cwd: str | None = None) ->
 class PromptClient:
     """Sends prompts to one endpoint in its dialect (see the module docstring)."""
 
-    def __init__(self, endpoint: Endpoint, environ: Mapping[str, str], client: httpx.Client | None = None) -> None:
+    def __init__(
+        self,
+        endpoint: Endpoint,
+        environ: Mapping[str, str],
+        client: httpx.Client | None = None,
+        *,
+        autoload: bool = False,
+    ) -> None:
         self.endpoint = endpoint
         self._environ = environ
         root = endpoint.url.rstrip("/")
@@ -153,6 +160,9 @@ class PromptClient:
         else:
             base = root if endpoint.kind == "openai" or root.endswith("/v1") else f"{root}/v1"
             self._base, self._path = base, "/chat/completions"
+        if autoload and endpoint.kind == "llamacpp":
+            # Load on demand even when the router runs with --no-models-autoload (real-engine.md §5).
+            self._path += "?autoload=true"
         self._client = client or httpx.Client(
             base_url=self._base, timeout=httpx.Timeout(600.0, connect=CONNECT_TIMEOUT_S)
         )

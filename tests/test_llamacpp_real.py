@@ -393,3 +393,37 @@ def test_trace_pipeline_keeps_the_fast_model_across_the_big_ones(
         ("summary", "hit", []),
     ]
     assert server.loaded() == {"tiny-a", "tiny-c"}
+
+
+# -- bench on the real server ----------------------------------------------------------------------------
+
+
+def test_bench_measures_real_cold_and_warm_loads(
+    cli: CliFn, start_router: StartRouter, write_config: Callable[[str], Path]
+) -> None:
+    server = start_router(models_max=2)
+    path = config(write_config, server.url)
+
+    result = cli("--config", path, "bench", "tiny-a", "--json")
+
+    assert result.exit_code == 0, result.stderr
+    [row] = result.json()["models"]
+    assert row["cold_load_s"] > 0 and row["warm_load_s"] > 0 and row["ttft_s"] > 0
+    assert row["cache"] == "cold"  # the router's GGUF is a local file: its pages were dropped first
+    assert server.loaded() == {"tiny-a"}
+
+
+def test_bench_alternation_on_a_one_model_router_recommends_models_max(
+    cli: CliFn, start_router: StartRouter, write_config: Callable[[str], Path]
+) -> None:
+    server = start_router(models_max=1)
+    path = config(write_config, server.url)
+
+    result = cli("--config", path, "bench", "tiny-a", "tiny-b", "--alternate", "4", "--json")
+
+    assert result.exit_code == 0, result.stderr
+    alternation = result.json()["alternation"]
+    assert [call["before_s"] > 0 for call in alternation["calls"]] == [True] * 4
+    assert alternation["after_possible"] is False
+    assert "--models-max 2" in alternation["recommendation"]
+    assert len(server.loaded()) == 1

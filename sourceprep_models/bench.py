@@ -1,0 +1,263 @@
+"""Measure what swapping costs on this machine: per model cold load, warm load and first-token
+latency; and for two models called alternately, each call's latency as the server behaves now
+("before") and with both kept resident ("after"), with the fix that gets there.
+
+Cold means the model's weights were dropped from the page cache first. That needs the weight files
+on this machine (the provider's ``weight_paths``) and, for a complete drop, permission to write
+``/proc/sys/vm/drop_caches``; when the drop is not possible the result says "warm-cache only"
+rather than passing a warm load off as cold (hardware.md §5).
+
+"Before" sends the calls the way a client that relies on the server does: one request per call,
+the server loads what it lacks and evicts by its own rule (Ollama's scheduler, llama.cpp's LRU
+``--models-max`` with on-demand loading). "After" first makes both models resident with the
+executor, then repeats the same calls.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from sourceprep_models.executor import Executor
+from sourceprep_models.planner import Plan
+from sourceprep_models.session import Session
+from sourceprep_models.work import PromptClient
+
+PROMPT = "Say hello in five words."
+
+
+@dataclass
+class ModelBench:
+    model: str
+    cold_load_s: float | None = None
+    warm_load_s: float | None = None
+    ttft_s: float | None = None
+    tokens_per_s: float | None = None
+    cache: str = "cold"  # cold | warm-cache only
+    note: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "cold_load_s": _round(self.cold_load_s),
+            "warm_load_s": _round(self.warm_load_s),
+            "ttft_s": _round(self.ttft_s),
+            "tokens_per_s": _round(self.tokens_per_s),
+            "cache": self.cache,
+            "note": self.note,
+        }
+
+
+@dataclass
+class Call:
+    index: int
+    model: str
+    before_s: float
+    after_s: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "call": self.index,
+            "model": self.model,
+            "before_s": _round(self.before_s),
+            "after_s": _round(self.after_s),
+        }
+
+
+@dataclass
+class Alternation:
+    models: tuple[str, str]
+    calls: list[Call] = field(default_factory=list)
+    after_possible: bool = True
+    why_not: str | None = None
+    recommendation: str = ""
+
+    @property
+    def before_total_s(self) -> float:
+        return sum(call.before_s for call in self.calls)
+
+    @property
+    def after_total_s(self) -> float | None:
+        if not self.after_possible:
+            return None
+        return sum(call.after_s or 0.0 for call in self.calls)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "models": list(self.models),
+            "calls": [call.to_dict() for call in self.calls],
+            "before_total_s": _round(self.before_total_s),
+            "after_total_s": _round(self.after_total_s),
+            "after_possible": self.after_possible,
+            "why_not": self.why_not,
+            "recommendation": self.recommendation,
+        }
+
+
+def bench_models(
+    session: Session,
+    executor: Executor,
+    names: list[str],
+    *,
+    environ: Mapping[str, str],
+    on_step: Callable[[str], None],
+) -> list[ModelBench]:
+    """Cold load, warm load, first token for each model (evicting others as ``load`` would)."""
+    from sourceprep_models import pagecache
+    from sourceprep_models.prefetch import weight_paths
+
+    dropped_all = pagecache.drop_all_caches()
+    results = []
+    client = PromptClient(session.endpoint, environ)
+    try:
+        for name in names:
+            bench = ModelBench(model=name)
+            request = session.request(name, session.config.models.get(name))
+            paths = weight_paths(session.provider, name)
+            _unload(session, executor, name)
+            on_step(f"{name}: cold load")
+            dropped = bool(paths) and all(pagecache.drop(path) for path in paths)
+            if dropped_all:
+                pagecache.drop_all_caches()
+            if not dropped:
+                bench.cache = "warm-cache only"
+                bench.note = (
+                    "the weights are not on this machine's disk (or the cache could not be dropped), so the first "
+                    "load may be warm"
+                )
+            bench.cold_load_s = _load(session, executor, request)
+            on_step(f"{name}: first token")
+            answer = client.send(request.name, PROMPT, max_tokens=16, options=request.options)
+            bench.ttft_s, bench.tokens_per_s = answer.ttft_s, answer.tokens_per_s
+            _unload(session, executor, name)
+            on_step(f"{name}: warm load")
+            bench.warm_load_s = _load(session, executor, request)
+            results.append(bench)
+    finally:
+        client.close()
+    return results
+
+
+def alternate(
+    session: Session,
+    executor: Executor,
+    first: str,
+    second: str,
+    calls: int,
+    *,
+    environ: Mapping[str, str],
+    on_step: Callable[[str], None],
+) -> Alternation:
+    """A/B calls as the server behaves now, then with both resident."""
+    result = Alternation(models=(first, second))
+    specs = session.config.models
+    requests = {name: session.request(name, specs.get(name)) for name in (first, second)}
+    client = PromptClient(session.endpoint, environ, autoload=True)
+    try:
+        on_step(f"before: {calls} calls as the server is configured now")
+        for index in range(calls):
+            name = (first, second)[index % 2]
+            # No keep_alive sent: the server's own default decides, as for an ordinary client.
+            started = time.monotonic()
+            client.send(requests[name].name, PROMPT, max_tokens=4, options=requests[name].options)
+            result.calls.append(Call(index + 1, name, time.monotonic() - started))
+
+        on_step("after: both kept resident")
+        why_not = _make_both_resident(session, executor, requests[first], requests[second])
+        if why_not is not None:
+            result.after_possible, result.why_not = False, why_not
+        else:
+            for call in result.calls:
+                request = requests[call.model]
+                keep = request.keep_alive.seconds if request.keep_alive is not None else None
+                started = time.monotonic()
+                client.send(request.name, PROMPT, max_tokens=4, options=request.options, keep_alive=keep)
+                call.after_s = time.monotonic() - started
+    finally:
+        client.close()
+    result.recommendation = recommend(session, result)
+    return result
+
+
+def recommend(session: Session, result: Alternation) -> str:
+    """What to change so the two models stay resident together, in the words doctor uses."""
+    first, second = result.models
+    endpoint = session.endpoint
+    saved = result.before_total_s - (result.after_total_s or 0.0)
+    # Below this the difference is noise, not swapping.
+    if result.after_possible and saved <= max(0.1, 0.1 * result.before_total_s):
+        return f"nothing to change: {first} and {second} already stay resident together on {endpoint.name}"
+    if endpoint.kind == "llamacpp":
+        limit = session.max_loaded()
+        if limit is not None and limit < 2:
+            return (
+                f"restart llama-server with --models-max 2 (now {limit}) so {first} and {second} stay loaded together"
+            )
+    if not result.after_possible and endpoint.kind == "ollama" and result.why_not and "evicted" in result.why_not:
+        return (
+            f"let Ollama keep both: set OLLAMA_MAX_LOADED_MODELS to at least 2 on the Ollama server and restart it "
+            f"(`sourceprep-models doctor` shows how on this OS); then `sourceprep-models pin {first}` and "
+            f"`sourceprep-models pin {second}`"
+        )
+    if not result.after_possible:
+        return result.why_not or "free memory for both models"
+    gain = f"saves {saved:.2f}s over {len(result.calls)} calls"
+    if endpoint.kind == "ollama":
+        return (
+            f"keep both loaded ({gain}): set OLLAMA_MAX_LOADED_MODELS to at least 2 and OLLAMA_KEEP_ALIVE long enough "
+            f"for your pipeline on the Ollama server (see `sourceprep-models doctor` for the fix on this OS), or pin "
+            f"them: `sourceprep-models pin {first}` and `sourceprep-models pin {second}`"
+        )
+    return f"keep both loaded ({gain}): `sourceprep-models pin {first}` and `sourceprep-models pin {second}`"
+
+
+def _make_both_resident(session: Session, executor: Executor, *requests: Any) -> str | None:
+    from sourceprep_models.planner import Refusal
+
+    for index, request in enumerate(requests):
+        loaded = session.loaded()
+        plan, _, _ = session.plan(request, loaded)
+        if isinstance(plan, Refusal):
+            return plan.reason
+        earlier = {session.identity(other.name) for other in requests[:index]}
+        if any(victim.key in earlier for victim in plan.evict):
+            return (
+                f"{requests[0].name} and {requests[1].name} do not fit together in the budget "
+                f"({plan.budget:,} bytes); a smaller context or quantization would let them"
+            )
+        limit = session.max_loaded()
+        if limit is not None and limit < 2:
+            return f"the server keeps at most {limit} model loaded (llama-server --models-max {limit})"
+        executor.load(request, plan, restore=session.restore_requests())
+    resident = {session.identity(model.name) for model in session.loaded()}
+    gone = [request.name for request in requests if session.identity(request.name) not in resident]
+    if gone:
+        return (
+            f"the server evicted {', '.join(gone)} when the other loaded although both fit the budget: it keeps "
+            "fewer models loaded than fit"
+        )
+    return None
+
+
+def _load(session: Session, executor: Executor, request: Any) -> float:
+    from sourceprep_models.planner import Refusal
+
+    plan, _, _ = session.plan(request, session.loaded())
+    if isinstance(plan, Refusal):
+        from sourceprep_models.errors import DoesNotFit
+
+        raise DoesNotFit(plan.reason)
+    started = time.monotonic()
+    report = executor.load(request, plan if isinstance(plan, Plan) else None, restore=session.restore_requests())
+    load = next((step.wall_s for step in report.steps if step.step == "load"), None)
+    return load if load is not None else time.monotonic() - started
+
+
+def _unload(session: Session, executor: Executor, name: str) -> None:
+    executor.unload([name], timeout_s=session.endpoint.unload_timeout_s or 120.0)
+
+
+def _round(value: float | None) -> float | None:
+    return round(value, 4) if value is not None else None

@@ -1,0 +1,95 @@
+"""`bench` against the Ollama emulator: cold/warm loads and first token, and the A/B alternation
+before and after keeping both models resident, with the recommendation it ends on."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import CliFn
+from tests.emulator import EmulatedModel
+
+MODELS = [EmulatedModel("embed:small", file_mib=3), EmulatedModel("rerank:small", file_mib=4)]
+
+
+def emulator_with(ollama_emulator: Any, monkeypatch: pytest.MonkeyPatch, max_loaded: int) -> Any:
+    emulator = ollama_emulator(models=MODELS, gpu_vram_mib=None, max_loaded_models=max_loaded, unload_delay_s=0.01)
+    monkeypatch.setenv("OLLAMA_HOST", emulator.url)
+    return emulator
+
+
+def test_bench_models_reports_cold_and_warm_loads_and_first_token(
+    cli: CliFn, ollama_emulator: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    emu = emulator_with(ollama_emulator, monkeypatch, 3)
+
+    result = cli("bench", "embed:small", "rerank:small", "--json")
+
+    assert result.exit_code == 0, result.stderr
+    rows = {row["model"]: row for row in result.json()["models"]}
+    for row in rows.values():
+        assert row["cold_load_s"] > 0 and row["warm_load_s"] > 0 and row["ttft_s"] is not None
+        assert row["cache"] == "cold"  # the weights are local files: their cache was dropped first
+    assert emu.load_count == {"embed:small": 2, "rerank:small": 2}  # one cold, one warm load each
+
+    table = cli("bench", "embed:small")
+    assert table.exit_code == 0
+    assert table.stdout.split()[:6] == ["MODEL", "COLD", "LOAD", "WARM", "LOAD", "TTFT"]
+
+
+def test_alternation_on_a_server_that_keeps_one_model_recommends_the_fix(
+    cli: CliFn, ollama_emulator: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    emu = emulator_with(ollama_emulator, monkeypatch, 1)  # OLLAMA_MAX_LOADED_MODELS=1: every call swaps
+
+    result = cli("bench", "embed:small", "rerank:small", "--alternate", "4", "--json")
+
+    assert result.exit_code == 0, result.stderr
+    alternation = result.json()["alternation"]
+    assert [call["model"] for call in alternation["calls"]] == ["embed:small", "rerank:small"] * 2
+    assert emu.load_count["embed:small"] >= 2 and emu.load_count["rerank:small"] >= 2  # swapped call by call
+    assert alternation["after_possible"] is False
+    assert "evicted" in alternation["why_not"]
+    assert "OLLAMA_MAX_LOADED_MODELS" in alternation["recommendation"]
+
+    table = cli("bench", "embed:small", "rerank:small", "--alternate", "2")
+    assert table.exit_code == 0
+    assert table.stdout.split()[:4] == ["CALL", "MODEL", "BEFORE", "AFTER"]
+    assert "recommendation: let Ollama keep both" in table.stdout
+
+
+def test_alternation_where_both_already_stay_says_nothing_to_change(
+    cli: CliFn, ollama_emulator: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    emulator_with(ollama_emulator, monkeypatch, 3)
+    result = cli("bench", "embed:small", "rerank:small", "--alternate", "6", "--json")
+    assert result.exit_code == 0, result.stderr
+    alternation = result.json()["alternation"]
+    assert alternation["after_possible"] is True
+    assert all(call["after_s"] is not None for call in alternation["calls"])
+    assert alternation["recommendation"].startswith("nothing to change")
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (("embed:small", "rerank:small", "embed:small", "--alternate", "4"), 2, "exactly two models"),
+        (("embed:smal",), 3, "did you mean"),
+    ],
+)
+def test_bench_usage_errors(
+    cli: CliFn, ollama_emulator: Any, monkeypatch: pytest.MonkeyPatch, args: tuple[str, ...], code: int, message: str
+) -> None:
+    emu = emulator_with(ollama_emulator, monkeypatch, 3)
+    result = cli("bench", *args)
+    assert result.exit_code == code and message in result.stderr
+    assert emu.load_count == {}
+
+
+def test_bench_on_a_cloud_endpoint_is_a_usage_error(cli: CliFn, write_config: Callable[[str], Path]) -> None:
+    path = str(write_config('[endpoints.cloud]\nkind = "openai"\nurl = "http://127.0.0.1:9/v1"\n'))
+    result = cli("--config", path, "bench", "gpt-4.1")
+    assert result.exit_code == 2 and "cloud API: nothing is loaded there" in result.stderr
