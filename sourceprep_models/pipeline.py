@@ -533,6 +533,22 @@ class PipelineRun:
                 130,
                 self._stopped("interrupted"),
             ) from None
+        except RunStopped:
+            raise
+        except SourceprepError as exc:
+            # A server, model or file problem mid-run: the run stops resumable, pins put back.
+            if prefetch is not None:
+                prefetch.stop()
+            current = next((run.id for run in self.runs if run.id not in self.state.finished), "?")
+            self._restore_pins_at_end()
+            self.state.status = "failed"
+            self.state.message = f"stage {current!r}: {exc.message}"
+            save_state(self.path, self.state)
+            raise RunStopped(
+                f"{self.state.message}; fix it and continue with `sourceprep-models run-pipeline {self.name} --resume`",
+                exc.exit_code,
+                self._stopped("failed"),
+            ) from None
         finally:
             if prefetch is not None:
                 prefetch.stop()

@@ -142,3 +142,38 @@ def test_unknown_everywhere_is_not_found_on_the_default(cli: CliFn, side_by_side
     path, _, _ = side_by_side
     result = cli("--config", path, "load", "no-such-model", "--no-warm")
     assert result.exit_code == 3 and "heavy" in result.stderr
+
+
+def test_a_pipeline_across_three_endpoints(
+    cli: CliFn, side_by_side: tuple[str, Any, FakeLMStudio], tmp_path: Path
+) -> None:
+    path, emulator, studio = side_by_side
+    seen = tmp_path / "seen.txt"
+    record = f'echo \\"$SOURCEPREP_ENDPOINT $SOURCEPREP_MODEL $OPENAI_BASE_URL ${{OPENAI_API_KEY:+key}}\\" >> {seen}'
+    text = Path(path).read_text() + (
+        '[models.fast]\nname = "google/gemma-3-4b"\nendpoint = "fast"\ncontext_length = 8192\n'
+        '[models.heavy]\nname = "qwen3:14b"\nendpoint = "heavy"\n'
+        '[models.deep]\nname = "gpt-4.1"\nendpoint = "deep"\n'
+        "[pipelines.agent]\nstages = [\n"
+        f'  {{ name = "context", model = "fast", command = "{record}" }},\n'
+        f'  {{ name = "execute", model = "heavy", command = "{record}" }},\n'
+        f'  {{ name = "verify", model = "deep", command = "{record}" }},\n]\n'
+    )
+    Path(path).write_text(text)
+
+    result = cli("--config", path, "run-pipeline", "agent", "--json")
+
+    assert result.exit_code == 0, result.stderr
+    rows = result.json()["stages"]
+    assert [(row["endpoint"], row["action"]) for row in rows] == [
+        ("fast", "load"),
+        ("heavy", "load"),
+        ("deep", "ready"),
+    ]
+    lines = seen.read_text().splitlines()
+    assert lines[0].startswith("fast google/gemma-3-4b http://127.0.0.1:") and lines[0].endswith("/v1 ")
+    assert lines[1].startswith("heavy qwen3:14b ")
+    assert lines[2].startswith("deep gpt-4.1 ") and lines[2].endswith(" key")  # the key reaches the command only
+    assert studio.instances["google/gemma-3-4b"][0][1] == 8192
+    assert "qwen3:14b" in emulator.loaded_names()
+    assert SECRET not in result.stdout + result.stderr

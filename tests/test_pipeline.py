@@ -385,3 +385,43 @@ def test_without_the_policy_a_pin_in_the_way_refuses_the_run_before_it_starts(
     assert result.exit_code == 6
     assert "stage 'think'" in result.stderr and "allow_evict_pinned" in result.stderr
     assert emu.load_count == loads and emu.loaded_names() == ["fast:1b"]
+
+
+def test_prompts_file_report_file_and_the_timing_table(
+    cli: CliFn, emu: Any, write_config: Callable[[str], Path], tmp_path: Path
+) -> None:
+    path = write_config(
+        '[models.fast]\nname = "fast:1b"\n[models.reason]\nname = "reason:14b"\n'
+        "[pipelines.p]\nstages = [\n"
+        '  { name = "ask", model = "fast", prompts_file = "prompts/ask.jsonl", max_tokens = 4 },\n'
+        '  { name = "think", model = "reason", prompts = ["why"], max_tokens = 4 },\n]\n'
+    )
+    (path.parent / "prompts").mkdir()
+    (path.parent / "prompts" / "ask.jsonl").write_text('{"prompt": "first"}\n"second"\n')
+    report = tmp_path / "reports" / "run.json"
+
+    table = cli("--config", str(path), "run-pipeline", "p", "--report", str(report), "--outputs", str(tmp_path / "o"))
+
+    assert table.exit_code == 0, table.stderr
+    header = table.stdout.splitlines()[0].split()
+    assert header == ["STAGE", "MODEL", "ACTION", "UNLOAD", "LOAD", "CACHE", "WORK", "TTFT", "TOK/S", "STATUS"]
+    assert "swap penalty" in table.stdout and "2 loads" in table.stdout
+    assert "p: 2 stages in" in table.stderr and "swapping cost" in table.stderr
+    saved = json.loads(report.read_text())
+    assert [row["stage"] for row in saved["stages"]] == ["ask", "think"]
+    assert saved["totals"]["loads"] == 2
+    prompts = [r.body["prompt"] for r in emu.requests if r.path == "/api/generate" and r.body.get("prompt")]
+    assert prompts == ["first", "second", "why"]
+
+
+def test_unknown_pipeline_and_missing_prompts_file(cli: CliFn, emu: Any, write_config: Callable[[str], Path]) -> None:
+    path = str(
+        write_config('[pipelines.p]\nstages = [{ name = "ask", model = "fast:1b", prompts_file = "missing.jsonl" }]\n')
+    )
+    unknown = cli("--config", path, "run-pipeline", "nope")
+    assert unknown.exit_code == 2 and "no pipeline named 'nope'" in unknown.stderr and "pipelines: p" in unknown.stderr
+
+    missing = cli("--config", path, "run-pipeline", "p")
+    assert missing.exit_code == 1 and "cannot read prompts file" in missing.stderr and "missing.jsonl" in missing.stderr
+    assert "stage 'ask'" in missing.stderr and "--resume" in missing.stderr
+    assert "Traceback" not in missing.stderr
