@@ -5,7 +5,8 @@ Strategies (all executed by the same runner, so only the eviction order differs)
   unload-all  unload everything before every stage (the usual hand-written pipeline)
   ollama      Ollama's own order: evict the model whose keep_alive expires first (ollama.md §4)
   lru         least recently used first (llama.cpp router, oMLX)
-  lookahead   ours: the plan over the whole run; also run without prefetch
+  lookahead   ours: the plan over the whole run; run like the others (no page-cache warming), then with
+              prefetch of the next model during each stage and warm-before-load
 
 Each run starts with nothing loaded and the page cache dropped (when permitted). Each stage's work
 is a fixed 0.3 s command, so prefetch has something to overlap with. Reported per run: loads, bytes
@@ -79,10 +80,12 @@ stages = [
   {{ name = "report", model = "fast", command = "{WORK}" }},
 ]
 """
+# (strategy, tool warming on): the baselines run as the servers would, with no page-cache warming;
+# ours runs that way too (the eviction order alone), then with prefetch and warm-before-load.
 RUNS = [
-    ("unload-all", True),
-    ("ollama", True),
-    ("lru", True),
+    ("unload-all", False),
+    ("ollama", False),
+    ("lru", False),
     ("lookahead", False),
     ("lookahead", True),
 ]
@@ -124,7 +127,7 @@ def main() -> None:
                     results = [
                         run_once(server.url, files, env, pipeline, strategy, prefetch) for _ in range(args.rounds)
                     ]
-                    label = strategy + ("" if prefetch else " (no prefetch)")
+                    label = strategy + (" + prefetch" if prefetch else "")
                     loads = results[0]["loads"]
                     gb = results[0]["bytes_loaded"] / 1e9
                     swap = statistics.median(r["unload_s"] + r["load_s"] + r["warm_s"] for r in results)
@@ -150,7 +153,7 @@ def run_once(
         pagecache.drop(path)
     command = [sys.executable, "-m", "sourceprep_models", "run-pipeline", pipeline, "--json", "--strategy", strategy]
     if not prefetch:
-        command.append("--no-prefetch")
+        command += ["--no-prefetch", "--no-warm"]
     done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise SystemExit(f"{pipeline}/{strategy} failed ({done.returncode}): {done.stderr.strip()}")

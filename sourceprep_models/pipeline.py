@@ -419,7 +419,8 @@ class RunContext:
     environ: Mapping[str, str]
     info: Callable[[str], None]
     warn: Callable[[str], None]
-    prefetch: bool = True
+    prefetch: bool = True  # warm the next planned load's weights while a stage works
+    warm: bool = True  # warm a load's weights right before it when they were not prefetched (like `load`)
     workdir: str | None = None
 
 
@@ -628,7 +629,7 @@ class PipelineRun:
                     pass
                 else:
                     paths = weight_paths(session.provider, target.name)
-                    warm = None if row.prefetched or not self.ctx.prefetch else (lambda: warm_paths(paths))
+                    warm = None if row.prefetched or not self.ctx.warm else (lambda: warm_paths(paths))
                     row.cache = "warm" if row.prefetched else cache_state(paths)
                     victims = tuple(
                         Resident(

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from sourceprep_models.cli.options import JsonOption
+from sourceprep_models.cli.options import JsonOption, WarmOption
 
 if TYPE_CHECKING:
     from sourceprep_models.cli.context import AppContext
@@ -36,6 +36,7 @@ def run_pipeline(
     prefetch: Annotated[
         bool, typer.Option("--prefetch/--no-prefetch", help="Warm the next model's weights while a stage works.")
     ] = True,
+    warm: WarmOption = True,
     strategy: Annotated[
         str,
         typer.Option("--strategy", help="Eviction strategy: lookahead (ours), lru, ollama or unload-all, to compare."),
@@ -58,7 +59,12 @@ def run_pipeline(
     config = app.config
     default_outputs = state_path(name).with_suffix(".outputs.jsonl")
     runner = PipelineRun(
-        _context(app, prefetch), config, name, resume=resume, outputs=outputs or default_outputs, strategy=strategy
+        _context(app, prefetch, warm),
+        config,
+        name,
+        resume=resume,
+        outputs=outputs or default_outputs,
+        strategy=strategy,
     )
     try:
         if dry_run:
@@ -101,7 +107,7 @@ def _show(app: AppContext, result: RunReport, json_output: bool, report: Path | 
         app.output.data(render.run_table(result))
 
 
-def _context(app: AppContext, prefetch: bool) -> RunContext:
+def _context(app: AppContext, prefetch: bool, warm: bool) -> RunContext:
     import os
 
     from sourceprep_models.cli.swap import locked, make_executor, open_session
@@ -116,5 +122,6 @@ def _context(app: AppContext, prefetch: bool) -> RunContext:
         info=app.output.info,
         warn=app.output.warn,
         prefetch=prefetch,
+        warm=warm,
         workdir=os.getcwd(),
     )
