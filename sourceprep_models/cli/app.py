@@ -15,6 +15,7 @@ from typer.core import TyperGroup
 
 from sourceprep_models import __version__
 from sourceprep_models.cli import bench as bench_cmd
+from sourceprep_models.cli import doctor as doctor_cmd
 from sourceprep_models.cli import load as load_cmd
 from sourceprep_models.cli import pin as pin_cmd
 from sourceprep_models.cli import run_pipeline as run_pipeline_cmd
@@ -104,6 +105,7 @@ app.command(name="load", epilog=EPILOG)(load_cmd.load)
 app.command(name="unload", epilog=EPILOG)(unload_cmd.unload)
 app.command(name="pin", epilog=EPILOG)(pin_cmd.pin)
 app.command(name="run-pipeline", epilog=EPILOG)(run_pipeline_cmd.run_pipeline)
+app.command(name="doctor", epilog=EPILOG)(doctor_cmd.doctor)
 app.command(name="bench", epilog=EPILOG)(bench_cmd.bench)
 
 
