@@ -3,13 +3,17 @@ into the error hierarchy (connection refused → exit 4, deadline → exit 1 wit
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import httpx
 
 from sourceprep_models.constants import READ_TIMEOUT_S
 from sourceprep_models.errors import DeadlineExceeded, ServerError, ServerUnreachable, SourceprepError
+
+if TYPE_CHECKING:
+    from sourceprep_models.config.schema import Endpoint
 
 
 def send(
@@ -110,3 +114,83 @@ def int_or_none(value: object) -> int | None:
 
 def str_or_none(value: object) -> str | None:
     return value if isinstance(value, str) else None
+
+
+def strip_api_base(url: str, suffixes: tuple[str, ...] = ("/v1",)) -> str:
+    """The server's root URL, whether the config gave the root or one of its API bases."""
+    root = url.rstrip("/")
+    for suffix in suffixes:
+        if root.endswith(suffix):
+            return root[: -len(suffix)]
+    return root
+
+
+class HTTPEndpoint:
+    """What every HTTP provider shares: how it names its endpoint in messages, how it sends a
+    request (one translation of transport errors, ``send``), and how it keeps its API key out of
+    both: the key is read from the environment variable the endpoint names (``api_key_env``) at each
+    use, never stored, and any server text that echoes it is scrubbed before it reaches a message."""
+
+    endpoint: Endpoint
+    _client: httpx.Client
+    server_label: ClassVar[str]  # "LM Studio", "vLLM", …
+    server_noun: ClassVar[str]  # "an LM Studio server", …
+    unreachable_fix: ClassVar[str]  # how to start the server
+    after_deadline: ClassVar[str] = "it may still finish loading (check `sourceprep-models status`)"
+
+    def _where(self) -> str:
+        return f"{self.server_label} at {self.endpoint.url} (endpoint {self.endpoint.name!r})"
+
+    def _secret(self) -> str | None:
+        name = self.endpoint.api_key_env
+        return (os.environ.get(name) or None) if name else None
+
+    def _scrub(self, text: str) -> str:
+        secret = self._secret()
+        return text.replace(secret, "***") if secret else text
+
+    def _headers(self, path: str) -> dict[str, str]:
+        secret = self._secret()
+        return {"Authorization": f"Bearer {secret}"} if secret else {}
+
+    def _send(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: dict[str, Any] | None = None,
+        model: str | None = None,
+        timeout: httpx.Timeout | None = None,
+        action: str = "request",
+    ) -> httpx.Response:
+        where = self._where()
+        try:
+            return send(
+                self._client,
+                method,
+                path,
+                where=where,
+                unreachable_fix=f"{self.unreachable_fix}, or point the endpoint's url at the right host:port",
+                after_deadline=self.after_deadline,
+                json=json,
+                headers=self._headers(path) or None,
+                timeout=timeout,
+                model=model or (str(json["model"]) if json and "model" in json else None),
+                action=action,
+                scrub=self._scrub,
+                crash_hint=f"check {self.server_label}'s log and retry",
+            )
+        except (UnicodeEncodeError, httpx.LocalProtocolError) as exc:
+            if not self._secret():
+                raise ServerError(f"could not send {method} {path} to {where}: {exc}") from None
+            raise SourceprepError(
+                f"the value of {self.endpoint.api_key_env} (the API key for endpoint {self.endpoint.name!r}) "
+                "is not a valid HTTP header value; check it"
+            ) from None
+
+    def _unexpected(self, path: str, body: object) -> ServerError:
+        """A reply of the wrong shape: never trust a bare 200 (servers.md §7)."""
+        return ServerError(
+            f"{self.endpoint.url}{path} did not answer like {self.server_label} ({snippet(self._scrub(str(body)))}); "
+            f"is endpoint {self.endpoint.name!r} really {self.server_noun}?"
+        )

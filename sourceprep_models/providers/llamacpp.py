@@ -46,10 +46,15 @@ from sourceprep_models.errors import (
     ModelNotFound,
     ServerBusy,
     ServerError,
-    SourceprepError,
     Unsupported,
 )
-from sourceprep_models.providers._http import error_message, int_or_none, json_body, send, snippet
+from sourceprep_models.providers._http import (
+    HTTPEndpoint,
+    error_message,
+    int_or_none,
+    json_body,
+    strip_api_base,
+)
 from sourceprep_models.providers.base import (
     Capabilities,
     LoadedModel,
@@ -77,7 +82,10 @@ class _Entry:
     model_path: str | None  # the ``--model`` argument the router passes to the child
 
 
-class LlamaCppProvider:
+class LlamaCppProvider(HTTPEndpoint):
+    server_label: ClassVar[str] = "llama-server"
+    server_noun: ClassVar[str] = "a llama.cpp server"
+    unreachable_fix: ClassVar[str] = "start it (`llama-server --models-dir DIR --port PORT`)"
     kind: ClassVar[str] = "llamacpp"
     capabilities: ClassVar[Capabilities] = Capabilities(
         can_load=True, can_unload=True, can_pin=True, reports_memory=False, sets_context=False
@@ -347,39 +355,6 @@ class LlamaCppProvider:
 
     # -- one choke point for HTTP and its errors ----------------------------------------------
 
-    def _send(
-        self,
-        method: str,
-        path: str,
-        *,
-        json: dict[str, Any] | None = None,
-        timeout: httpx.Timeout | None = None,
-        action: str = "request",
-    ) -> httpx.Response:
-        secret = self._secret()
-        try:
-            return send(
-                self._client,
-                method,
-                path,
-                where=self._where(),
-                unreachable_fix="start it (`llama-server --models-dir DIR --port PORT`), or point the endpoint's url "
-                "at the right host:port",
-                after_deadline="it may still finish loading (check `sourceprep-models status`)",
-                json=json,
-                headers={"Authorization": f"Bearer {secret}"} if secret else None,
-                timeout=timeout,
-                model=json.get("model") if json else None,
-                action=action,
-                scrub=self._scrub,
-                crash_hint="check llama-server's log and retry",
-            )
-        except (UnicodeEncodeError, httpx.LocalProtocolError):
-            raise SourceprepError(
-                f"the value of {self.endpoint.api_key_env} (the API key for endpoint {self.endpoint.name!r}) "
-                "cannot be sent as an HTTP header; check it for stray characters"
-            ) from None
-
     def _json(self, method: str, path: str) -> Any:
         response = self._send(method, path)
         body = json_body(response)
@@ -416,25 +391,7 @@ class LlamaCppProvider:
             raise ServerBusy(f"{where} is busy ({message}); retry in a moment", status)
         raise ServerError(f"{where} answered {status} to {response.request.method} {path}: {message}", status)
 
-    def _unexpected(self, path: str, body: object) -> ServerError:
-        return ServerError(
-            f"{self.endpoint.url}{path} did not answer like llama-server ({snippet(self._scrub(str(body)))}); "
-            f"is endpoint {self.endpoint.name!r} really a llama.cpp server?"
-        )
-
-    def _where(self) -> str:
-        return f"llama-server at {self.endpoint.url} (endpoint {self.endpoint.name!r})"
-
-    def _secret(self) -> str | None:
-        name = self.endpoint.api_key_env
-        return (os.environ.get(name) or None) if name else None
-
-    def _scrub(self, text: str) -> str:
-        secret = self._secret()
-        return text.replace(secret, "***") if secret else text
-
 
 def server_root(url: str) -> str:
     """The server's root, whether the config gave it or its OpenAI base (``…/v1``)."""
-    root = url.rstrip("/")
-    return root[: -len("/v1")] if root.endswith("/v1") else root
+    return strip_api_base(url)

@@ -49,7 +49,6 @@ from __future__ import annotations
 
 import difflib
 import json
-import os
 import re
 import time
 from dataclasses import dataclass
@@ -61,7 +60,14 @@ import httpx
 from sourceprep_models.config.schema import Endpoint
 from sourceprep_models.constants import CONNECT_TIMEOUT_S, DEFAULT_UNLOAD_TIMEOUT_S, READ_TIMEOUT_S
 from sourceprep_models.errors import ModelNotFound, ServerBusy, ServerError, SourceprepError, Unsupported
-from sourceprep_models.providers._http import error_message, json_body, send, snippet, str_or_none
+from sourceprep_models.providers._http import (
+    HTTPEndpoint,
+    error_message,
+    json_body,
+    snippet,
+    str_or_none,
+    strip_api_base,
+)
 from sourceprep_models.providers.base import (
     Capabilities,
     LoadedModel,
@@ -97,7 +103,11 @@ class _Entry:
     peer: str | None = None
 
 
-class LlamaSwapProvider:
+class LlamaSwapProvider(HTTPEndpoint):
+    server_label: ClassVar[str] = "llama-swap"
+    server_noun: ClassVar[str] = "a llama-swap server"
+    unreachable_fix: ClassVar[str] = "start llama-swap (e.g. `llama-swap --config config.yaml --listen :8080`)"
+    after_deadline: ClassVar[str] = "llama-swap keeps starting it (check `sourceprep-models status`)"
     kind: ClassVar[str] = "llamaswap"
     capabilities: ClassVar[Capabilities] = Capabilities(
         can_load=True, can_unload=True, can_pin=False, reports_memory=False, sets_context=False
@@ -237,7 +247,7 @@ class LlamaSwapProvider:
         read = 0
         try:
             timeout = httpx.Timeout(_EVENTS_READ_TIMEOUT_S, connect=CONNECT_TIMEOUT_S)
-            with self._client.stream("GET", EVENTS, headers=self._headers(), timeout=timeout) as response:
+            with self._client.stream("GET", EVENTS, headers=self._headers(EVENTS), timeout=timeout) as response:
                 if response.status_code != 200:
                     return None
                 for line in response.iter_lines():
@@ -312,40 +322,6 @@ class LlamaSwapProvider:
 
     # -- one choke point for HTTP and its errors ----------------------------------------------
 
-    def _send(
-        self,
-        method: str,
-        path: str,
-        *,
-        model: str | None = None,
-        timeout: httpx.Timeout | None = None,
-        action: str = "request",
-    ) -> httpx.Response:
-        where = self._where()
-        try:
-            return send(
-                self._client,
-                method,
-                path,
-                where=where,
-                unreachable_fix="start llama-swap (e.g. `llama-swap --config config.yaml --listen :8080`), or "
-                "point the endpoint's url at the right host:port",
-                after_deadline="llama-swap keeps starting it (check `sourceprep-models status`)",
-                headers=self._headers(),
-                timeout=timeout,
-                model=model,
-                action=action,
-                scrub=self._scrub,
-                crash_hint="check llama-swap's log and retry",
-            )
-        except (UnicodeEncodeError, httpx.LocalProtocolError) as exc:
-            if not self._secret():
-                raise ServerError(f"could not send {method} {path} to {where}: {exc}") from None
-            raise SourceprepError(
-                f"the value of {self.endpoint.api_key_env} (the API key for endpoint {self.endpoint.name!r}) "
-                "is not a valid HTTP header value; check it"
-            ) from None
-
     def _json(self, method: str, path: str) -> Any:
         response = self._send(method, path)
         self._raise_for(response, None)
@@ -412,33 +388,14 @@ class LlamaSwapProvider:
             "or the Logs page of its web UI)"
         )
 
-    def _where(self) -> str:
-        return f"llama-swap at {self.endpoint.url} (endpoint {self.endpoint.name!r})"
-
-    def _headers(self) -> dict[str, str]:
-        headers = {"Accept": "application/json"}
-        secret = self._secret()
-        if secret:
-            headers["Authorization"] = f"Bearer {secret}"
-        return headers
-
-    def _secret(self) -> str | None:
-        name = self.endpoint.api_key_env
-        return (os.environ.get(name) or None) if name else None
-
-    def _scrub(self, text: str) -> str:
-        """Server texts can echo what they were sent; the key never reaches a message."""
-        secret = self._secret()
-        return text.replace(secret, "***") if secret else text
+    def _headers(self, path: str) -> dict[str, str]:
+        # Error bodies are JSON only when asked for (llama-swap internal/shared/http.go).
+        return {"Accept": "application/json", **super()._headers(path)}
 
 
 def server_root(url: str) -> str:
     """llama-swap's root URL, whether the config gave the root or its OpenAI base."""
-    root = url.rstrip("/")
-    for suffix in _API_SUFFIXES:
-        if root.endswith(suffix):
-            return root[: -len(suffix)]
-    return root
+    return strip_api_base(url, _API_SUFFIXES)
 
 
 def _says_ok(response: httpx.Response) -> bool:

@@ -38,7 +38,6 @@ What this module relies on and the traps it avoids:
 from __future__ import annotations
 
 import difflib
-import os
 import time
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -52,10 +51,17 @@ from sourceprep_models.errors import (
     ModelNotFound,
     ServerBusy,
     ServerError,
-    SourceprepError,
     Unsupported,
 )
-from sourceprep_models.providers._http import error_message, int_or_none, json_body, send, snippet, str_or_none
+from sourceprep_models.providers._http import (
+    HTTPEndpoint,
+    error_message,
+    int_or_none,
+    json_body,
+    snippet,
+    str_or_none,
+    strip_api_base,
+)
 from sourceprep_models.providers.base import Capabilities, LoadedModel, LoadOutcome, LoadRequest, ModelInfo
 
 V1_MODELS = "/api/v1/models"
@@ -76,7 +82,12 @@ class _Entry:
     instances: tuple[tuple[str, int | None], ...] = ()
 
 
-class LMStudioProvider:
+class LMStudioProvider(HTTPEndpoint):
+    server_label: ClassVar[str] = "LM Studio"
+    server_noun: ClassVar[str] = "an LM Studio server"
+    unreachable_fix: ClassVar[str] = (
+        "start its server with `lms server start` (or `lms daemon up`, or the app's Developer tab)"
+    )
     kind: ClassVar[str] = "lmstudio"
     capabilities: ClassVar[Capabilities] = Capabilities(
         can_load=True, can_unload=True, can_pin=True, reports_memory=False
@@ -262,44 +273,6 @@ class LMStudioProvider:
 
     # -- one choke point for HTTP and its errors ----------------------------------------------
 
-    def _send(
-        self,
-        method: str,
-        path: str,
-        *,
-        json: dict[str, Any] | None = None,
-        model: str | None = None,
-        timeout: httpx.Timeout | None = None,
-        action: str = "request",
-    ) -> httpx.Response:
-        where = self._where()
-        secret = self._secret()
-        headers = {"Authorization": f"Bearer {secret}"} if secret else None
-        try:
-            return send(
-                self._client,
-                method,
-                path,
-                where=where,
-                unreachable_fix="start its server with `lms server start` (or `lms daemon up`, or the app's "
-                "Developer tab), or point the endpoint's url at the right host:port",
-                after_deadline="it may still finish loading (check `sourceprep-models status`)",
-                json=json,
-                headers=headers,
-                timeout=timeout,
-                model=model,
-                action=action,
-                scrub=self._scrub,
-                crash_hint="check LM Studio's log and retry",
-            )
-        except (UnicodeEncodeError, httpx.LocalProtocolError) as exc:
-            if not secret:
-                raise ServerError(f"could not send {method} {path} to {where}: {exc}") from None
-            raise SourceprepError(
-                f"the value of {self.endpoint.api_key_env} (the API token for endpoint {self.endpoint.name!r}) "
-                "is not a valid HTTP header value; check it"
-            ) from None
-
     def _json(
         self,
         method: str,
@@ -363,32 +336,10 @@ class LMStudioProvider:
             pass
         return ModelNotFound(f"model {model!r} not found on endpoint {self.endpoint.name!r}; see `lms ls`")
 
-    def _unexpected(self, path: str, body: object) -> ServerError:
-        return ServerError(
-            f"{self.endpoint.url}{path} did not answer like LM Studio ({snippet(self._scrub(str(body)))}); "
-            f"is endpoint {self.endpoint.name!r} really an LM Studio server?"
-        )
-
-    def _where(self) -> str:
-        return f"LM Studio at {self.endpoint.url} (endpoint {self.endpoint.name!r})"
-
-    def _secret(self) -> str | None:
-        name = self.endpoint.api_key_env
-        return (os.environ.get(name) or None) if name else None
-
-    def _scrub(self, text: str) -> str:
-        """Server texts can echo what they were sent; the token never reaches a message."""
-        secret = self._secret()
-        return text.replace(secret, "***") if secret else text
-
 
 def server_root(url: str) -> str:
     """The server's root URL, whether the config gave the root or one of its API bases."""
-    root = url.rstrip("/")
-    for suffix in _API_SUFFIXES:
-        if root.endswith(suffix):
-            return root[: -len(suffix)]
-    return root
+    return strip_api_base(url, _API_SUFFIXES)
 
 
 def _capabilities(kind: object, flags: dict[str, Any]) -> tuple[str, ...]:

@@ -46,7 +46,6 @@ What this module relies on and the traps it avoids:
 from __future__ import annotations
 
 import difflib
-import os
 import time
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -61,10 +60,16 @@ from sourceprep_models.errors import (
     ModelNotFound,
     ServerBusy,
     ServerError,
-    SourceprepError,
     Unsupported,
 )
-from sourceprep_models.providers._http import error_message, int_or_none, json_body, send, snippet, str_or_none
+from sourceprep_models.providers._http import (
+    HTTPEndpoint,
+    error_message,
+    int_or_none,
+    json_body,
+    str_or_none,
+    strip_api_base,
+)
 from sourceprep_models.providers.base import Capabilities, LoadedModel, LoadOutcome, LoadRequest, ModelInfo
 
 STATUS = "/v1/models/status"
@@ -103,7 +108,11 @@ class _Entry:
         return self.holds_memory and not self.profile
 
 
-class OMLXProvider:
+class OMLXProvider(HTTPEndpoint):
+    server_label: ClassVar[str] = "oMLX"
+    server_noun: ClassVar[str] = "an oMLX server"
+    unreachable_fix: ClassVar[str] = "start it with `omlx serve` (or the oMLX menu-bar app)"
+    after_deadline: ClassVar[str] = "oMLX keeps loading it in the background (check `sourceprep-models status`)"
     kind: ClassVar[str] = "omlx"
     capabilities: ClassVar[Capabilities] = Capabilities(
         can_load=True, can_unload=True, can_pin=True, reports_memory=True, sets_context=False
@@ -361,46 +370,6 @@ class OMLXProvider:
 
     # -- one choke point for HTTP and its errors ----------------------------------------------
 
-    def _send(
-        self,
-        method: str,
-        path: str,
-        *,
-        json: dict[str, Any] | None = None,
-        model: str | None = None,
-        timeout: httpx.Timeout | None = None,
-        action: str = "request",
-    ) -> httpx.Response:
-        where = self._where()
-        secret = self._secret()
-        headers = {"Authorization": f"Bearer {secret}"} if secret else {}
-        if self._session and path.startswith("/admin/"):
-            headers["Cookie"] = f"{SESSION_COOKIE}={self._session}"
-        try:
-            return send(
-                self._client,
-                method,
-                path,
-                where=where,
-                unreachable_fix="start it with `omlx serve` (or the oMLX menu-bar app), or point the endpoint's "
-                "url at the right host:port",
-                after_deadline="oMLX keeps loading it in the background (check `sourceprep-models status`)",
-                json=json,
-                headers=headers or None,
-                timeout=timeout,
-                model=model,
-                action=action,
-                scrub=self._scrub,
-                crash_hint="check oMLX's log (~/.omlx/logs) and retry",
-            )
-        except (UnicodeEncodeError, httpx.LocalProtocolError) as exc:
-            if not secret:
-                raise ServerError(f"could not send {method} {path} to {where}: {exc}") from None
-            raise SourceprepError(
-                f"the value of {self.endpoint.api_key_env} (the API key for endpoint {self.endpoint.name!r}) "
-                "is not a valid HTTP header value; check it"
-            ) from None
-
     def _raise_for(
         self, response: httpx.Response, body: object, model: str | None, *, missing_route: str | None = None
     ) -> None:
@@ -473,18 +442,11 @@ class OMLXProvider:
             pass
         return ModelNotFound(f"model {model!r} not found on endpoint {self.endpoint.name!r}: {message}")
 
-    def _unexpected(self, path: str, body: object) -> ServerError:
-        return ServerError(
-            f"{self.endpoint.url}{path} did not answer like oMLX ({snippet(self._scrub(str(body)))}); "
-            f"is endpoint {self.endpoint.name!r} really an oMLX server?"
-        )
-
-    def _where(self) -> str:
-        return f"oMLX at {self.endpoint.url} (endpoint {self.endpoint.name!r})"
-
-    def _secret(self) -> str | None:
-        name = self.endpoint.api_key_env
-        return (os.environ.get(name) or None) if name else None
+    def _headers(self, path: str) -> dict[str, str]:
+        headers = super()._headers(path)
+        if self._session and path.startswith("/admin/"):
+            headers["Cookie"] = f"{SESSION_COOKIE}={self._session}"
+        return headers
 
     def _scrub(self, text: str) -> str:
         """Server texts can echo what they were sent; neither the key nor the session reaches a message."""
@@ -496,11 +458,7 @@ class OMLXProvider:
 
 def server_root(url: str) -> str:
     """The server's root URL, whether the config gave the root or its OpenAI base (``…/v1``)."""
-    root = url.rstrip("/")
-    for suffix in _API_SUFFIXES:
-        if root.endswith(suffix):
-            return root[: -len(suffix)]
-    return root
+    return strip_api_base(url, _API_SUFFIXES)
 
 
 def _model_path(model_id: str, action: str, *, admin: bool = False) -> str:

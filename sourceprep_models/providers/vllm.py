@@ -68,10 +68,15 @@ from sourceprep_models.errors import (
     ModelNotFound,
     ServerBusy,
     ServerError,
-    SourceprepError,
     Unsupported,
 )
-from sourceprep_models.providers._http import error_message, int_or_none, json_body, send, snippet
+from sourceprep_models.providers._http import (
+    HTTPEndpoint,
+    error_message,
+    int_or_none,
+    json_body,
+    strip_api_base,
+)
 from sourceprep_models.providers.base import (
     Capabilities,
     LoadedModel,
@@ -111,7 +116,11 @@ class _Served:
         return self.models[0]
 
 
-class VLLMProvider:
+class VLLMProvider(HTTPEndpoint):
+    server_label: ClassVar[str] = "vLLM"
+    server_noun: ClassVar[str] = "a vLLM server"
+    unreachable_fix: ClassVar[str] = ENABLE_HINT
+    after_deadline: ClassVar[str] = "it may still finish waking (check `sourceprep-models status`)"
     kind: ClassVar[str] = "vllm"
     # Set per endpoint in __init__: whether an unload parks the weights in RAM depends on sleep_level.
     capabilities: Capabilities
@@ -389,43 +398,6 @@ class VLLMProvider:
 
     # -- one choke point for HTTP and its errors ----------------------------------------------
 
-    def _send(
-        self,
-        method: str,
-        path: str,
-        *,
-        json: dict[str, Any] | None = None,
-        model: str | None = None,
-        timeout: httpx.Timeout | None = None,
-        action: str = "request",
-    ) -> httpx.Response:
-        where = self._where()
-        secret = self._secret()
-        headers = {"Authorization": f"Bearer {secret}"} if secret else None
-        try:
-            return send(
-                self._client,
-                method,
-                path,
-                where=where,
-                unreachable_fix=f"{ENABLE_HINT}, or point the endpoint's url at the right host:port",
-                after_deadline="it may still finish waking (check `sourceprep-models status`)",
-                json=json,
-                headers=headers,
-                timeout=timeout,
-                model=model,
-                action=action,
-                scrub=self._scrub,
-                crash_hint="check vLLM's log and retry",
-            )
-        except (UnicodeEncodeError, httpx.LocalProtocolError) as exc:
-            if not secret:
-                raise ServerError(f"could not send {method} {path} to {where}: {exc}") from None
-            raise SourceprepError(
-                f"the value of {self.endpoint.api_key_env} (the API key for endpoint {self.endpoint.name!r}) "
-                "is not a valid HTTP header value; check it"
-            ) from None
-
     def _expect_no_body(self, response: httpx.Response, path: str, *, model: str, action: str) -> None:
         """Sleep and wake answer 200 with an empty body (servers.md §4); a JSON object is tolerated."""
         body = json_body(response)
@@ -486,29 +458,10 @@ class VLLMProvider:
             "then), or stop that vLLM process to free its memory"
         )
 
-    def _unexpected(self, path: str, body: object) -> ServerError:
-        return ServerError(
-            f"{self.endpoint.url}{path} did not answer like vLLM ({snippet(self._scrub(str(body)))}); "
-            f"is endpoint {self.endpoint.name!r} really a vLLM server?"
-        )
-
-    def _where(self) -> str:
-        return f"vLLM at {self.endpoint.url} (endpoint {self.endpoint.name!r})"
-
-    def _secret(self) -> str | None:
-        name = self.endpoint.api_key_env
-        return (os.environ.get(name) or None) if name else None
-
-    def _scrub(self, text: str) -> str:
-        """Server texts can echo what they were sent; the key never reaches a message."""
-        secret = self._secret()
-        return text.replace(secret, "***") if secret else text
-
 
 def server_root(url: str) -> str:
     """The server's root URL, whether the config gave the root or the ``/v1`` API base."""
-    root = url.rstrip("/")
-    return root[: -len("/v1")] if root.endswith("/v1") else root
+    return strip_api_base(url)
 
 
 def _message_of(body: object) -> str | None:
