@@ -20,20 +20,21 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from sourceprep_models.config.schema import Config, Endpoint, ModelSpec, Pipeline, Stage, StageGroup
 from sourceprep_models.errors import ConfigError, DoesNotFit, ModelNotFound, SourceprepError, UsageError
 from sourceprep_models.executor import Executor, Step
 from sourceprep_models.lookahead import PipelineModel, PipelinePlan, PipelineRefusal, StagePlan, plan_pipeline
 from sourceprep_models.planner import Demand, Plan, Resident
+from sourceprep_models.prefetch import Prefetch, cache_state, warm_paths, weight_paths
 from sourceprep_models.session import Session
+from sourceprep_models.work import PromptClient, WorkResult, model_environment, read_prompts_file, run_command
 
 
 @dataclass(frozen=True)
@@ -609,9 +610,9 @@ class PipelineRun:
         self.config, self.runs, self._fingerprint = config, runs, fingerprint
         return self._plan_or_pause(index)
 
-    def _stage(self, run: StageRun, plan: RunPlan, prefetch: _PrefetchHandle | None) -> tuple[StageReport, Any]:
-        from sourceprep_models.prefetch import cache_state, warm_paths, weight_paths
-
+    def _stage(
+        self, run: StageRun, plan: RunPlan, prefetch: _PrefetchHandle | None
+    ) -> tuple[StageReport, _PrefetchHandle | None]:
         target = plan.targets[run.id]
         step = plan.steps.get(run.id)
         row = StageReport(run.id, target.name, target.endpoint.name, "ready" if step is None else step.action)
@@ -681,25 +682,16 @@ class PipelineRun:
         return row, next_prefetch
 
     def _start_prefetch(self, plan: RunPlan, step: StagePlan | None, session: Session) -> _PrefetchHandle | None:
-        from sourceprep_models.prefetch import Prefetch, weight_paths
-
+        """Warm the weights of the next model this endpoint's plan loads, while the stage works."""
         if step is None or step.prefetch is None:
             return None
         name = plan.names.get(step.prefetch, step.prefetch)
-        # The next load may be on another endpoint; the name belongs to whichever session knows it.
-        provider_session = session
-        for other in self._sessions.values():
-            if step.prefetch in {other.identity(n) for n in (name,)}:
-                provider_session = other
-                break
-        paths = weight_paths(provider_session.provider, name)
+        paths = weight_paths(session.provider, name)
         if not paths:
             return None
         return _PrefetchHandle(step.prefetch, Prefetch.start(name, paths))
 
-    def _work(self, run: StageRun, target: Target, session: Session) -> Any:
-        from sourceprep_models.work import PromptClient, WorkResult, model_environment, read_prompts_file, run_command
-
+    def _work(self, run: StageRun, target: Target, session: Session) -> WorkResult:
         stage = run.stage
         work = WorkResult()
         started = time.monotonic()
@@ -718,7 +710,8 @@ class PipelineRun:
                             target.name, prompt, max_tokens=stage.max_tokens, options=request.options, keep_alive=keep
                         )
                         work.prompts.append(result)
-                        sink.write(json.dumps({"stage": run.id, "model": target.name, **result.to_dict()}) + "\n")
+                        if sink is not None:
+                            sink.write(json.dumps({"stage": run.id, "model": target.name, **result.to_dict()}) + "\n")
             finally:
                 client.close()
         if stage.command:
@@ -747,10 +740,11 @@ class PipelineRun:
 @dataclass
 class _PrefetchHandle:
     identity: str
-    prefetch: Any
+    prefetch: Prefetch
 
     def stop(self) -> bool:
-        return bool(self.prefetch.finish())
+        """Stop reading (if still at it); True when the model's weights were read in full."""
+        return self.prefetch.finish()
 
 
 def _step_times(steps: Sequence[Step]) -> tuple[float, float, float]:
@@ -761,9 +755,9 @@ def _step_times(steps: Sequence[Step]) -> tuple[float, float, float]:
 
 
 @contextlib.contextmanager
-def _open_outputs(path: str | None) -> Iterator[Any]:
+def _open_outputs(path: str | None) -> Iterator[TextIO | None]:
     if not path:
-        yield open(os.devnull, "w", encoding="utf-8")  # noqa: SIM115 - closed by the caller's with-block
+        yield None
         return
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a", encoding="utf-8") as sink:

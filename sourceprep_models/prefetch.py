@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -76,31 +75,32 @@ def warm_paths(paths: list[Path], cancel: threading.Event | None = None) -> tupl
     return time.monotonic() - started, "; ".join(details)
 
 
-@dataclass
 class Prefetch:
     """A background warm of one model's weights, cancelled cleanly when its stage ends first."""
 
-    model: str
-    paths: list[Path]
-    _cancel: threading.Event
-    _thread: threading.Thread
-    seconds: float | None = None
-    detail: str = ""
+    def __init__(self, model: str, paths: list[Path]) -> None:
+        self.model = model
+        self.paths = paths
+        self.seconds: float | None = None
+        self.detail = ""
+        self._cancel = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"prefetch-{model}", daemon=True)
 
     @classmethod
     def start(cls, model: str, paths: list[Path]) -> Prefetch:
-        cancel = threading.Event()
-        prefetch = cls(model, paths, cancel, threading.Thread(target=lambda: None))
-
-        def run() -> None:
-            try:
-                prefetch.seconds, prefetch.detail = warm_paths(paths, cancel)
-            except OSError as exc:  # a file that vanished: the load will say what is wrong
-                prefetch.detail = f"prefetch failed: {exc}"
-
-        prefetch._thread = threading.Thread(target=run, name=f"prefetch-{model}", daemon=True)
+        prefetch = cls(model, paths)
         prefetch._thread.start()
         return prefetch
+
+    def _run(self) -> None:
+        try:
+            self.seconds, self.detail = warm_paths(self.paths, self._cancel)
+        except OSError as exc:  # a file that vanished: the load will say what is wrong
+            self.detail = f"prefetch failed: {exc}"
+
+    def wait(self) -> None:
+        """Let it read to the end."""
+        self._thread.join()
 
     def finish(self) -> bool:
         """Stop (if still reading) and wait; True when the whole warm completed."""
