@@ -92,7 +92,7 @@ def status_table(report: StatusReport) -> Table:
             table.add_row(
                 endpoint.name,
                 model.name,
-                model.state + (" (pinned)" if model.pinned else ""),
+                model.state + (" (pinned)" if model.pinned or model.name in endpoint.pins else ""),
                 human_bytes(model.size),
                 processor(model.size, model.size_vram),
                 str(model.context_length or ""),

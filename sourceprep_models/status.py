@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +22,7 @@ class EndpointStatus:
     # What the server says about itself, where it has more to say than its models (llama.cpp role and
     # --models-max); None for servers that do not.
     server: dict[str, Any] | None = None
+    pins: set[str] = field(default_factory=set)  # configured always_available models on this endpoint
 
     def to_dict(self) -> dict[str, Any]:
         from sourceprep_models.render import loaded_model_dict
@@ -33,7 +34,9 @@ class EndpointStatus:
             "ok": self.error is None,
             "error": self.error,
             "server": self.server,
-            "models": [loaded_model_dict(model) for model in self.models],
+            "models": [
+                {**loaded_model_dict(model), "always_available": model.name in self.pins} for model in self.models
+            ],
         }
 
 
@@ -55,11 +58,17 @@ def collect_status(
     endpoints: Iterable[Endpoint],
     make_provider: Callable[[Endpoint], Provider],
     hardware: dict[str, Any],
+    pins: Mapping[str, set[str]] | None = None,
 ) -> StatusReport:
-    """Ask each endpoint for its loaded models; one failing endpoint never hides the others."""
+    """Ask each endpoint for its loaded models; one failing endpoint never hides the others.
+
+    ``pins`` maps an endpoint name to the server names of the models the config keeps always
+    available there, so that servers without pins of their own still show them as pinned."""
     statuses = []
     for endpoint in endpoints:
-        status = EndpointStatus(name=endpoint.name, kind=endpoint.kind, url=endpoint.url)
+        status = EndpointStatus(
+            name=endpoint.name, kind=endpoint.kind, url=endpoint.url, pins=(pins or {}).get(endpoint.name, set())
+        )
         try:
             provider = make_provider(endpoint)
             try:

@@ -249,6 +249,10 @@ def test_a_pin_survives_where_the_router_alone_would_evict_it(
     assert result.exit_code == 0, result.stderr
     assert result.json()["evicted"] == ["tiny-b"]
     assert server.loaded() == {"tiny-a", "tiny-c"}
+    status = cli("--config", path, "status", "--json", "--no-hardware").json()
+    marks = {m["name"]: (m["pinned"], m["always_available"]) for m in status["endpoints"][0]["models"]}
+    assert marks == {"tiny-a": (False, True), "tiny-c": (False, False)}  # the router has no pins; the config does
+    assert "loaded (pinned)" in cli("--config", path, "status", "--no-hardware").stdout
 
 
 def test_a_pipeline_of_swaps_shows_the_servers_real_load_times(

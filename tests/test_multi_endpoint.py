@@ -32,6 +32,7 @@ MODEL_KEYS = {
     "expires_at",
     "until",
     "pinned",
+    "always_available",
     "digest",
 }
 

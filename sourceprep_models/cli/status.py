@@ -33,7 +33,11 @@ def status(
     if repair:
         _repair_pins(app, targets)
     hardware = {} if no_hardware else probe().to_dict()
-    report = collect_status(targets, app.provider, hardware)
+    pins: dict[str, set[str]] = {}
+    for spec in app.config.models.values():
+        if spec.always_available:
+            pins.setdefault(spec.endpoint, set()).add(spec.name)
+    report = collect_status(targets, app.provider, hardware, pins)
     if json_output:
         out.json(report.to_dict())
     else:
