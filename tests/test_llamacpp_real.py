@@ -431,3 +431,35 @@ def test_bench_alternation_on_a_one_model_router_recommends_models_max(
     assert alternation["after_possible"] is False
     assert "--models-max 2" in alternation["recommendation"]
     assert len(server.loaded()) == 1
+
+
+def test_a_server_that_dies_mid_run_stops_it_resumable_and_resume_finishes_on_a_new_one(
+    cli: CliFn, start_router: StartRouter, write_config: Callable[[str], Path]
+) -> None:
+    first = start_router(models_max=2)
+    stages = (
+        "[pipelines.p]\nstages = [\n"
+        '  { name = "one", model = "fast", prompts = ["hello"], max_tokens = 4 },\n'
+        f'  {{ name = "crash", model = "reason", command = "kill {first.process.pid}" }},\n'
+        '  { name = "three", model = "coder", prompts = ["world"], max_tokens = 4 },\n]\n'
+    )
+    models = PIPELINES.split("[pipelines.trace]")[0]
+    path = config(write_config, first.url, models + stages)
+
+    stopped = cli("--config", path, "run-pipeline", "p")
+
+    assert stopped.exit_code == 4, stopped.stderr
+    assert "stage 'three'" in stopped.stderr and "cannot reach llama-server" in stopped.stderr
+    assert "--resume" in stopped.stderr and "Traceback" not in stopped.stderr
+
+    second = start_router(models_max=2)
+    path = config(write_config, second.url, models + stages.replace(f"kill {first.process.pid}", "true"))
+    resumed = cli("--config", path, "run-pipeline", "p", "--resume", "--json")
+
+    assert resumed.exit_code == 0, resumed.stderr
+    assert [(row["stage"], row["action"]) for row in resumed.json()["stages"]] == [
+        ("one", "resumed"),
+        ("crash", "resumed"),
+        ("three", "load"),
+    ]
+    assert "tiny-c" in second.loaded()
