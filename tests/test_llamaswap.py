@@ -41,7 +41,7 @@ GEMMA = "google/gemma-3-4b"  # a slash in the id, as llama-swap allows (findMode
 EMBED = "nomic-embed"
 DRAFT = "qwen3-0.6b-draft"  # unlisted: hidden from /v1/models, still loadable
 BROKEN = "llama-70b"  # its cmd exits at once
-PEER = "mistral-large"  # served by a peer llama-swap on another host
+PEER = "remote-70b"  # served by a peer llama-swap on another host
 
 Reply = tuple[int, Any]
 
