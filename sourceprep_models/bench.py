@@ -196,10 +196,13 @@ def recommend(session: Session, result: Alternation) -> str:
                 f"restart llama-server with --models-max 2 (now {limit}) so {first} and {second} stay loaded together"
             )
     if not result.after_possible and endpoint.kind == "ollama" and result.why_not and "evicted" in result.why_not:
+        from sourceprep_models.doctor import env_fix
+
+        # The same fix `doctor` gives for a model limit below what fits, written for this OS.
         return (
-            f"let Ollama keep both: set OLLAMA_MAX_LOADED_MODELS to at least 2 on the Ollama server and restart it "
-            f"(`sourceprep-models doctor` shows how on this OS); then `sourceprep-models pin {first}` and "
-            f"`sourceprep-models pin {second}`"
+            f"let Ollama keep both: OLLAMA_MAX_LOADED_MODELS=2 — "
+            f"{env_fix(str(session.hardware.get('os') or ''), 'OLLAMA_MAX_LOADED_MODELS', '2')}; then "
+            f"`sourceprep-models pin {first}` and `sourceprep-models pin {second}`"
         )
     if not result.after_possible:
         return result.why_not or "free memory for both models"

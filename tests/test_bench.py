@@ -54,6 +54,7 @@ def test_alternation_on_a_server_that_keeps_one_model_recommends_the_fix(
     assert alternation["after_possible"] is False
     assert "evicted" in alternation["why_not"]
     assert "OLLAMA_MAX_LOADED_MODELS" in alternation["recommendation"]
+    assert "systemctl edit ollama" in alternation["recommendation"]  # doctor's fix for this (Linux) machine
 
     table = cli("bench", "embed:small", "rerank:small", "--alternate", "2")
     assert table.exit_code == 0
