@@ -9,6 +9,8 @@ from typing import Any
 
 import pytest
 
+from sourceprep_models.doctor import env_fix
+from sourceprep_models.hardware import probe
 from tests.conftest import CliFn
 from tests.emulator import EmulatedModel
 
@@ -54,7 +56,8 @@ def test_alternation_on_a_server_that_keeps_one_model_recommends_the_fix(
     assert alternation["after_possible"] is False
     assert "evicted" in alternation["why_not"]
     assert "OLLAMA_MAX_LOADED_MODELS" in alternation["recommendation"]
-    assert "systemctl edit ollama" in alternation["recommendation"]  # doctor's fix for this (Linux) machine
+    # doctor's own fix, written for this machine's OS
+    assert env_fix(probe().os, "OLLAMA_MAX_LOADED_MODELS", "2") in alternation["recommendation"]
 
     table = cli("bench", "embed:small", "rerank:small", "--alternate", "2")
     assert table.exit_code == 0
