@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import httpx
 
-from sourceprep_models.constants import READ_TIMEOUT_S
+from sourceprep_models.constants import CONNECT_TIMEOUT_S, READ_TIMEOUT_S
 from sourceprep_models.errors import DeadlineExceeded, ServerError, ServerUnreachable, SourceprepError
 
 if TYPE_CHECKING:
@@ -133,10 +133,25 @@ class HTTPEndpoint:
 
     endpoint: Endpoint
     _client: httpx.Client
+    _root: str
     server_label: ClassVar[str]  # "LM Studio", "vLLM", …
     server_noun: ClassVar[str]  # "an LM Studio server", …
     unreachable_fix: ClassVar[str]  # how to start the server
     after_deadline: ClassVar[str] = "it may still finish loading (check `sourceprep-models status`)"
+
+    def _connect(self, endpoint: Endpoint, client: httpx.Client | None, root: str) -> None:
+        """Set the endpoint and its client; the key is added per request (``_headers``), never stored on it."""
+        self.endpoint = endpoint
+        self._root = root
+        self._client = client or httpx.Client(
+            base_url=root, timeout=httpx.Timeout(READ_TIMEOUT_S, connect=CONNECT_TIMEOUT_S)
+        )
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(endpoint={self.endpoint.name!r}, url={self.endpoint.url!r})"
+
+    def close(self) -> None:
+        self._client.close()
 
     def _where(self) -> str:
         return f"{self.server_label} at {self.endpoint.url} (endpoint {self.endpoint.name!r})"

@@ -40,7 +40,7 @@ from typing import Any, ClassVar
 import httpx
 
 from sourceprep_models.config.schema import Endpoint
-from sourceprep_models.constants import CONNECT_TIMEOUT_S, READ_TIMEOUT_S
+from sourceprep_models.constants import CONNECT_TIMEOUT_S
 from sourceprep_models.errors import (
     DeadlineExceeded,
     ModelNotFound,
@@ -99,20 +99,10 @@ class LlamaCppProvider(HTTPEndpoint):
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.endpoint = endpoint
-        self._client = client or httpx.Client(
-            base_url=server_root(endpoint.url),
-            timeout=httpx.Timeout(READ_TIMEOUT_S, connect=CONNECT_TIMEOUT_S),
-        )
+        self._connect(endpoint, client, server_root(endpoint.url))
         self._sleep = sleep
         self._clock = clock
         self._props: dict[str, Any] | None = None
-
-    def __repr__(self) -> str:
-        return f"LlamaCppProvider(endpoint={self.endpoint.name!r}, url={self.endpoint.url!r})"
-
-    def close(self) -> None:
-        self._client.close()
 
     # -- the server's role ---------------------------------------------------------------------
 

@@ -58,7 +58,7 @@ from urllib.parse import quote
 import httpx
 
 from sourceprep_models.config.schema import Endpoint
-from sourceprep_models.constants import CONNECT_TIMEOUT_S, DEFAULT_UNLOAD_TIMEOUT_S, READ_TIMEOUT_S
+from sourceprep_models.constants import CONNECT_TIMEOUT_S, DEFAULT_UNLOAD_TIMEOUT_S
 from sourceprep_models.errors import ModelNotFound, ServerBusy, ServerError, SourceprepError, Unsupported
 from sourceprep_models.providers._http import (
     HTTPEndpoint,
@@ -114,19 +114,8 @@ class LlamaSwapProvider(HTTPEndpoint):
     )
 
     def __init__(self, endpoint: Endpoint, client: httpx.Client | None = None) -> None:
-        self.endpoint = endpoint
-        self._root = server_root(endpoint.url)
-        # The key is added per request (see ``_headers``), so it is never stored on the client.
-        self._client = client or httpx.Client(
-            base_url=self._root, timeout=httpx.Timeout(READ_TIMEOUT_S, connect=CONNECT_TIMEOUT_S)
-        )
+        self._connect(endpoint, client, server_root(endpoint.url))
         self._catalogue: list[_Entry] | None = None  # the config's models, read once per provider
-
-    def __repr__(self) -> str:
-        return f"LlamaSwapProvider(endpoint={self.endpoint.name!r}, url={self.endpoint.url!r})"
-
-    def close(self) -> None:
-        self._client.close()
 
     def pin_advice(self, name: str) -> str:
         """What `pin` says instead: llama-swap's pins live in its own config (servers.md §3.2)."""

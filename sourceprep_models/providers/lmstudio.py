@@ -45,7 +45,7 @@ from typing import Any, ClassVar
 import httpx
 
 from sourceprep_models.config.schema import Endpoint
-from sourceprep_models.constants import CONNECT_TIMEOUT_S, READ_TIMEOUT_S
+from sourceprep_models.constants import CONNECT_TIMEOUT_S
 from sourceprep_models.errors import (
     DoesNotFit,
     ModelNotFound,
@@ -94,19 +94,8 @@ class LMStudioProvider(HTTPEndpoint):
     )
 
     def __init__(self, endpoint: Endpoint, client: httpx.Client | None = None) -> None:
-        self.endpoint = endpoint
-        # The token is added per request (see ``_send``), so it is never stored on the client.
-        self._client = client or httpx.Client(
-            base_url=server_root(endpoint.url),
-            timeout=httpx.Timeout(READ_TIMEOUT_S, connect=CONNECT_TIMEOUT_S),
-        )
+        self._connect(endpoint, client, server_root(endpoint.url))
         self._api: str | None = None  # "v1" or "v0", once the listing has told us
-
-    def __repr__(self) -> str:
-        return f"LMStudioProvider(endpoint={self.endpoint.name!r}, url={self.endpoint.url!r})"
-
-    def close(self) -> None:
-        self._client.close()
 
     # -- queries -------------------------------------------------------------------------------
 

@@ -54,7 +54,7 @@ from urllib.parse import quote
 import httpx
 
 from sourceprep_models.config.schema import Endpoint
-from sourceprep_models.constants import CONNECT_TIMEOUT_S, DEFAULT_UNLOAD_TIMEOUT_S, READ_TIMEOUT_S
+from sourceprep_models.constants import CONNECT_TIMEOUT_S, DEFAULT_UNLOAD_TIMEOUT_S
 from sourceprep_models.errors import (
     DoesNotFit,
     ModelNotFound,
@@ -119,21 +119,10 @@ class OMLXProvider(HTTPEndpoint):
     )
 
     def __init__(self, endpoint: Endpoint, client: httpx.Client | None = None) -> None:
-        self.endpoint = endpoint
-        self._root = server_root(endpoint.url)
-        # The key is added per request (see ``_send``), so it is never stored on the client.
-        self._client = client or httpx.Client(
-            base_url=self._root, timeout=httpx.Timeout(READ_TIMEOUT_S, connect=CONNECT_TIMEOUT_S)
-        )
+        self._connect(endpoint, client, server_root(endpoint.url))
         self._session: str | None = None  # the admin session cookie, once logged in
         self._pool: dict[str, Any] = {}  # the pool figures of the last status listing
         self._cache: list[_Entry] = []
-
-    def __repr__(self) -> str:
-        return f"OMLXProvider(endpoint={self.endpoint.name!r}, url={self.endpoint.url!r})"
-
-    def close(self) -> None:
-        self._client.close()
 
     # -- queries -------------------------------------------------------------------------------
 

@@ -61,7 +61,7 @@ from typing import Any, ClassVar
 import httpx
 
 from sourceprep_models.config.schema import Endpoint
-from sourceprep_models.constants import CONNECT_TIMEOUT_S, DEFAULT_UNLOAD_TIMEOUT_S, READ_TIMEOUT_S
+from sourceprep_models.constants import CONNECT_TIMEOUT_S, DEFAULT_UNLOAD_TIMEOUT_S
 from sourceprep_models.errors import (
     DeadlineExceeded,
     DoesNotFit,
@@ -126,7 +126,6 @@ class VLLMProvider(HTTPEndpoint):
     capabilities: Capabilities
 
     def __init__(self, endpoint: Endpoint, client: httpx.Client | None = None) -> None:
-        self.endpoint = endpoint
         self.capabilities = Capabilities(
             can_load=True,
             can_unload=True,
@@ -135,20 +134,9 @@ class VLLMProvider(HTTPEndpoint):
             parks_in_ram=endpoint.sleep_level == 1,
             sets_context=False,
         )
-        self._root = server_root(endpoint.url)
-        # The token is added per request (see ``_send``), so it is never stored on the client.
-        self._client = client or httpx.Client(
-            base_url=self._root,
-            timeout=httpx.Timeout(READ_TIMEOUT_S, connect=CONNECT_TIMEOUT_S),
-        )
+        self._connect(endpoint, client, server_root(endpoint.url))
         self._sleep_mode_read = False
         self._sleep_mode: bool | None = None  # --enable-sleep-mode, once /server_info has said
-
-    def __repr__(self) -> str:
-        return f"VLLMProvider(endpoint={self.endpoint.name!r}, url={self.endpoint.url!r})"
-
-    def close(self) -> None:
-        self._client.close()
 
     # -- queries -------------------------------------------------------------------------------
 
