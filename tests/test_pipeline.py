@@ -313,6 +313,8 @@ def test_the_next_models_weights_are_prefetched_while_a_stage_works(
 ) -> None:
     blob = emu.blob_path("reason:14b")
     pagecache.drop(blob)
+    if pagecache.residency(blob).fraction is None:
+        pytest.skip("page-cache residency cannot be measured on this platform (hardware.md §5.2)")
     # The first stage's work lasts until the prefetch has put reason's weights in the page cache.
     wait = (
         f"{PY} -c \\\"import time, pathlib; from sourceprep_models import pagecache; p = pathlib.Path('{blob}'); "
