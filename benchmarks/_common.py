@@ -12,6 +12,20 @@ from tests.emulator import EmulatedModel, OllamaEmulator
 
 
 @contextmanager
+def real_server_workdir(prefix: str) -> Iterator[tuple[Path, Path]]:
+    """The llama-server binary and a scratch directory (with ``models/``) removed afterwards."""
+    from tests.realserver.router import find_binary
+
+    binary = find_binary()
+    if binary is None:
+        raise SystemExit("no llama-server: run scripts/install-llama-server first")
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+        work = Path(tmp)
+        (work / "models").mkdir()
+        yield binary, work
+
+
+@contextmanager
 def emulator(models: list[EmulatedModel], **kwargs: object) -> Iterator[OllamaEmulator]:
     with tempfile.TemporaryDirectory(prefix="spm-bench-") as tmp:
         emu = OllamaEmulator(Path(tmp) / "store", models, **kwargs)  # type: ignore[arg-type]

@@ -13,18 +13,17 @@ Needs the llama-server binary (scripts/install-llama-server) and the gguf packag
 from __future__ import annotations
 
 import argparse
-import shutil
 import statistics
-import tempfile
 import time
 from pathlib import Path
 
+from benchmarks._common import real_server_workdir
 from sourceprep_models import pagecache
 from sourceprep_models.config.schema import Endpoint
 from sourceprep_models.providers.base import LoadRequest
 from sourceprep_models.providers.llamacpp import LlamaCppProvider
 from tests.realserver.make_gguf import PRESETS, write_model
-from tests.realserver.router import find_binary, llama_server
+from tests.realserver.router import llama_server
 
 
 def timed_load(provider: LlamaCppProvider, name: str) -> float:
@@ -52,13 +51,8 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
-    binary = find_binary()
-    if binary is None:
-        raise SystemExit("no llama-server: run scripts/install-llama-server first")
-    work = Path(tempfile.mkdtemp(prefix="llamacpp-bench-"))
-    try:
+    with real_server_workdir("llamacpp-bench-") as (binary, work):
         models = work / "models"
-        models.mkdir()
         files = {}
         for preset in ("50M", "500M"):
             started = time.perf_counter()
@@ -86,8 +80,6 @@ def main() -> None:
                 for label, values in rows.items():
                     print(f"{name:>6} {label:>11}: {summary(values)}")
             provider.close()
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -20,19 +20,18 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import httpx
 
+from benchmarks._common import real_server_workdir
 from sourceprep_models import pagecache
 from tests.realserver.make_gguf import PRESETS, write_model
-from tests.realserver.router import find_binary, llama_server
+from tests.realserver.router import llama_server
 
 WORK = "sleep 0.3"
 PIPELINES = f"""
@@ -95,13 +94,8 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    binary = find_binary()
-    if binary is None:
-        raise SystemExit("no llama-server: run scripts/install-llama-server first")
-    work = Path(tempfile.mkdtemp(prefix="strategies-"))
-    try:
+    with real_server_workdir("strategies-") as (binary, work):
         models = work / "models"
-        models.mkdir()
         files = [
             write_model(models / f"m-{name}.gguf", PRESETS["500M"], seed=i)
             for i, name in enumerate(("fast", "reason", "coder"))
@@ -136,8 +130,6 @@ def main() -> None:
                     print(
                         f"{pipeline:<10} {label:<22} {loads:>5} {gb:>9.2f} {swap:>7.2f} {total:>8.2f} {penalty:>9.2f}"
                     )
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
 
 
 def run_once(
