@@ -18,10 +18,10 @@ import time
 from pathlib import Path
 
 from benchmarks._common import real_server_workdir
-from sourceprep_models import pagecache
 from sourceprep_models.config.schema import Endpoint
 from sourceprep_models.providers.base import LoadRequest
 from sourceprep_models.providers.llamacpp import LlamaCppProvider
+from sourceprep_models.warming import pagecache
 from tests.realserver.make_gguf import PRESETS, write_model
 from tests.realserver.router import llama_server
 

@@ -29,7 +29,7 @@ from pathlib import Path
 import httpx
 
 from benchmarks._common import real_server_workdir
-from sourceprep_models import pagecache
+from sourceprep_models.warming import pagecache
 from tests.realserver.make_gguf import PRESETS, write_model
 from tests.realserver.router import llama_server
 

@@ -9,10 +9,10 @@ import httpx
 
 from benchmarks._common import emulator, ms
 from sourceprep_models.config.schema import Endpoint
-from sourceprep_models.executor import Executor
-from sourceprep_models.planner import Demand, Plan, Resident
+from sourceprep_models.planning.load import Demand, Plan, Resident
 from sourceprep_models.providers.base import LoadRequest
 from sourceprep_models.providers.ollama import OllamaProvider
+from sourceprep_models.swap.executor import Executor
 from tests.emulator import EmulatedModel
 
 SWAPS = 30

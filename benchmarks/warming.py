@@ -14,7 +14,7 @@ import time
 import httpx
 
 from benchmarks._common import emulator
-from sourceprep_models import pagecache
+from sourceprep_models.warming import pagecache
 from tests.emulator import EmulatedModel
 
 ROUNDS = 3

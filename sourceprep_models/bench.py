@@ -20,10 +20,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from sourceprep_models.executor import Executor
-from sourceprep_models.planner import Plan
-from sourceprep_models.session import Session
-from sourceprep_models.work import PromptClient
+from sourceprep_models.pipeline.work import PromptClient
+from sourceprep_models.planning.load import Plan
+from sourceprep_models.swap.executor import Executor
+from sourceprep_models.swap.session import Session
 
 PROMPT = "Say hello in five words."
 
@@ -105,8 +105,8 @@ def bench_models(
     on_step: Callable[[str], None],
 ) -> list[ModelBench]:
     """Cold load, warm load, first token for each model (evicting others as ``load`` would)."""
-    from sourceprep_models import pagecache
-    from sourceprep_models.prefetch import weight_paths
+    from sourceprep_models.warming import pagecache
+    from sourceprep_models.warming.prefetch import weight_paths
 
     dropped_all = pagecache.drop_all_caches()
     results = []
@@ -196,7 +196,7 @@ def recommend(session: Session, result: Alternation) -> str:
                 f"restart llama-server with --models-max 2 (now {limit}) so {first} and {second} stay loaded together"
             )
     if not result.after_possible and endpoint.kind == "ollama" and result.why_not and "evicted" in result.why_not:
-        from sourceprep_models.doctor import env_fix
+        from sourceprep_models.doctor.run import env_fix
 
         # The same fix `doctor` gives for a model limit below what fits, written for this OS.
         return (
@@ -217,7 +217,7 @@ def recommend(session: Session, result: Alternation) -> str:
 
 
 def _make_both_resident(session: Session, executor: Executor, *requests: Any) -> str | None:
-    from sourceprep_models.planner import Refusal
+    from sourceprep_models.planning.load import Refusal
 
     for index, request in enumerate(requests):
         loaded = session.loaded()
@@ -245,7 +245,7 @@ def _make_both_resident(session: Session, executor: Executor, *requests: Any) ->
 
 
 def _load(session: Session, executor: Executor, request: Any) -> float:
-    from sourceprep_models.planner import Refusal
+    from sourceprep_models.planning.load import Refusal
 
     plan, _, _ = session.plan(request, session.loaded())
     if isinstance(plan, Refusal):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 _SIZE_UNITS = {
     "": 1,
@@ -144,3 +145,28 @@ def human_bytes(n: int | None) -> str:
 
 def percent(part: int, whole: int) -> int:
     return 0 if whole <= 0 else math.floor(100 * part / whole + 0.5)
+
+
+def processor(size: int | None, size_vram: int | None) -> str:
+    """Where a model runs, in `ollama ps` words: ``100% GPU``, ``100% CPU``, ``25%/75% CPU/GPU``."""
+    if not size or size_vram is None:
+        return "unknown"
+    if size_vram <= 0:
+        return "100% CPU"
+    if size_vram >= size:
+        return "100% GPU"
+    gpu = percent(size_vram, size)
+    return f"{100 - gpu}%/{gpu}% CPU/GPU"
+
+
+def until(expires_at: datetime | None, now: datetime | None = None) -> str:
+    """Relative expiry as `ollama ps` shows it (ollama.md §2.4)."""
+    if expires_at is None:
+        return "unknown"
+    now = now or datetime.now(UTC)
+    seconds = (expires_at - now).total_seconds()
+    if seconds > 20 * 365 * 86400:
+        return "forever"
+    if seconds <= 0:
+        return "stopping"
+    return f"in {format_seconds(seconds)}"

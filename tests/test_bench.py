@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from sourceprep_models.doctor import env_fix
+from sourceprep_models.doctor.run import env_fix
 from sourceprep_models.hardware import probe
 from tests.conftest import CliFn
 from tests.emulator import EmulatedModel

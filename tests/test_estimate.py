@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 
-from sourceprep_models import estimate as estimate_module
-from sourceprep_models.estimate import (
+from sourceprep_models.memory import estimate as estimate_module
+from sourceprep_models.memory.estimate import (
     Estimate,
     GGUFMetadata,
     MetadataCache,

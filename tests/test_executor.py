@@ -10,10 +10,10 @@ import pytest
 
 from sourceprep_models.config.schema import Endpoint
 from sourceprep_models.errors import DoesNotFit, ServerBusy
-from sourceprep_models.executor import Executor
-from sourceprep_models.locks import endpoint_lock, lock_path
-from sourceprep_models.planner import Demand, Plan, Resident
+from sourceprep_models.planning.load import Demand, Plan, Resident
 from sourceprep_models.providers.base import Capabilities, LoadedModel, LoadOutcome, LoadRequest, ModelInfo
+from sourceprep_models.swap.executor import Executor
+from sourceprep_models.swap.locks import endpoint_lock, lock_path
 from sourceprep_models.units import KeepAlive
 
 
@@ -84,7 +84,7 @@ def test_endpoint_lock_is_exclusive_across_processes(tmp_path) -> None:  # type:
     url = "http://127.0.0.1:1"
     holder = (
         "import sys, time\n"
-        "from sourceprep_models.locks import endpoint_lock\n"
+        "from sourceprep_models.swap.locks import endpoint_lock\n"
         f"with endpoint_lock('x', {url!r}, timeout_s=5):\n"
         "    print('held', flush=True)\n"
         "    sys.stdin.readline()\n"

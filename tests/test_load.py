@@ -209,7 +209,7 @@ def test_models_loaded_by_another_client_show_as_evicted(cli: CliFn, ollama_emul
 
 
 def test_cold_weights_are_warmed_into_the_page_cache_first(cli: CliFn, emu) -> None:  # type: ignore[no-untyped-def]
-    from sourceprep_models import pagecache
+    from sourceprep_models.warming import pagecache
 
     blob = emu.blob_path("qwen3:4b")
     if not pagecache.drop(blob):

@@ -13,8 +13,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sourceprep_models import lookahead
-from sourceprep_models.lookahead import (
+from sourceprep_models.planning import lookahead
+from sourceprep_models.planning.lookahead import (
     STRATEGIES,
     PipelineModel,
     PipelinePlan,

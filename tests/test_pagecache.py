@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from sourceprep_models import pagecache
-from sourceprep_models.pagecache import Residency, WarmResult, drop, drop_all_caches, residency, warm
+from sourceprep_models.warming import pagecache
+from sourceprep_models.warming.pagecache import Residency, WarmResult, drop, drop_all_caches, residency, warm
 
 MiB = 1024 * 1024
 FILE_BYTES = 32 * MiB + 12345  # not a multiple of any page size, to exercise the partial last page

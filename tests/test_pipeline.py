@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from sourceprep_models import pagecache
+from sourceprep_models.warming import pagecache
 from tests.conftest import CliFn
 from tests.emulator import EmulatedModel
 
@@ -317,7 +317,8 @@ def test_the_next_models_weights_are_prefetched_while_a_stage_works(
         pytest.skip("page-cache residency cannot be measured on this platform (hardware.md §5.2)")
     # The first stage's work lasts until the prefetch has put reason's weights in the page cache.
     wait = (
-        f"{PY} -c \\\"import time, pathlib; from sourceprep_models import pagecache; p = pathlib.Path('{blob}'); "
+        f'{PY} -c \\"import time, pathlib; from sourceprep_models.warming import pagecache; '
+        f"p = pathlib.Path('{blob}'); "
         "end = time.monotonic() + 20; "
         "exec('while time.monotonic() < end and (pagecache.residency(p).fraction or 0) < 0.9: time.sleep(0.01)')\\\""
     )

@@ -7,7 +7,7 @@ from itertools import combinations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sourceprep_models.planner import Demand, Plan, Policy, Refusal, Resident, plan_load
+from sourceprep_models.planning.load import Demand, Plan, Policy, Refusal, Resident, plan_load
 
 GB = 1000**3
 

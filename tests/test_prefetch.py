@@ -5,8 +5,8 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
-from sourceprep_models import pagecache
-from sourceprep_models.prefetch import Prefetch, cache_state, warm_paths
+from sourceprep_models.warming import pagecache
+from sourceprep_models.warming.prefetch import Prefetch, cache_state, warm_paths
 
 
 def weights(tmp_path: Path, mib: int = 8) -> Path:

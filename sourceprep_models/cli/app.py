@@ -46,7 +46,7 @@ class _Group(TyperGroup):
 
 
 def _output(ctx: Any) -> Any:
-    from sourceprep_models.output import Output
+    from sourceprep_models.ui.output import Output
 
     obj = getattr(ctx, "obj", None)
     return obj.output if isinstance(obj, AppContext) else Output()
@@ -89,7 +89,7 @@ def root(
     ] = False,
 ) -> None:
     """Decide and drive which LLMs are resident in memory on this machine's model servers."""
-    from sourceprep_models.output import Output
+    from sourceprep_models.ui.output import Output
 
     verbosity = verbose - quiet + _env_int(ENV_VERBOSE) - _env_int(ENV_QUIET)
     ctx.obj = AppContext(output=Output(verbosity=verbosity, color=color), config_path=config, environ=os.environ)

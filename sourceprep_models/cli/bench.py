@@ -27,10 +27,10 @@ def bench(
 ) -> None:
     """Benchmark MODELS: cold load, warm load and first token; or the A/B swap penalty with --alternate."""
     from sourceprep_models import bench as core
-    from sourceprep_models import render
     from sourceprep_models.cli.swap import locked, make_executor, open_session
     from sourceprep_models.errors import UsageError
-    from sourceprep_models.pins import repair_pins
+    from sourceprep_models.swap.pins import repair_pins
+    from sourceprep_models.ui import render
 
     app = ctx.obj
     out = app.output

@@ -11,8 +11,8 @@ from sourceprep_models.errors import UsageError
 
 if TYPE_CHECKING:
     from sourceprep_models.config.schema import Config, Endpoint, ModelSpec
-    from sourceprep_models.output import Output
     from sourceprep_models.providers.base import Provider
+    from sourceprep_models.ui.output import Output
 
 
 @dataclass

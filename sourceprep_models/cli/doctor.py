@@ -10,12 +10,12 @@ from sourceprep_models.cli.options import EndpointOption, JsonOption
 
 if TYPE_CHECKING:
     from sourceprep_models.cli.context import AppContext
-    from sourceprep_models.doctor import LocalSystem
+    from sourceprep_models.doctor.run import LocalSystem
 
 
 def doctor(ctx: typer.Context, endpoint: EndpointOption = None, json_output: JsonOption = False) -> None:
     """Check config, hardware, servers, models and server settings; exit 1 when any check is a problem."""
-    from sourceprep_models.doctor import gather_inputs, render_table, run_doctor
+    from sourceprep_models.doctor.run import gather_inputs, render_table, run_doctor
 
     app: AppContext = ctx.obj
     out = app.output
@@ -38,6 +38,6 @@ def doctor(ctx: typer.Context, endpoint: EndpointOption = None, json_output: Jso
 
 def make_system(app: AppContext) -> LocalSystem:
     """The real machine (tests replace this to feed recorded probe outputs and process tables)."""
-    from sourceprep_models.doctor import LocalSystem
+    from sourceprep_models.doctor.run import LocalSystem
 
     return LocalSystem(app.environ)

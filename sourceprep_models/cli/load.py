@@ -28,8 +28,8 @@ def load(
     json_output: JsonOption = False,
 ) -> None:
     """Load MODEL (evicting what must leave first) and wait until it is ready."""
-    from sourceprep_models import render
     from sourceprep_models.cli.swap import open_session, parse_keep_alive_option, parse_timeout_option, run_load
+    from sourceprep_models.ui import render
 
     app = ctx.obj
     alive = parse_keep_alive_option(keep_alive)

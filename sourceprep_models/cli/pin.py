@@ -28,11 +28,11 @@ def pin(
     json_output: JsonOption = False,
 ) -> None:
     """Pin MODEL: record it as always available, load it, keep it loaded. Without MODEL: list pins."""
-    from sourceprep_models import render
     from sourceprep_models.cli.swap import make_executor, open_session, parse_timeout_option, run_load
     from sourceprep_models.config.edit import edit_config, set_pin
     from sourceprep_models.errors import UsageError
-    from sourceprep_models.planner import Refusal
+    from sourceprep_models.planning.load import Refusal
+    from sourceprep_models.ui import render
 
     app = ctx.obj
     out = app.output

@@ -11,7 +11,7 @@ from sourceprep_models.cli.options import JsonOption, WarmOption
 
 if TYPE_CHECKING:
     from sourceprep_models.cli.context import AppContext
-    from sourceprep_models.pipeline import RunContext, RunReport
+    from sourceprep_models.pipeline.run import RunContext, RunReport
 
 
 def run_pipeline(
@@ -44,10 +44,10 @@ def run_pipeline(
     json_output: JsonOption = False,
 ) -> None:
     """Run pipeline NAME: plan every swap in advance, prefetch, time every stage, resume safely."""
-    from sourceprep_models import render
     from sourceprep_models.errors import UsageError
-    from sourceprep_models.lookahead import STRATEGIES
-    from sourceprep_models.pipeline import PipelineRun, RunStopped, state_path
+    from sourceprep_models.pipeline.run import PipelineRun, RunStopped, state_path
+    from sourceprep_models.planning.lookahead import STRATEGIES
+    from sourceprep_models.ui import render
     from sourceprep_models.units import format_seconds, human_bytes
 
     app: AppContext = ctx.obj
@@ -92,8 +92,8 @@ def run_pipeline(
 def _show(app: AppContext, result: RunReport, json_output: bool, report: Path | None) -> None:
     import json
 
-    from sourceprep_models import render
     from sourceprep_models.config.edit import write_atomic
+    from sourceprep_models.ui import render
 
     for warning in result.warnings:
         app.output.warn(warning)
@@ -111,7 +111,7 @@ def _context(app: AppContext, prefetch: bool, warm: bool) -> RunContext:
     import os
 
     from sourceprep_models.cli.swap import locked, make_executor, open_session
-    from sourceprep_models.pipeline import RunContext
+    from sourceprep_models.pipeline.run import RunContext
 
     return RunContext(
         reload_config=app.reload_config,

@@ -23,9 +23,9 @@ def status(
     ] = True,
 ) -> None:
     """Show the models loaded on each endpoint (size, GPU share, context, expiry) and RAM/GPU."""
-    from sourceprep_models import render
     from sourceprep_models.hardware import probe
-    from sourceprep_models.status import collect_status
+    from sourceprep_models.swap.status import collect_status
+    from sourceprep_models.ui import render
 
     app = ctx.obj
     out = app.output
@@ -58,7 +58,7 @@ def _repair_pins(app: AppContext, targets: list[Endpoint]) -> None:
     """Pins the server lost (a restart, another client's keep_alive) are put back before reporting."""
     from sourceprep_models.cli.swap import locked, make_executor, open_session
     from sourceprep_models.errors import SourceprepError
-    from sourceprep_models.pins import repair_pins
+    from sourceprep_models.swap.pins import repair_pins
 
     for target in targets:
         if not any(spec.always_available and spec.endpoint == target.name for spec in app.config.models.values()):

@@ -13,9 +13,9 @@ from sourceprep_models.units import KeepAlive
 if TYPE_CHECKING:
     from sourceprep_models.cli.context import AppContext
     from sourceprep_models.config.schema import Endpoint
-    from sourceprep_models.executor import Executor, LoadReport
     from sourceprep_models.providers.base import LoadRequest
-    from sourceprep_models.session import Session
+    from sourceprep_models.swap.executor import Executor, LoadReport
+    from sourceprep_models.swap.session import Session
 
 
 def parse_keep_alive_option(value: str | None) -> KeepAlive | None:
@@ -49,8 +49,8 @@ def parse_timeout_option(value: str | None) -> float | None:
 @contextlib.contextmanager
 def open_session(app: AppContext, endpoint: Endpoint, *, single_model: bool = False) -> Iterator[Session]:
     from sourceprep_models.hardware import probe
-    from sourceprep_models.session import Session
-    from sourceprep_models.sizing import default_size_book
+    from sourceprep_models.memory.sizing import default_size_book
+    from sourceprep_models.swap.session import Session
 
     provider = app.provider(endpoint)
     try:
@@ -67,7 +67,7 @@ def open_session(app: AppContext, endpoint: Endpoint, *, single_model: bool = Fa
 
 
 def make_executor(app: AppContext, session: Session) -> Executor:
-    from sourceprep_models.executor import Executor
+    from sourceprep_models.swap.executor import Executor
 
     out = app.output
     return Executor(session.provider, on_step=lambda step: out.debug(f"{step.step} {step.model}: {step.wall_s:.3f}s"))
@@ -75,7 +75,7 @@ def make_executor(app: AppContext, session: Session) -> Executor:
 
 @contextlib.contextmanager
 def locked(app: AppContext, session: Session, timeout_s: float) -> Iterator[None]:
-    from sourceprep_models.locks import endpoint_lock
+    from sourceprep_models.swap.locks import endpoint_lock
 
     def waiting() -> None:
         app.output.info(f"waiting for another sourceprep-models to finish on {session.endpoint.name}…")
@@ -88,14 +88,14 @@ def run_load(
     app: AppContext, session: Session, request: LoadRequest, *, dry_run: bool, warm: bool, json_output: bool = False
 ) -> LoadReport | None:
     """Plan and (unless ``dry_run``) execute one load; returns the report, or None after a dry run."""
-    from sourceprep_models import render
-    from sourceprep_models.pins import repair_pins
-    from sourceprep_models.planner import Refusal
+    from sourceprep_models.planning.load import Refusal
+    from sourceprep_models.swap.pins import repair_pins
+    from sourceprep_models.ui import render
 
     out = app.output
     executor = make_executor(app, session)
     if getattr(session.provider, "always_ready", False):
-        from sourceprep_models.executor import LoadReport
+        from sourceprep_models.swap.executor import LoadReport
 
         session.provider.describe(request.name)  # an unknown model is still exit 3
         if dry_run:
@@ -147,7 +147,7 @@ def run_load(
 
 def _warmer(app: AppContext, session: Session, name: str) -> Callable[[], tuple[float, str] | None] | None:
     """A callable for the executor: pre-read the weights when they are on this machine's disk."""
-    from sourceprep_models.prefetch import warm_paths, weight_paths
+    from sourceprep_models.warming.prefetch import warm_paths, weight_paths
 
     paths = weight_paths(session.provider, name)
     if not paths:

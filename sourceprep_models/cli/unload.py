@@ -20,11 +20,11 @@ def unload(
     json_output: JsonOption = False,
 ) -> None:
     """Unload models and wait until the server no longer lists them; then bring back evicted pins."""
-    from sourceprep_models import render
     from sourceprep_models.cli.swap import locked, make_executor, open_session, parse_timeout_option
     from sourceprep_models.constants import DEFAULT_UNLOAD_TIMEOUT_S
     from sourceprep_models.errors import UsageError
-    from sourceprep_models.pins import repair_pins
+    from sourceprep_models.swap.pins import repair_pins
+    from sourceprep_models.ui import render
 
     app = ctx.obj
     out = app.output

@@ -226,7 +226,7 @@ class _Validator:
         return endpoints
 
     def _ollama_endpoint(self, name: str, **extra: Any) -> Endpoint:
-        from sourceprep_models.providers._ollama_host import ollama_base_url
+        from sourceprep_models.config.ollama_host import ollama_base_url
 
         host = self.environ.get(ENV_OLLAMA_HOST)
         source = ENV_OLLAMA_HOST if host else "default"

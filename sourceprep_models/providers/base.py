@@ -10,7 +10,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, ClassVar, Literal, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
+
+from sourceprep_models.units import percent, processor, until
 
 if TYPE_CHECKING:
     from sourceprep_models.config.schema import Endpoint
@@ -75,6 +77,21 @@ class LoadedModel:
     state: ModelState = "loaded"
     # The server itself promises to keep it (llama-swap persistent group, oMLX is_pinned).
     server_pinned: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "size": self.size,
+            "size_vram": self.size_vram,
+            "vram_percent": percent(self.size_vram, self.size) if self.size and self.size_vram is not None else None,
+            "processor": processor(self.size, self.size_vram),
+            "context_length": self.context_length,
+            "expires_at": self.expires_at.isoformat() if self.expires_at else None,
+            "until": until(self.expires_at),
+            "pinned": self.pinned,
+            "state": self.state,
+            "digest": self.digest,
+        }
 
     @property
     def occupies_memory(self) -> bool:

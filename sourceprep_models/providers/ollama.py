@@ -35,7 +35,7 @@ from sourceprep_models.providers._http import send
 from sourceprep_models.providers.base import Capabilities, LoadedModel, LoadOutcome, LoadRequest, ModelInfo
 
 if TYPE_CHECKING:
-    from sourceprep_models.estimate import GGUFMetadata
+    from sourceprep_models.memory.estimate import GGUFMetadata
 
 # Fragments of llama-server's load-failure texts that mean "not enough memory" (§4.9).
 _OOM_MARKERS = ("out of memory", "out-of-memory", "requires more system memory", "cudamalloc failed")
@@ -96,7 +96,7 @@ class OllamaProvider:
             path = Path(identity[5:])
             if path.is_file():
                 return [path]
-        from sourceprep_models.ollama_store import StoreError, find_weight_files
+        from sourceprep_models.providers.ollama_store import StoreError, find_weight_files
 
         try:
             return [weight.path for weight in find_weight_files(name, os.environ)]
@@ -107,7 +107,7 @@ class OllamaProvider:
         """Architecture numbers for the memory estimate: from the local blob's header, else /api/show."""
         from platformdirs import user_cache_path
 
-        from sourceprep_models.estimate import MetadataCache, metadata_from_show, read_gguf
+        from sourceprep_models.memory.estimate import MetadataCache, metadata_from_show, read_gguf
 
         # Blobs are content-addressed, so metadata read once is valid forever (hardware.md §4.2).
         identity = self.describe(name).identity

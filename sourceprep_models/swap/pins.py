@@ -10,9 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from sourceprep_models.errors import ModelNotFound
-from sourceprep_models.executor import Executor, Step
-from sourceprep_models.planner import Plan
-from sourceprep_models.session import Session
+from sourceprep_models.planning.load import Plan
+from sourceprep_models.swap.executor import Executor, Step
+from sourceprep_models.swap.session import Session
 
 
 @dataclass

@@ -29,12 +29,12 @@ from typing import Any, TextIO
 
 from sourceprep_models.config.schema import Config, Endpoint, ModelSpec, Pipeline, Stage, StageGroup
 from sourceprep_models.errors import ConfigError, DoesNotFit, ModelNotFound, SourceprepError, UsageError
-from sourceprep_models.executor import Executor, Step
-from sourceprep_models.lookahead import PipelineModel, PipelinePlan, PipelineRefusal, StagePlan, plan_pipeline
-from sourceprep_models.planner import Demand, Plan, Resident
-from sourceprep_models.prefetch import Prefetch, cache_state, warm_paths, weight_paths
-from sourceprep_models.session import Session
-from sourceprep_models.work import PromptClient, WorkResult, model_environment, read_prompts_file, run_command
+from sourceprep_models.pipeline.work import PromptClient, WorkResult, model_environment, read_prompts_file, run_command
+from sourceprep_models.planning.load import Demand, Plan, Resident
+from sourceprep_models.planning.lookahead import PipelineModel, PipelinePlan, PipelineRefusal, StagePlan, plan_pipeline
+from sourceprep_models.swap.executor import Executor, Step
+from sourceprep_models.swap.session import Session
+from sourceprep_models.warming.prefetch import Prefetch, cache_state, warm_paths, weight_paths
 
 
 @dataclass(frozen=True)
@@ -725,7 +725,7 @@ class PipelineRun:
 
     def _restore_pins_at_end(self) -> None:
         """Pins the plan moved out for heavy stages come back before the run returns."""
-        from sourceprep_models.pins import repair_pins
+        from sourceprep_models.swap.pins import repair_pins
 
         for session in self._sessions.values():
             if getattr(session.provider, "always_ready", False) or not session.pinned_specs():

@@ -44,7 +44,7 @@ def margin_bytes() -> int:
 
 def cache_state(paths: list[Path]) -> str | None:
     """``"warm"`` when every file is at least 90 % in the page cache, ``"cold"`` otherwise, None when unknown."""
-    from sourceprep_models import pagecache
+    from sourceprep_models.warming import pagecache
 
     if not paths:
         return None
@@ -56,7 +56,7 @@ def cache_state(paths: list[Path]) -> str | None:
 
 def warm_paths(paths: list[Path], cancel: threading.Event | None = None) -> tuple[float, str]:
     """Read the files into the page cache; (seconds, one-line detail)."""
-    from sourceprep_models import pagecache
+    from sourceprep_models.warming import pagecache
 
     margin = margin_bytes()
     started = time.monotonic()

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from sourceprep_models.errors import DeadlineExceeded, ModelNotFound, ServerError, SourceprepError
-from sourceprep_models.planner import Plan, Resident
+from sourceprep_models.planning.load import Plan, Resident
 from sourceprep_models.providers.base import LoadedModel, LoadRequest, Provider
 from sourceprep_models.units import format_seconds, percent
 
@@ -51,7 +51,6 @@ class LoadReport:
         return sum(step.wall_s for step in self.steps)
 
     def to_dict(self) -> dict[str, Any]:
-        from sourceprep_models.render import loaded_model_dict
 
         return {
             "model": self.model,
@@ -59,7 +58,7 @@ class LoadReport:
             "outcome": self.outcome,
             "total_s": round(self.total_s, 4),
             "steps": [step.to_dict() for step in self.steps],
-            "resident": loaded_model_dict(self.resident) if self.resident else None,
+            "resident": self.resident.to_dict() if self.resident else None,
             "evicted": self.evicted,
             "evicted_by_server": self.evicted_by_server,
             "pending_restore": self.pending_restore,

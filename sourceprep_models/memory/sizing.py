@@ -138,7 +138,7 @@ def predict(
         except Exception:  # metadata is an optimisation: any failure falls back to the file size
             meta = None
     if meta is not None:
-        from sourceprep_models.estimate import estimate
+        from sourceprep_models.memory.estimate import estimate
 
         try:
             result = estimate(meta, num_ctx=context, backend=backend_of(hardware))

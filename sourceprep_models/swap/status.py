@@ -25,7 +25,6 @@ class EndpointStatus:
     pins: set[str] = field(default_factory=set)  # configured always_available models on this endpoint
 
     def to_dict(self) -> dict[str, Any]:
-        from sourceprep_models.render import loaded_model_dict
 
         return {
             "name": self.name,
@@ -34,9 +33,7 @@ class EndpointStatus:
             "ok": self.error is None,
             "error": self.error,
             "server": self.server,
-            "models": [
-                {**loaded_model_dict(model), "always_available": model.name in self.pins} for model in self.models
-            ],
+            "models": [{**model.to_dict(), "always_available": model.name in self.pins} for model in self.models],
         }
 
 

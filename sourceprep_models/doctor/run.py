@@ -55,9 +55,9 @@ if TYPE_CHECKING:
     from sourceprep_models.config.loader import ConfigLocation
     from sourceprep_models.config.schema import Config, Endpoint, ModelSpec
     from sourceprep_models.hardware import Hardware, ProbeSystem
+    from sourceprep_models.memory.sizing import Budget, SizeBook
     from sourceprep_models.providers.base import LoadedModel, ModelInfo, Provider
-    from sourceprep_models.session import Session
-    from sourceprep_models.sizing import Budget, SizeBook
+    from sourceprep_models.swap.session import Session
 
 Status = Literal["ok", "warning", "problem", "skipped"]
 STATUSES: tuple[Status, ...] = ("ok", "warning", "problem", "skipped")
@@ -331,7 +331,7 @@ def check_config_valid(config: Config | None, error: str | None) -> Check:
 
 def check_endpoint_source(endpoint: Endpoint, config: Config, environ: Mapping[str, str]) -> Check:
     """Which precedence layer supplied the endpoint, and whether OLLAMA_HOST disagrees with it."""
-    from sourceprep_models.providers._ollama_host import ollama_base_url
+    from sourceprep_models.config.ollama_host import ollama_base_url
 
     check_id = f"config.endpoint.{endpoint.name}"
     where = {
@@ -995,7 +995,7 @@ def _port_of(url: str) -> int:
 
 def read_server_env(endpoint: Endpoint, processes: list[ServerProcess]) -> ServerEnv:
     """The environment of the ``ollama serve`` behind this endpoint, or why it is inferred instead."""
-    from sourceprep_models.providers._ollama_host import ollama_base_url
+    from sourceprep_models.config.ollama_host import ollama_base_url
 
     if not is_local(endpoint.url):
         return ServerEnv({}, False, "inferred: the server runs on another machine")
@@ -1247,7 +1247,7 @@ def check_num_parallel(endpoint: Endpoint, os_name: str, env: ServerEnv) -> Chec
 
 def run_doctor(inputs: DoctorInputs, system: DoctorSystem, *, now: datetime | None = None) -> DoctorReport:
     """Every check, in order: config, hardware, then each endpoint with its models and settings."""
-    from sourceprep_models.sizing import memory_budget
+    from sourceprep_models.memory.sizing import memory_budget
 
     report = DoctorReport()
     checks = report.checks
@@ -1304,7 +1304,7 @@ _Plans = Mapping[str, list[tuple[str, _Target, str]]]
 
 
 def _pipeline_targets(config: Config, checks: list[Check]) -> dict[str, list[tuple[str, _Target, str]]]:
-    from sourceprep_models.pipeline import expand, resolve_target
+    from sourceprep_models.pipeline.run import expand, resolve_target
 
     plans: dict[str, list[tuple[str, _Target, str]]] = {}
     for name, pipeline in config.pipelines.items():
@@ -1406,7 +1406,7 @@ class _EndpointRun:
     def _with_provider(
         self, provider: Provider, identity: ServerIdentity, targets: list[_Target]
     ) -> tuple[str, int] | None:
-        from sourceprep_models.session import Session
+        from sourceprep_models.swap.session import Session
 
         endpoint = self.endpoint
         session = Session(
@@ -1720,7 +1720,7 @@ class LocalSystem:
             return []
 
     def stage_durations(self, pipeline: str) -> dict[str, float]:
-        from sourceprep_models.pipeline import load_state, state_path
+        from sourceprep_models.pipeline.run import load_state, state_path
 
         try:
             state = load_state(state_path(pipeline))
@@ -1736,7 +1736,7 @@ class LocalSystem:
         return durations
 
     def size_book(self) -> SizeBook:
-        from sourceprep_models.sizing import default_size_book
+        from sourceprep_models.memory.sizing import default_size_book
 
         return default_size_book()
 

@@ -13,9 +13,9 @@ from typing import Any
 from sourceprep_models.config.schema import Config, Endpoint, ModelSpec
 from sourceprep_models.constants import DEFAULT_LOAD_TIMEOUT_S
 from sourceprep_models.errors import ModelNotFound
-from sourceprep_models.planner import Demand, Plan, Policy, Refusal, Resident, plan_load
+from sourceprep_models.memory.sizing import Budget, Prediction, SizeBook, memory_budget, predict
+from sourceprep_models.planning.load import Demand, Plan, Policy, Refusal, Resident, plan_load
 from sourceprep_models.providers.base import LoadedModel, LoadRequest, Provider
-from sourceprep_models.sizing import Budget, Prediction, SizeBook, memory_budget, predict
 from sourceprep_models.units import KeepAlive
 
 FOREVER = KeepAlive(None)

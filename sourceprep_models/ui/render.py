@@ -4,65 +4,23 @@ anything a JSON consumer would not also get."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from sourceprep_models.units import format_seconds, human_bytes, percent
+from sourceprep_models.units import format_seconds, human_bytes, processor, until
 
 if TYPE_CHECKING:
     from rich.table import Table
 
     from sourceprep_models.bench import Alternation, ModelBench
-    from sourceprep_models.executor import LoadReport, Step, UnloadReport
-    from sourceprep_models.pipeline import RunPlan, RunReport
-    from sourceprep_models.planner import Plan, Refusal
+    from sourceprep_models.memory.sizing import Budget, Prediction
+    from sourceprep_models.pipeline.run import RunPlan, RunReport
+    from sourceprep_models.planning.load import Plan, Refusal
     from sourceprep_models.providers.base import LoadedModel
-    from sourceprep_models.sizing import Budget, Prediction
-    from sourceprep_models.status import StatusReport
+    from sourceprep_models.swap.executor import LoadReport, Step, UnloadReport
+    from sourceprep_models.swap.status import StatusReport
 
 
 # -- dicts ---------------------------------------------------------------------------------------
-
-
-def processor(size: int | None, size_vram: int | None) -> str:
-    """Where a model runs, in `ollama ps` words: ``100% GPU``, ``100% CPU``, ``25%/75% CPU/GPU``."""
-    if not size or size_vram is None:
-        return "unknown"
-    if size_vram <= 0:
-        return "100% CPU"
-    if size_vram >= size:
-        return "100% GPU"
-    gpu = percent(size_vram, size)
-    return f"{100 - gpu}%/{gpu}% CPU/GPU"
-
-
-def until(expires_at: datetime | None, now: datetime | None = None) -> str:
-    """Relative expiry as `ollama ps` shows it (ollama.md §2.4)."""
-    if expires_at is None:
-        return "unknown"
-    now = now or datetime.now(UTC)
-    seconds = (expires_at - now).total_seconds()
-    if seconds > 20 * 365 * 86400:
-        return "forever"
-    if seconds <= 0:
-        return "stopping"
-    return f"in {format_seconds(seconds)}"
-
-
-def loaded_model_dict(model: LoadedModel) -> dict[str, Any]:
-    return {
-        "name": model.name,
-        "size": model.size,
-        "size_vram": model.size_vram,
-        "vram_percent": percent(model.size_vram, model.size) if model.size and model.size_vram is not None else None,
-        "processor": processor(model.size, model.size_vram),
-        "context_length": model.context_length,
-        "expires_at": model.expires_at.isoformat() if model.expires_at else None,
-        "until": until(model.expires_at),
-        "pinned": model.pinned,
-        "state": model.state,
-        "digest": model.digest,
-    }
 
 
 # -- tables --------------------------------------------------------------------------------------
@@ -191,7 +149,7 @@ def plan_dict(
 
 
 def plan_table(plan: Plan | Refusal, prediction: Prediction, budget: Budget, loaded: list[LoadedModel]) -> Table:
-    from sourceprep_models.planner import Refusal
+    from sourceprep_models.planning.load import Refusal
 
     table = _table("MODEL", "ACTION", "SIZE", "NOTE")
     evicted = set() if isinstance(plan, Refusal) else {victim.name for victim in plan.evict}
