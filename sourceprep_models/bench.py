@@ -106,7 +106,6 @@ def bench_models(
 ) -> list[ModelBench]:
     """Cold load, warm load, first token for each model (evicting others as ``load`` would)."""
     from sourceprep_models.warming import pagecache
-    from sourceprep_models.warming.prefetch import weight_paths
 
     dropped_all = pagecache.drop_all_caches()
     results = []
@@ -115,7 +114,7 @@ def bench_models(
         for name in names:
             bench = ModelBench(model=name)
             request = session.request(name, session.config.models.get(name))
-            paths = weight_paths(session.provider, name)
+            paths = session.weight_paths(name)
             _unload(session, executor, name)
             on_step(f"{name}: cold load")
             dropped = bool(paths) and all(pagecache.drop(path) for path in paths)

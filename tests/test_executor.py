@@ -11,17 +11,17 @@ import pytest
 from sourceprep_models.config.schema import Endpoint
 from sourceprep_models.errors import DoesNotFit, ServerBusy
 from sourceprep_models.planning.load import Demand, Plan, Resident
-from sourceprep_models.providers.base import Capabilities, LoadedModel, LoadOutcome, LoadRequest, ModelInfo
+from sourceprep_models.providers.base import Capabilities, LoadedModel, LoadOutcome, LoadRequest, ModelInfo, Provider
 from sourceprep_models.swap.executor import Executor
 from sourceprep_models.swap.locks import endpoint_lock, lock_path
 from sourceprep_models.units import KeepAlive
 
 
-class FakeServer:
+class FakeServer(Provider):
     """Loads and unloads instantly; ``fail_on`` makes loading one model raise."""
 
     kind: ClassVar[str] = "fake"
-    capabilities: ClassVar[Capabilities] = Capabilities(True, True, True, True)
+    capabilities = Capabilities(True, True, True, True)
 
     def __init__(self, loaded: list[str], fail_on: dict[str, BaseException] | None = None) -> None:
         self.endpoint = Endpoint(name="fake", kind="fake", url="http://fake")

@@ -71,7 +71,7 @@ def test_registry_creates_an_always_ready_provider() -> None:
     provider = create_provider(ENDPOINT)
     try:
         assert isinstance(provider, OpenAIProvider)
-        assert OpenAIProvider.always_ready is True
+        assert OpenAIProvider.capabilities.always_ready is True
         caps = provider.capabilities
         assert (caps.can_load, caps.can_unload, caps.can_pin, caps.reports_memory) == (False, False, False, False)
     finally:

@@ -43,7 +43,7 @@ def bench(
     names = [spec.name if spec else model for (spec, _), model in zip(resolved, models, strict=True)]
     target = resolved[0][1]
     with open_session(app, target) as session:
-        if getattr(session.provider, "always_ready", False):
+        if session.provider.capabilities.always_ready:
             raise UsageError(f"endpoint {target.name!r} is a cloud API: nothing is loaded there to benchmark")
         for name in names:
             session.provider.describe(name)  # unknown → exit 3 before anything is unloaded

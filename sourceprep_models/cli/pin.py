@@ -56,16 +56,9 @@ def pin(
         if not session.provider.capabilities.can_pin:
             from sourceprep_models.errors import Unsupported
 
-            advice = getattr(session.provider, "pin_advice", None)
-            reason = (
-                advice(name)
-                if advice is not None
-                else f"endpoint {target.name!r} ({target.kind}) keeps no models resident on this machine, so there "
-                f"is nothing to pin; {name} is always ready there"
-            )
-            raise Unsupported(f"{reason} (the config is unchanged)")
+            raise Unsupported(f"{session.provider.pin_advice(name)} (the config is unchanged)")
         # Servers with a pin of their own (oMLX is_pinned) get it set too, so their eviction respects it.
-        server_pin = getattr(session.provider, "set_pinned", None)
+        server_pin = session.provider.set_pinned if session.provider.capabilities.pins_on_server else None
         if remove:
             edit_config(path, lambda text: set_pin(text, key, name, None, pinned=False), app.environ)
             session.config = app.reload_config()

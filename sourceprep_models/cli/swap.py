@@ -94,7 +94,7 @@ def run_load(
 
     out = app.output
     executor = make_executor(app, session)
-    if getattr(session.provider, "always_ready", False):
+    if session.provider.capabilities.always_ready:
         from sourceprep_models.swap.executor import LoadReport
 
         session.provider.describe(request.name)  # an unknown model is still exit 3
@@ -147,9 +147,9 @@ def run_load(
 
 def _warmer(app: AppContext, session: Session, name: str) -> Callable[[], tuple[float, str] | None] | None:
     """A callable for the executor: pre-read the weights when they are on this machine's disk."""
-    from sourceprep_models.warming.prefetch import warm_paths, weight_paths
+    from sourceprep_models.warming.prefetch import warm_paths
 
-    paths = weight_paths(session.provider, name)
+    paths = session.weight_paths(name)
     if not paths:
         return None
     return lambda: warm_paths(paths)

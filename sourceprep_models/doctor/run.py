@@ -1427,7 +1427,7 @@ class _EndpointRun:
         if supports is not None:
             self.out.append(supports)
 
-        plan_memory = not getattr(provider, "always_ready", False) and self.budget.total is not None
+        plan_memory = not provider.capabilities.always_ready and self.budget.total is not None
         pinned_keys = {spec.key for spec in session.pinned_specs()}
         facts = [self._facts(session, target, plan_memory, pinned_keys) for target in targets]
         sized = {fact.target.key: fact.sized for fact in facts if fact.sized is not None}

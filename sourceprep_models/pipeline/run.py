@@ -34,7 +34,7 @@ from sourceprep_models.planning.load import Demand, Plan, Resident
 from sourceprep_models.planning.lookahead import PipelineModel, PipelinePlan, PipelineRefusal, StagePlan, plan_pipeline
 from sourceprep_models.swap.executor import Executor, Step
 from sourceprep_models.swap.session import Session
-from sourceprep_models.warming.prefetch import Prefetch, cache_state, warm_paths, weight_paths
+from sourceprep_models.warming.prefetch import Prefetch, cache_state, warm_paths
 
 
 @dataclass(frozen=True)
@@ -158,7 +158,7 @@ def plan_run(
         identity = session.identity(target.name)
         identities[run.id] = identity
         names.setdefault(identity, target.name)
-        if getattr(session.provider, "always_ready", False):
+        if session.provider.capabilities.always_ready:
             ready.add(run.id)
             continue
         if identity not in sizes:
@@ -629,7 +629,7 @@ class PipelineRun:
                 if identity in resident and step.action == "hit":
                     pass
                 else:
-                    paths = weight_paths(session.provider, target.name)
+                    paths = session.weight_paths(target.name)
                     warm = None if row.prefetched or not self.ctx.warm else (lambda: warm_paths(paths))
                     row.cache = "warm" if row.prefetched else cache_state(paths)
                     victims = tuple(
@@ -686,7 +686,7 @@ class PipelineRun:
         if step is None or step.prefetch is None:
             return None
         name = plan.names.get(step.prefetch, step.prefetch)
-        paths = weight_paths(session.provider, name)
+        paths = session.weight_paths(name)
         if not paths:
             return None
         return _PrefetchHandle(step.prefetch, Prefetch.start(name, paths))
@@ -728,7 +728,7 @@ class PipelineRun:
         from sourceprep_models.swap.pins import repair_pins
 
         for session in self._sessions.values():
-            if getattr(session.provider, "always_ready", False) or not session.pinned_specs():
+            if session.provider.capabilities.always_ready or not session.pinned_specs():
                 continue
             try:
                 with self.ctx.lock(session):

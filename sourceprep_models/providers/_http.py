@@ -11,6 +11,7 @@ import httpx
 
 from sourceprep_models.constants import CONNECT_TIMEOUT_S, READ_TIMEOUT_S
 from sourceprep_models.errors import DeadlineExceeded, ServerError, ServerUnreachable, SourceprepError
+from sourceprep_models.providers.base import Provider
 
 if TYPE_CHECKING:
     from sourceprep_models.config.schema import Endpoint
@@ -125,7 +126,7 @@ def strip_api_base(url: str, suffixes: tuple[str, ...] = ("/v1",)) -> str:
     return root
 
 
-class HTTPEndpoint:
+class HTTPEndpoint(Provider):
     """What every HTTP provider shares: how it names its endpoint in messages, how it sends a
     request (one translation of transport errors, ``send``), and how it keeps its API key out of
     both: the key is read from the environment variable the endpoint names (``api_key_env``) at each

@@ -10,12 +10,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
+from sourceprep_models.errors import Unsupported
 from sourceprep_models.units import percent, processor, until
 
 if TYPE_CHECKING:
     from sourceprep_models.config.schema import Endpoint
+    from sourceprep_models.memory.estimate import GGUFMetadata
     from sourceprep_models.units import KeepAlive
 
 
@@ -32,6 +35,12 @@ class Capabilities:
     # A load can choose the context length (Ollama num_ctx, LM Studio context_length); llama.cpp's is
     # fixed by the server's arguments, so a different --ctx there is not a reason to reload.
     sets_context: bool = True
+    # Nothing is ever resident on this machine (a cloud API): loads are no-ops and no budget is used.
+    always_ready: bool = False
+    # One request unloads every model (llama-swap /api/models/unload), also where per-model unload is missing.
+    unloads_all_at_once: bool = False
+    # The server has a pin of its own that this tool sets beside the config (oMLX is_pinned).
+    pins_on_server: bool = False
 
 
 @dataclass(frozen=True)
@@ -123,34 +132,71 @@ class LoadOutcome:
     server_load_s: float | None = None
 
 
-class Provider(Protocol):
+class Provider:
+    """One server's protocol. Subclasses implement the six required methods; the optional ones have
+    defaults that say "this server has no such thing", so the core calls them without asking which
+    kind of server it talks to (what a server can do is data: ``capabilities``)."""
+
     kind: ClassVar[str]
-
-    # A property in the Protocol so that a provider may set it per endpoint (vLLM: parks_in_ram
-    # depends on the endpoint's sleep_level) or as a class attribute.
-    @property
-    def capabilities(self) -> Capabilities: ...
-
+    # A class attribute, or set per instance when it depends on the endpoint (vLLM: parks_in_ram
+    # follows the endpoint's sleep_level).
+    capabilities: Capabilities
     endpoint: Endpoint
+
+    # -- required ---------------------------------------------------------------------------------
 
     def list_available(self) -> list[ModelInfo]:
         """Every model the server could load."""
-        ...
+        raise NotImplementedError
 
     def describe(self, name: str) -> ModelInfo:
         """One model, or ``ModelNotFound`` (with "did you mean") when the server does not have it."""
-        ...
+        raise NotImplementedError
 
     def list_loaded(self) -> list[LoadedModel]:
         """Models resident now."""
-        ...
+        raise NotImplementedError
 
     def load(self, request: LoadRequest) -> LoadOutcome:
         """Load and return once the server says the model is ready."""
-        ...
+        raise NotImplementedError
 
     def unload(self, name: str) -> None:
         """Ask the server to release the model; it may finish later (the executor waits)."""
-        ...
+        raise NotImplementedError
 
-    def close(self) -> None: ...
+    def close(self) -> None:
+        raise NotImplementedError
+
+    # -- optional: defaults for servers without the feature ---------------------------------------
+
+    def max_loaded(self) -> int | None:
+        """The server's own cap on loaded models (llama.cpp ``--models-max``), if it has and reports one."""
+        return None
+
+    def server_facts(self) -> dict[str, Any] | None:
+        """What the server says about itself, for ``status`` (None: nothing to add)."""
+        return None
+
+    def weight_paths(self, name: str) -> list[Path]:
+        """The model's weight files when they are on this machine's disk (for page-cache warming)."""
+        return []
+
+    def gguf_metadata(self, name: str) -> GGUFMetadata | None:
+        """The model's GGUF header, for the memory formula, when the server or the disk gives it."""
+        return None
+
+    def unload_all(self) -> None:
+        """Unload everything in one request; only called when ``capabilities.unloads_all_at_once``."""
+        raise Unsupported(f"{self.kind} has no single request that unloads every model")
+
+    def set_pinned(self, name: str, pinned: bool) -> None:
+        """Set the server's own pin; only called when ``capabilities.pins_on_server``."""
+        raise Unsupported(f"{self.kind} keeps no pins of its own")
+
+    def pin_advice(self, name: str) -> str:
+        """Why ``pin`` cannot work here and what to do instead (when ``capabilities.can_pin`` is false)."""
+        return (
+            f"endpoint {self.endpoint.name!r} ({self.kind}) keeps no models resident on this machine, so there is "
+            f"nothing to pin; {name} is always ready there"
+        )

@@ -87,9 +87,7 @@ class LlamaCppProvider(HTTPEndpoint):
     server_noun: ClassVar[str] = "a llama.cpp server"
     unreachable_fix: ClassVar[str] = "start it (`llama-server --models-dir DIR --port PORT`)"
     kind: ClassVar[str] = "llamacpp"
-    capabilities: ClassVar[Capabilities] = Capabilities(
-        can_load=True, can_unload=True, can_pin=True, reports_memory=False, sets_context=False
-    )
+    capabilities = Capabilities(can_load=True, can_unload=True, can_pin=True, reports_memory=False, sets_context=False)
 
     def __init__(
         self,

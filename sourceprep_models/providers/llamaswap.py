@@ -109,8 +109,13 @@ class LlamaSwapProvider(HTTPEndpoint):
     unreachable_fix: ClassVar[str] = "start llama-swap (e.g. `llama-swap --config config.yaml --listen :8080`)"
     after_deadline: ClassVar[str] = "llama-swap keeps starting it (check `sourceprep-models status`)"
     kind: ClassVar[str] = "llamaswap"
-    capabilities: ClassVar[Capabilities] = Capabilities(
-        can_load=True, can_unload=True, can_pin=False, reports_memory=False, sets_context=False
+    capabilities = Capabilities(
+        can_load=True,
+        can_unload=True,
+        can_pin=False,
+        reports_memory=False,
+        sets_context=False,
+        unloads_all_at_once=True,
     )
 
     def __init__(self, endpoint: Endpoint, client: httpx.Client | None = None) -> None:

@@ -89,9 +89,7 @@ class LMStudioProvider(HTTPEndpoint):
         "start its server with `lms server start` (or `lms daemon up`, or the app's Developer tab)"
     )
     kind: ClassVar[str] = "lmstudio"
-    capabilities: ClassVar[Capabilities] = Capabilities(
-        can_load=True, can_unload=True, can_pin=True, reports_memory=False
-    )
+    capabilities = Capabilities(can_load=True, can_unload=True, can_pin=True, reports_memory=False)
 
     def __init__(self, endpoint: Endpoint, client: httpx.Client | None = None) -> None:
         self._connect(endpoint, client, server_root(endpoint.url))

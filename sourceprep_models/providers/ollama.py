@@ -32,7 +32,7 @@ from sourceprep_models.errors import (
     Unsupported,
 )
 from sourceprep_models.providers._http import send
-from sourceprep_models.providers.base import Capabilities, LoadedModel, LoadOutcome, LoadRequest, ModelInfo
+from sourceprep_models.providers.base import Capabilities, LoadedModel, LoadOutcome, LoadRequest, ModelInfo, Provider
 
 if TYPE_CHECKING:
     from sourceprep_models.memory.estimate import GGUFMetadata
@@ -41,11 +41,9 @@ if TYPE_CHECKING:
 _OOM_MARKERS = ("out of memory", "out-of-memory", "requires more system memory", "cudamalloc failed")
 
 
-class OllamaProvider:
+class OllamaProvider(Provider):
     kind: ClassVar[str] = "ollama"
-    capabilities: ClassVar[Capabilities] = Capabilities(
-        can_load=True, can_unload=True, can_pin=True, reports_memory=True
-    )
+    capabilities = Capabilities(can_load=True, can_unload=True, can_pin=True, reports_memory=True)
 
     def __init__(self, endpoint: Endpoint, client: httpx.Client | None = None) -> None:
         self.endpoint = endpoint

@@ -114,8 +114,13 @@ class OMLXProvider(HTTPEndpoint):
     unreachable_fix: ClassVar[str] = "start it with `omlx serve` (or the oMLX menu-bar app)"
     after_deadline: ClassVar[str] = "oMLX keeps loading it in the background (check `sourceprep-models status`)"
     kind: ClassVar[str] = "omlx"
-    capabilities: ClassVar[Capabilities] = Capabilities(
-        can_load=True, can_unload=True, can_pin=True, reports_memory=True, sets_context=False
+    capabilities = Capabilities(
+        can_load=True,
+        can_unload=True,
+        can_pin=True,
+        reports_memory=True,
+        sets_context=False,
+        pins_on_server=True,
     )
 
     def __init__(self, endpoint: Endpoint, client: httpx.Client | None = None) -> None:

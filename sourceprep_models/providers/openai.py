@@ -44,18 +44,16 @@ from sourceprep_models.errors import (
     SourceprepError,
 )
 from sourceprep_models.providers._http import error_message
-from sourceprep_models.providers.base import Capabilities, LoadedModel, LoadOutcome, LoadRequest, ModelInfo
+from sourceprep_models.providers.base import Capabilities, LoadedModel, LoadOutcome, LoadRequest, ModelInfo, Provider
 
 MODELS_PATH = "/models"
 
 
-class OpenAIProvider:
+class OpenAIProvider(Provider):
     kind: ClassVar[str] = "openai"
-    capabilities: ClassVar[Capabilities] = Capabilities(
-        can_load=False, can_unload=False, can_pin=False, reports_memory=False
+    capabilities = Capabilities(
+        can_load=False, can_unload=False, can_pin=False, reports_memory=False, always_ready=True
     )
-    # Commands check this to print "cloud endpoint: always ready, nothing to load".
-    always_ready: ClassVar[bool] = True
 
     def __init__(self, endpoint: Endpoint, client: httpx.Client | None = None) -> None:
         self.endpoint = endpoint

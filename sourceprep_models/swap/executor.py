@@ -266,9 +266,9 @@ class Executor:
             return report
 
         started = self._clock()
-        unload_all: Callable[[], None] | None = getattr(self.provider, "unload_all", None)
-        if names is None and unload_all is not None:
-            unload_all()  # one request where the server has one (llama-swap), also on builds without per-model unload
+        if names is None and self.provider.capabilities.unloads_all_at_once:
+            # One request where the server has one (llama-swap), also on builds without per-model unload.
+            self.provider.unload_all()
         else:
             for name in targets.values():
                 self.provider.unload(name)

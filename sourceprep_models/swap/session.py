@@ -6,8 +6,8 @@ session itself only reads (the planner decides, the executor acts).
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from sourceprep_models.config.schema import Config, Endpoint, ModelSpec
@@ -97,7 +97,6 @@ class Session:
     def predict(self, request: LoadRequest) -> Prediction:
         info = self.provider.describe(request.name)
         ctx = request.options.get("num_ctx")
-        metadata: Callable[[str], Any] | None = getattr(self.provider, "gguf_metadata", None)
         return predict(
             info.identity,
             info.size,
@@ -105,7 +104,7 @@ class Session:
             ctx if isinstance(ctx, int) else None,
             self.hardware,
             self.book,
-            (lambda: metadata(request.name)) if metadata is not None else None,
+            lambda: self.provider.gguf_metadata(request.name),
         )
 
     def plan(self, request: LoadRequest, loaded: list[LoadedModel]) -> tuple[Plan | Refusal, Prediction, Budget]:
@@ -133,8 +132,7 @@ class Session:
 
     def max_loaded(self) -> int | None:
         """The server's own cap on loaded models (llama.cpp --models-max), if it has and reports one."""
-        reader: Callable[[], int | None] | None = getattr(self.provider, "max_loaded", None)
-        return reader() if reader is not None else None
+        return self.provider.max_loaded()
 
     def restore_requests(self) -> dict[str, LoadRequest]:
         """For each configured pin, by the name the server lists it under, the request that reloads it."""
@@ -142,6 +140,13 @@ class Session:
         for spec in self.pinned_specs():
             requests[spec.name] = self.request(spec.name, spec)
         return requests
+
+    def weight_paths(self, name: str) -> list[Path]:
+        """The weight files to warm, when they are on this machine's disk."""
+        try:
+            return self.provider.weight_paths(name)
+        except Exception:  # warming is an optimisation: any trouble finding the files just skips it
+            return []
 
     def remember(self, identity: str, num_ctx: int, size: int | None) -> None:
         if size:

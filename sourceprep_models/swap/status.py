@@ -70,8 +70,7 @@ def collect_status(
             provider = make_provider(endpoint)
             try:
                 status.models = provider.list_loaded()
-                facts: Callable[[], dict[str, Any]] | None = getattr(provider, "server_facts", None)
-                status.server = facts() if facts is not None else None
+                status.server = provider.server_facts()
             finally:
                 provider.close()
         except SourceprepError as exc:

@@ -12,28 +12,13 @@ from __future__ import annotations
 import threading
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from sourceprep_models.units import format_seconds, human_bytes
-
-if TYPE_CHECKING:
-    from sourceprep_models.providers.base import Provider
 
 # Warming stops before available RAM would drop below this (or 10 % of RAM, whichever is larger).
 WARM_MARGIN_BYTES = 2 * 1024**3
 # A file at least this resident counts as warm.
 WARM_FRACTION = 0.9
-
-
-def weight_paths(provider: Provider, name: str) -> list[Path]:
-    finder = getattr(provider, "weight_paths", None)
-    if finder is None:
-        return []
-    try:
-        paths: list[Path] = finder(name)
-    except Exception:  # warming is an optimisation: any trouble finding the files just skips it
-        return []
-    return paths
 
 
 def margin_bytes() -> int:
