@@ -23,7 +23,7 @@ from typing import Any
 from sourceprep_models.pipeline.work import PromptClient
 from sourceprep_models.planning.load import Plan
 from sourceprep_models.swap.executor import Executor
-from sourceprep_models.swap.session import Session
+from sourceprep_models.swap.residency import Session
 
 PROMPT = "Say hello in five words."
 
@@ -232,7 +232,7 @@ def _make_both_resident(session: Session, executor: Executor, *requests: Any) ->
         limit = session.max_loaded()
         if limit is not None and limit < 2:
             return f"the server keeps at most {limit} model loaded (llama-server --models-max {limit})"
-        executor.load(request, plan, restore=session.restore_requests())
+        executor.load(request, plan, restore=session.machine.restore_requests())
     resident = {session.identity(model.name) for model in session.loaded()}
     gone = [request.name for request in requests if session.identity(request.name) not in resident]
     if gone:
@@ -252,7 +252,9 @@ def _load(session: Session, executor: Executor, request: Any) -> float:
 
         raise DoesNotFit(plan.reason)
     started = time.monotonic()
-    report = executor.load(request, plan if isinstance(plan, Plan) else None, restore=session.restore_requests())
+    report = executor.load(
+        request, plan if isinstance(plan, Plan) else None, restore=session.machine.restore_requests()
+    )
     load = next((step.wall_s for step in report.steps if step.step == "load"), None)
     return load if load is not None else time.monotonic() - started
 

@@ -58,7 +58,7 @@ def heavy_plan() -> Plan:
     return Plan(incoming=Demand("heavy", "heavy", 20), budget=20, evict=(pin,), restore_after=(pin,))
 
 
-PIN_REQUEST = {"pin": LoadRequest("pin", keep_alive=KeepAlive(None))}
+PIN_REQUEST = {("fake", "pin"): LoadRequest("pin", keep_alive=KeepAlive(None))}
 
 
 def test_order_is_unload_wait_load_verify() -> None:

@@ -27,7 +27,6 @@ def bench(
 ) -> None:
     """Benchmark MODELS: cold load, warm load and first token; or the A/B swap penalty with --alternate."""
     from sourceprep_models import bench as core
-    from sourceprep_models.cli.swap import locked, make_executor, open_session
     from sourceprep_models.errors import UsageError
     from sourceprep_models.swap.pins import repair_pins
     from sourceprep_models.ui import render
@@ -42,13 +41,14 @@ def bench(
         raise UsageError(f"the models are on different endpoints ({', '.join(sorted(targets))}); bench one endpoint")
     names = [spec.name if spec else model for (spec, _), model in zip(resolved, models, strict=True)]
     target = resolved[0][1]
-    with open_session(app, target) as session:
+    with app.machine() as machine:
+        session = machine.session(target)
         if session.provider.capabilities.always_ready:
             raise UsageError(f"endpoint {target.name!r} is a cloud API: nothing is loaded there to benchmark")
         for name in names:
             session.provider.describe(name)  # unknown → exit 3 before anything is unloaded
-        executor = make_executor(app, session)
-        with locked(app, session, 600.0):
+        executor = machine.executor(session)
+        with machine.locked(600.0, app.hooks().waiting):
             try:
                 if alternate is None:
                     results = core.bench_models(session, executor, names, environ=app.environ, on_step=out.info)

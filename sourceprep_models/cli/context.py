@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,7 +12,8 @@ from sourceprep_models.errors import UsageError
 
 if TYPE_CHECKING:
     from sourceprep_models.config.schema import Config, Endpoint, ModelSpec
-    from sourceprep_models.providers.base import Provider
+    from sourceprep_models.swap.operations import Hooks
+    from sourceprep_models.swap.residency import Machine
     from sourceprep_models.ui.output import Output
 
 
@@ -53,40 +55,20 @@ class AppContext:
     def endpoints(self, name: str | None) -> list[Endpoint]:
         return [self.endpoint(name)] if name else list(self.config.endpoints.values())
 
-    def provider(self, endpoint: Endpoint) -> Provider:
-        from sourceprep_models.providers import create_provider
+    def hooks(self) -> Hooks:
+        from sourceprep_models.swap.operations import Hooks
 
-        return create_provider(endpoint)
+        return Hooks(info=self.output.info, warn=self.output.warn, debug=self.output.debug)
+
+    def machine(self, *, single_model: bool = False) -> contextlib.AbstractContextManager[Machine]:
+        from sourceprep_models.swap.operations import open_machine
+
+        return open_machine(self.config, hooks=self.hooks(), single_model=single_model)
 
     def resolve_model(self, name: str, endpoint: str | None) -> tuple[ModelSpec | None, Endpoint]:
         """A configured model (by key or server name) and its endpoint, else the raw name on one."""
-        specs = self.config.find_models(name, endpoint)
-        if len({spec.endpoint for spec in specs}) > 1:
-            where = ", ".join(sorted({spec.endpoint for spec in specs}))
-            raise UsageError(f"{name!r} is configured on several endpoints ({where}); pick one with --endpoint")
-        if specs:
-            return specs[0], self.endpoint(specs[0].endpoint)
-        if endpoint is None and len(self.config.endpoints) > 1:
-            return None, self._endpoint_serving(name)
-        return None, self.endpoint(endpoint)
+        from sourceprep_models.swap.operations import locate
 
-    def _endpoint_serving(self, name: str) -> Endpoint:
-        """An unconfigured name with several endpoints: the one that has it (the default first)."""
-        from sourceprep_models.errors import SourceprepError
-
-        default = self.endpoint(None)
-        ordered = [default] + [ep for ep in self.config.endpoints.values() if ep.name != default.name]
-        serving = []
-        for candidate in ordered:
-            provider = self.provider(candidate)
-            try:
-                provider.describe(name)
-                serving.append(candidate)
-            except SourceprepError:
-                continue  # not there, or that server is down: the others may still have it
-            finally:
-                provider.close()
-        if len(serving) > 1:
-            where = ", ".join(ep.name for ep in serving)
-            raise UsageError(f"{name!r} is offered by several endpoints ({where}); pick one with --endpoint")
-        return serving[0] if serving else default
+        if endpoint is not None:
+            self.endpoint(endpoint)  # an unknown --endpoint is a usage error first
+        return locate(self.config, name, endpoint)

@@ -27,31 +27,30 @@ def load(
     warm: WarmOption = True,
     json_output: JsonOption = False,
 ) -> None:
-    """Load MODEL (evicting what must leave first) and wait until it is ready."""
-    from sourceprep_models.cli.swap import open_session, parse_keep_alive_option, parse_timeout_option, run_load
+    """Load MODEL (evicting what must leave first, on any server of this machine) and wait until it is ready."""
+    from sourceprep_models.cli.options import parse_keep_alive, parse_timeout
+    from sourceprep_models.errors import DoesNotFit
+    from sourceprep_models.swap import operations
+    from sourceprep_models.swap.operations import LoadOrder, LoadPreview
     from sourceprep_models.ui import render
 
     app = ctx.obj
-    alive = parse_keep_alive_option(keep_alive)
+    out = app.output
+    alive = parse_keep_alive(keep_alive)
     spec, target = app.resolve_model(model, endpoint)
     if spec is not None and spec.always_available and alive is not None and not alive.forever:
-        app.output.warn(f"{model} is marked always_available in the config, so it stays loaded forever")
-    with open_session(app, target, single_model=single_model) as session:
-        request = session.request(
-            model,
-            spec,
-            keep_alive=alive,
-            context_length=context_length,
-            deadline_s=parse_timeout_option(timeout),
-        )
-        outcome = run_load(app, session, request, dry_run=dry_run, warm=warm, json_output=json_output)
-    if outcome is None:  # dry run, already rendered
+        out.warn(f"{model} is marked always_available in the config, so it stays loaded forever")
+    order = LoadOrder(model, spec, target, alive, context_length, parse_timeout(timeout))
+    with app.machine(single_model=single_model) as machine:
+        outcome = operations.load(machine, order, dry_run=dry_run, warm=warm, hooks=app.hooks())
+    if outcome is None:  # dry run on a cloud endpoint, already said
         return
-    out = app.output
+    if isinstance(outcome, LoadPreview):
+        out.json(outcome.to_dict()) if json_output else out.data(render.plan_table(outcome))
+        if outcome.refused is not None:
+            raise DoesNotFit(outcome.refused.reason)
+        return
     for warning in outcome.warnings:
         out.warn(warning)
-    if json_output:
-        out.json(outcome.to_dict())
-    else:
-        out.data(render.steps_table(outcome.steps))
+    out.json(outcome.to_dict()) if json_output else out.data(render.steps_table(outcome.steps))
     out.success(render.load_summary(outcome))

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import dataclasses
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from sourceprep_models.cli.options import EndpointOption, JsonOption, TimeoutOption
-from sourceprep_models.units import KeepAlive
 
-# What an unpinned model gets when its config names no keep_alive: Ollama's own default (ollama.md §4.10).
-UNPINNED_KEEP_ALIVE = KeepAlive(300.0)
+if TYPE_CHECKING:
+    from sourceprep_models.config.schema import Config
 
 
 def pin(
@@ -28,10 +26,10 @@ def pin(
     json_output: JsonOption = False,
 ) -> None:
     """Pin MODEL: record it as always available, load it, keep it loaded. Without MODEL: list pins."""
-    from sourceprep_models.cli.swap import make_executor, open_session, parse_timeout_option, run_load
+    from sourceprep_models.cli.options import parse_timeout
     from sourceprep_models.config.edit import edit_config, set_pin
     from sourceprep_models.errors import UsageError
-    from sourceprep_models.planning.load import Refusal
+    from sourceprep_models.swap import operations
     from sourceprep_models.ui import render
 
     app = ctx.obj
@@ -42,62 +40,30 @@ def pin(
         pins = [spec for spec in app.config.models.values() if spec.always_available]
         if json_output:
             out.json({"pins": [{"key": s.key, "name": s.name, "endpoint": s.endpoint} for s in pins]})
-        else:
-            for spec in pins:
-                out.line(f"{spec.key}\t{spec.name}\t{spec.endpoint}")
+        for spec in [] if json_output else pins:
+            out.line(f"{spec.key}\t{spec.name}\t{spec.endpoint}")
         return
 
     spec, target = app.resolve_model(model, endpoint)
-    key = spec.key if spec else model
-    name = spec.name if spec else model
-    path = app.editable_config_path()
-    with open_session(app, target) as session:
-        session.provider.describe(name)  # unknown model → exit 3 before the config is touched
-        if not session.provider.capabilities.can_pin:
-            from sourceprep_models.errors import Unsupported
+    key, name, path = spec.key if spec else model, spec.name if spec else model, app.editable_config_path()
+    endpoint_key = None if spec is not None or target.name == app.config.default_endpoint else target.name
 
-            raise Unsupported(f"{session.provider.pin_advice(name)} (the config is unchanged)")
-        # Servers with a pin of their own (oMLX is_pinned) get it set too, so their eviction respects it.
-        server_pin = session.provider.set_pinned if session.provider.capabilities.pins_on_server else None
-        if remove:
-            edit_config(path, lambda text: set_pin(text, key, name, None, pinned=False), app.environ)
-            session.config = app.reload_config()
-            new_spec = session.config.models.get(key)
-            # A finite keep_alive replaces the server's "forever" (ollama.md §3.2); no reload happens.
-            request = session.request(name, new_spec)
-            if request.keep_alive is None:
-                request = dataclasses.replace(request, keep_alive=UNPINNED_KEEP_ALIVE)
-            loaded = {session.identity(m.name) for m in session.loaded()}
-            if session.identity(name) in loaded:
-                make_executor(app, session).restore([request], detail="keep-alive reset")
-            if server_pin is not None:
-                server_pin(name, False)
-            if json_output:
-                out.json({"model": name, "endpoint": target.name, "pinned": False, "config": str(path)})
-            out.success(f"unpinned {name} on {target.name} (config: {path})")
-            return
+    def write() -> Config:
+        edit_config(path, lambda text: set_pin(text, key, name, endpoint_key, pinned=not remove), app.environ)
+        config: Config = app.reload_config()
+        return config
 
-        # Plan before writing anything: a pin that can never fit is refused with the config untouched.
-        trial = session.request(name, spec, context_length=context_length, deadline_s=parse_timeout_option(timeout))
-        plan, _, _ = session.plan(trial, session.loaded())
-        if isinstance(plan, Refusal):
-            from sourceprep_models.errors import DoesNotFit
-
-            raise DoesNotFit(plan.reason + " (not pinned; the config is unchanged)")
-        if server_pin is not None:
-            server_pin(name, True)  # first: if the server refuses (no admin access), the config stays unchanged
-        endpoint_key = None if spec is not None or target.name == app.config.default_endpoint else target.name
-        edit_config(path, lambda text: set_pin(text, key, name, endpoint_key, pinned=True), app.environ)
-        session.config = app.reload_config()
-        request = session.request(
-            name, session.config.models.get(key), context_length=context_length, deadline_s=trial.deadline_s
-        )
-        report = run_load(app, session, request, dry_run=False, warm=True)
-    assert report is not None
-    for warning in report.warnings:
+    order = operations.LoadOrder(model, spec, target, None, context_length, parse_timeout(timeout))
+    change = operations.unpin if remove else operations.pin
+    with app.machine() as machine:
+        result = change(machine, order, config_edit=write, config_path=str(path), hooks=app.hooks())
+    for warning in result.report.warnings if result.report else []:
         out.warn(warning)
     if json_output:
-        out.json({**report.to_dict(), "pinned": True, "config": str(path)})
+        out.json(result.to_dict())
+    elif result.report is not None:
+        out.data(render.steps_table(result.report.steps))
+    if remove:
+        out.success(f"unpinned {name} on {target.name} (config: {path})")
     else:
-        out.data(render.steps_table(report.steps))
-    out.success(f"pinned {name} on {target.name}: loaded and kept forever (config: {path})")
+        out.success(f"pinned {name} on {target.name}: loaded and kept forever (config: {path})")

@@ -11,7 +11,9 @@ from sourceprep_models.cli.options import JsonOption, WarmOption
 
 if TYPE_CHECKING:
     from sourceprep_models.cli.context import AppContext
-    from sourceprep_models.pipeline.run import RunContext, RunReport
+    from sourceprep_models.pipeline.report import RunReport
+    from sourceprep_models.pipeline.run import RunContext
+    from sourceprep_models.swap.residency import Machine
 
 
 def run_pipeline(
@@ -45,7 +47,9 @@ def run_pipeline(
 ) -> None:
     """Run pipeline NAME: plan every swap in advance, prefetch, time every stage, resume safely."""
     from sourceprep_models.errors import UsageError
-    from sourceprep_models.pipeline.run import PipelineRun, RunStopped, state_path
+    from sourceprep_models.pipeline.report import RunStopped
+    from sourceprep_models.pipeline.run import PipelineRun
+    from sourceprep_models.pipeline.state import state_path
     from sourceprep_models.planning.lookahead import STRATEGIES
     from sourceprep_models.ui import render
     from sourceprep_models.units import format_seconds, human_bytes
@@ -58,15 +62,15 @@ def run_pipeline(
         raise UsageError("--dry-run plans a whole run; leave out --resume")
     config = app.config
     default_outputs = state_path(name).with_suffix(".outputs.jsonl")
-    runner = PipelineRun(
-        _context(app, prefetch, warm),
-        config,
-        name,
-        resume=resume,
-        outputs=outputs or default_outputs,
-        strategy=strategy,
-    )
-    try:
+    with app.machine() as machine:
+        runner = PipelineRun(
+            _context(app, machine, prefetch, warm),
+            config,
+            name,
+            resume=resume,
+            outputs=outputs or default_outputs,
+            strategy=strategy,
+        )
         if dry_run:
             plan = runner.plan(0)
             if json_output:
@@ -80,8 +84,6 @@ def run_pipeline(
         except RunStopped as stopped:
             _show(app, stopped.report, json_output, report)
             raise
-    finally:
-        runner.close()
     _show(app, result, json_output, report)
     out.success(
         f"{name}: {len(result.stages)} stages in {format_seconds(result.total_s)}; swapping cost "
@@ -107,17 +109,14 @@ def _show(app: AppContext, result: RunReport, json_output: bool, report: Path | 
         app.output.data(render.run_table(result))
 
 
-def _context(app: AppContext, prefetch: bool, warm: bool) -> RunContext:
+def _context(app: AppContext, machine: Machine, prefetch: bool, warm: bool) -> RunContext:
     import os
 
-    from sourceprep_models.cli.swap import locked, make_executor, open_session
     from sourceprep_models.pipeline.run import RunContext
 
     return RunContext(
         reload_config=app.reload_config,
-        open_session=lambda endpoint: open_session(app, endpoint),
-        make_executor=lambda session: make_executor(app, session),
-        lock=lambda session: locked(app, session, 600.0),
+        machine=machine,
         environ=app.environ,
         info=app.output.info,
         warn=app.output.warn,

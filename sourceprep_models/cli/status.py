@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 
 from sourceprep_models.cli.options import EndpointOption, JsonOption
-
-if TYPE_CHECKING:
-    from sourceprep_models.cli.context import AppContext
-    from sourceprep_models.config.schema import Endpoint
 
 
 def status(
@@ -22,27 +18,26 @@ def status(
         bool, typer.Option("--repair/--no-repair", help="Reload configured pins the server has lost.")
     ] = True,
 ) -> None:
-    """Show the models loaded on each endpoint (size, GPU share, context, expiry) and RAM/GPU."""
-    from sourceprep_models.hardware import probe
+    """Show the models loaded on each endpoint (size, GPU share, context, expiry), this machine's budget and RAM/GPU."""
+    from sourceprep_models.swap import operations
     from sourceprep_models.swap.status import collect_status
     from sourceprep_models.ui import render
 
     app = ctx.obj
     out = app.output
     targets = app.endpoints(endpoint)
-    if repair:
-        _repair_pins(app, targets)
-    hardware = {} if no_hardware else probe().to_dict()
-    pins: dict[str, set[str]] = {}
-    for spec in app.config.models.values():
-        if spec.always_available:
-            pins.setdefault(spec.endpoint, set()).add(spec.name)
-    report = collect_status(targets, app.provider, hardware, pins)
+    with app.machine() as machine:
+        if repair:
+            # Pins the server lost (a restart, another client's keep_alive) are put back before reporting.
+            fixed = operations.repair(machine, [target.name for target in targets], hooks=app.hooks())
+            for line in render.repair_lines(fixed):
+                out.warn(line)
+        report = collect_status(machine, targets, hardware=not no_hardware)
     if json_output:
         out.json(report.to_dict())
     else:
         out.data(render.status_table(report))
-        lines = render.server_lines(report) + render.hardware_lines(report.hardware)
+        lines = render.host_lines(report) + render.server_lines(report) + render.hardware_lines(report.hardware)
         if lines:
             out.line()
             for line in lines:
@@ -52,25 +47,3 @@ def status(
             out.error(ep.error)
     if report.exit_code:
         raise typer.Exit(report.exit_code)
-
-
-def _repair_pins(app: AppContext, targets: list[Endpoint]) -> None:
-    """Pins the server lost (a restart, another client's keep_alive) are put back before reporting."""
-    from sourceprep_models.cli.swap import locked, make_executor, open_session
-    from sourceprep_models.errors import SourceprepError
-    from sourceprep_models.swap.pins import repair_pins
-
-    for target in targets:
-        if not any(spec.always_available and spec.endpoint == target.name for spec in app.config.models.values()):
-            continue
-        try:
-            with open_session(app, target) as session, locked(app, session, 60.0):
-                repair = repair_pins(session, make_executor(app, session))
-        except SourceprepError:
-            continue  # the status table reports this endpoint's problem itself
-        for name in repair.repaired:
-            app.output.warn(f"pinned {name} was not kept by {target.name}; reloaded it")
-        for name in repair.absent:
-            app.output.warn(f"pinned {name} is not on {target.name}; pull it there or unpin it")
-        for name in repair.waiting:
-            app.output.warn(f"pinned {name} is not loaded on {target.name} and does not fit beside what is")

@@ -57,7 +57,7 @@ if TYPE_CHECKING:
     from sourceprep_models.hardware import Hardware, ProbeSystem
     from sourceprep_models.memory.sizing import Budget, SizeBook
     from sourceprep_models.providers.base import LoadedModel, ModelInfo, Provider
-    from sourceprep_models.swap.session import Session
+    from sourceprep_models.swap.residency import Session
 
 Status = Literal["ok", "warning", "problem", "skipped"]
 STATUSES: tuple[Status, ...] = ("ok", "warning", "problem", "skipped")
@@ -1304,7 +1304,7 @@ _Plans = Mapping[str, list[tuple[str, _Target, str]]]
 
 
 def _pipeline_targets(config: Config, checks: list[Check]) -> dict[str, list[tuple[str, _Target, str]]]:
-    from sourceprep_models.pipeline.run import expand, resolve_target
+    from sourceprep_models.pipeline.stages import expand, resolve_target
 
     plans: dict[str, list[tuple[str, _Target, str]]] = {}
     for name, pipeline in config.pipelines.items():
@@ -1406,16 +1406,10 @@ class _EndpointRun:
     def _with_provider(
         self, provider: Provider, identity: ServerIdentity, targets: list[_Target]
     ) -> tuple[str, int] | None:
-        from sourceprep_models.swap.session import Session
+        from sourceprep_models.swap.residency import session_for
 
         endpoint = self.endpoint
-        session = Session(
-            config=self.config,
-            endpoint=endpoint,
-            provider=provider,
-            hardware=self.hardware.to_dict(),
-            book=self.system.size_book(),
-        )
+        session = session_for(self.config, provider, self.hardware.to_dict(), self.system.size_book())
         router = identity.kind == "llamacpp" and identity.facts.get("role") == "router"
         if identity.kind == "llamacpp" and not router:
             with contextlib.suppress(SourceprepError, IndexError):
@@ -1720,7 +1714,7 @@ class LocalSystem:
             return []
 
     def stage_durations(self, pipeline: str) -> dict[str, float]:
-        from sourceprep_models.pipeline.run import load_state, state_path
+        from sourceprep_models.pipeline.state import load_state, state_path
 
         try:
             state = load_state(state_path(pipeline))

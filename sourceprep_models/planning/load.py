@@ -16,7 +16,7 @@ is simply "plan, render, don't execute". The rules, in order:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import combinations
 from typing import Any
@@ -36,6 +36,7 @@ class Resident:
     size: int
     pinned: bool = False
     options_key: str = ""  # runner options it was loaded with; a different value forces a reload
+    group: str = ""  # the server (endpoint) it is loaded on; one machine's budget spans its servers
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,7 @@ class Demand:
     size: int  # predicted resident size (weights + KV + compute)
     pinned: bool = False
     options_key: str = ""
+    group: str = ""
 
 
 @dataclass(frozen=True)
@@ -56,7 +58,13 @@ class Policy:
     allow_evict_pinned: bool = False
     # The server's cap on loaded models (llama.cpp --models-max). Over it the server evicts its least
     # recently used model, pinned or not (servers.md §2.3), so the plan evicts one itself first.
-    max_models: int | None = None
+    # An int caps every model together (one server); a mapping caps each group (server) named in it.
+    max_models: int | Mapping[str, int] | None = None
+
+    def cap_for(self, group: str) -> int | None:
+        if self.max_models is None or isinstance(self.max_models, int):
+            return self.max_models
+        return self.max_models.get(group)
 
 
 @dataclass(frozen=True)
@@ -158,10 +166,13 @@ def plan_load(resident: Sequence[Resident], incoming: Demand, policy: Policy) ->
                 f"evicting pinned {names} to fit {incoming.name}; it will be reloaded when the heavy work is done"
             )
 
-    if policy.max_models is not None:
+    cap = policy.cap_for(incoming.group)
+    if cap is not None:
         chosen = {id(model) for model in victims}
         staying_now = [model for model in others if id(model) not in chosen]
-        over = len({model.key for model in staying_now}) + 1 - policy.max_models
+        if not isinstance(policy.max_models, int):  # a server's cap counts only that server's models
+            staying_now = [model for model in staying_now if model.group == incoming.group]
+        over = len({model.key for model in staying_now}) + 1 - cap
         if over > 0:
             extra = _count_cover([model for model in staying_now if not model.pinned], over)
             if extra is None:
@@ -173,7 +184,8 @@ def plan_load(resident: Sequence[Resident], incoming: Demand, policy: Policy) ->
                     return Refusal(
                         incoming,
                         policy.budget,
-                        f"the server keeps at most {policy.max_models} models loaded and pinned {names} would have "
+                        f"the server{_named(incoming.group)} keeps at most {cap} models loaded and pinned {names} "
+                        "would have "
                         "to leave; raise its --models-max, set memory.allow_evict_pinned = true, or unpin with "
                         "`sourceprep-models pin --remove`",
                         blocking_pins=tuple(pin_victims),
@@ -181,7 +193,7 @@ def plan_load(resident: Sequence[Resident], incoming: Demand, policy: Policy) ->
                 extra = unpinned + pin_victims
                 warnings.append(
                     f"evicting pinned {', '.join(pin.name for pin in pin_victims)}: the server keeps at most "
-                    f"{policy.max_models} models; it will be reloaded when the heavy work is done"
+                    f"{cap} models; it will be reloaded when the heavy work is done"
                 )
             victims += extra
 
@@ -238,3 +250,7 @@ def _cheapest_cover(candidates: Sequence[Resident], need: int) -> list[Resident]
         if best is not None:
             return list(best)
     return []
+
+
+def _named(group: str) -> str:
+    return f" {group!r}" if group else ""

@@ -87,6 +87,7 @@ class PipelineModel:
     size: int  # predicted resident bytes
     pinned: bool = False
     keep_alive_s: float | None = None  # only the "ollama" strategy uses it (None = Ollama's default 5 min)
+    group: str = ""  # the server (endpoint) it loads on; one machine's budget spans its servers
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,10 @@
 Commands never call a provider's ``unload`` and then ``load`` themselves; they hand the work to an
 ``Executor``, which times each step, waits for asynchronous unloads to finish, and checks what the
 server really has afterwards instead of trusting a 200.
+
+An executor drives one endpoint and, through ``peers``, the machine's other servers: a plan made for
+the whole machine may evict a model from another server (its ``Resident.group``) to make room here,
+and a pin evicted there is restored there.
 """
 
 from __future__ import annotations
@@ -16,6 +20,19 @@ from sourceprep_models.errors import DeadlineExceeded, ModelNotFound, ServerErro
 from sourceprep_models.planning.load import Plan, Resident
 from sourceprep_models.providers.base import LoadedModel, LoadRequest, Provider
 from sourceprep_models.units import format_seconds, percent
+
+# Joins an endpoint name and a model identity into a key unique across the machine's servers.
+_KEY_SEP = "\x1f"
+
+
+def machine_key(endpoint: str, identity: str) -> str:
+    """The planner's key for a model on one endpoint: the same GGUF on two servers is two residents."""
+    return f"{endpoint}{_KEY_SEP}{identity}"
+
+
+def local_identity(key: str) -> str:
+    """The identity part of a machine key (a plain identity is returned as it is)."""
+    return key.rpartition(_KEY_SEP)[2]
 
 
 @dataclass(frozen=True)
@@ -33,6 +50,16 @@ class Step:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class Eviction:
+    model: str
+    endpoint: str
+    pinned: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
 @dataclass
 class LoadReport:
     model: str
@@ -41,6 +68,8 @@ class LoadReport:
     steps: list[Step] = field(default_factory=list)
     resident: LoadedModel | None = None
     evicted: list[str] = field(default_factory=list)
+    # Every eviction with its endpoint and whether it was a pin (victims may sit on another server).
+    evictions: list[Eviction] = field(default_factory=list)
     evicted_by_server: list[str] = field(default_factory=list)
     pending_restore: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
@@ -60,6 +89,7 @@ class LoadReport:
             "steps": [step.to_dict() for step in self.steps],
             "resident": self.resident.to_dict() if self.resident else None,
             "evicted": self.evicted,
+            "evictions": [eviction.to_dict() for eviction in self.evictions],
             "evicted_by_server": self.evicted_by_server,
             "pending_restore": self.pending_restore,
             "predicted_size": self.prediction,
@@ -89,6 +119,7 @@ class Executor:
         self,
         provider: Provider,
         *,
+        peers: Mapping[str, Provider] | None = None,
         on_step: Callable[[Step], None] | None = None,
         poll_interval_s: float = 0.1,
         clock: Callable[[], float] = time.monotonic,
@@ -96,6 +127,7 @@ class Executor:
     ) -> None:
         self.provider = provider
         self.endpoint = provider.endpoint.name
+        self._providers = {**(peers or {}), self.endpoint: provider}
         self._on_step = on_step
         self._poll = poll_interval_s
         self._clock = clock
@@ -109,14 +141,14 @@ class Executor:
         plan: Plan | None = None,
         *,
         warm: Callable[[], tuple[float, str] | None] | None = None,
-        restore: Mapping[str, LoadRequest] | None = None,
+        restore: Mapping[tuple[str, str], LoadRequest] | None = None,
         unload_timeout_s: float = 120.0,
     ) -> LoadReport:
-        """Make ``request.name`` resident, evicting what ``plan`` says first.
+        """Make ``request.name`` resident, evicting what ``plan`` says first (on whichever server).
 
         ``warm`` pre-reads the weights into the page cache and returns (seconds, detail); ``restore``
-        maps the name of each pin the plan evicts to the request that brings it back: if anything
-        fails after the evictions (or the user presses Ctrl-C), those pins are reloaded at once.
+        maps (endpoint, name) of each pin the plan may evict to the request that brings it back: if
+        anything fails after the evictions (or the user presses Ctrl-C), those pins are reloaded at once.
         """
         target = self.provider.describe(request.name)  # unknown model → ModelNotFound before anything else
         before = self._resident_by_identity()
@@ -139,17 +171,23 @@ class Executor:
             if warmed is not None:
                 self._record(report.steps, Step("warm", request.name, self.endpoint, warmed[0], detail=warmed[1]))
 
-        victims = [victim for victim in (plan.evict if plan else ()) if victim.key != target.identity]
-        evicted_pins: list[str] = []
+        victims = [
+            victim
+            for victim in (plan.evict if plan else ())
+            if not (self._endpoint_of(victim) == self.endpoint and local_identity(victim.key) == target.identity)
+        ]
+        evicted_pins: list[tuple[str, str]] = []
         try:
             if victims:
+                evicted_pins = [(self._endpoint_of(victim), victim.name) for victim in victims if victim.pinned]
                 self._evict(victims, before, report, unload_timeout_s)
-                evicted_pins = [victim.name for victim in victims if victim.pinned]
             # Sent even when already loaded: it refreshes the keep-alive (and re-asserts a pin, §3.2).
             result = self.provider.load(request)
         except BaseException as exc:
             if evicted_pins and restore:
-                restored = self._restore_quietly([restore[name] for name in evicted_pins if name in restore])
+                restored = self._restore_quietly(
+                    [(where, restore[where, name]) for where, name in evicted_pins if (where, name) in restore]
+                )
                 if isinstance(exc, SourceprepError):
                     exc.message += f"; restored pinned {', '.join(restored) or 'nothing'}"
                     exc.args = (exc.message,)
@@ -159,7 +197,7 @@ class Executor:
             Step("load", request.name, self.endpoint, result.wall_s, result.server_load_s, outcome),
         )
         self._verify(request, target.identity, before, report, wanted_ctx)
-        report.pending_restore = [name for name in evicted_pins if restore and name in restore]
+        report.pending_restore = [name for where, name in evicted_pins if restore and (where, name) in restore]
         return report
 
     def restore(self, requests: Sequence[LoadRequest], detail: str = "pin reloaded") -> list[Step]:
@@ -172,34 +210,49 @@ class Executor:
             )
         return steps
 
-    def _restore_quietly(self, requests: Sequence[LoadRequest]) -> list[str]:
+    def _restore_quietly(self, requests: Sequence[tuple[str, LoadRequest]]) -> list[str]:
         restored = []
-        for request in requests:
+        for endpoint, request in requests:
             try:
-                self.provider.load(request)
-                restored.append(request.name)
+                self._providers[endpoint].load(request)
+                restored.append(request.name if endpoint == self.endpoint else f"{request.name} on {endpoint}")
             except (SourceprepError, KeyboardInterrupt):
                 continue  # the error being raised already explains the failure; report what came back
         return restored
 
+    def _endpoint_of(self, victim: Resident) -> str:
+        return victim.group or self.endpoint
+
     def _evict(
         self, victims: Sequence[Resident], before: Mapping[str, LoadedModel], report: LoadReport, timeout_s: float
     ) -> None:
+        by_endpoint: dict[str, list[Resident]] = {}
         for victim in victims:
+            by_endpoint.setdefault(self._endpoint_of(victim), []).append(victim)
+        gone_before: dict[str, set[str]] = {}
+        for endpoint, group in by_endpoint.items():
+            provider = self._providers.get(endpoint)
+            if provider is None:
+                raise ServerError(f"the plan evicts from {endpoint}, which this command does not drive")
+            listed = before if endpoint == self.endpoint else self._resident_by_identity(provider)
+            gone_before[endpoint] = {local_identity(v.key) for v in group if local_identity(v.key) in listed}
+            for victim in group:
+                started = self._clock()
+                provider.unload(victim.name)
+                detail = "evict" if endpoint == self.endpoint else f"evict for {report.model} on {self.endpoint}"
+                self._record(
+                    report.steps, Step("unload", victim.name, endpoint, self._clock() - started, detail=detail)
+                )
+        for endpoint, group in by_endpoint.items():
             started = self._clock()
-            self.provider.unload(victim.name)
+            names = {local_identity(victim.key): victim.name for victim in group}
+            self._wait_until_gone(gone_before[endpoint], names, timeout_s, self._providers[endpoint])
             self._record(
-                report.steps, Step("unload", victim.name, self.endpoint, self._clock() - started, detail="evict")
+                report.steps,
+                Step("wait-for-free", ", ".join(names.values()), endpoint, self._clock() - started, detail="gone"),
             )
-        started = self._clock()
-        identities = {victim.key for victim in victims if victim.key in before}
-        names = {victim.key: victim.name for victim in victims}
-        self._wait_until_gone(identities, names, timeout_s)
-        self._record(
-            report.steps,
-            Step("wait-for-free", ", ".join(names.values()), self.endpoint, self._clock() - started, detail="gone"),
-        )
         report.evicted = [victim.name for victim in victims]
+        report.evictions = [Eviction(victim.name, self._endpoint_of(victim), victim.pinned) for victim in victims]
 
     def _verify(
         self,
@@ -286,17 +339,21 @@ class Executor:
         report.unloaded = list(targets.values())
         return report
 
-    def _wait_until_gone(self, identities: set[str], names: dict[str, str], timeout_s: float) -> None:
+    def _wait_until_gone(
+        self, identities: set[str], names: dict[str, str], timeout_s: float, provider: Provider | None = None
+    ) -> None:
+        provider = provider or self.provider
         deadline = self._clock() + timeout_s
         interval = self._poll
         while True:
-            still = identities & set(self._resident_by_identity())
+            still = identities & set(self._resident_by_identity(provider))
             if not still:
                 return
             if self._clock() >= deadline:
                 waiting = ", ".join(sorted(names[identity] for identity in still))
                 raise DeadlineExceeded(
-                    f"{waiting} still loaded on {self.endpoint} after {format_seconds(timeout_s)}; a busy model "
+                    f"{waiting} still loaded on {provider.endpoint.name} after {format_seconds(timeout_s)}; "
+                    "a busy model "
                     "unloads only when its running requests finish; wait and check `sourceprep-models status`, "
                     "or raise --timeout"
                 )
@@ -305,13 +362,14 @@ class Executor:
 
     # -- helpers -------------------------------------------------------------------------------
 
-    def _resident_by_identity(self) -> dict[str, LoadedModel]:
+    def _resident_by_identity(self, provider: Provider | None = None) -> dict[str, LoadedModel]:
+        provider = provider or self.provider
         resident: dict[str, LoadedModel] = {}
-        for model in self.provider.list_loaded():
+        for model in provider.list_loaded():
             if not model.occupies_memory:  # parked/asleep counts as unloaded (vLLM sleep, servers.md §4)
                 continue
             try:
-                identity = self.provider.describe(model.name).identity
+                identity = provider.describe(model.name).identity
             except ModelNotFound:  # deleted while loaded: it can only be matched by name
                 identity = f"name:{model.name}"
             resident[identity] = model

@@ -1,7 +1,9 @@
 """One swap at a time per endpoint, across processes (two CI jobs, two terminals).
 
 A file lock in the user state directory, named after the endpoint's URL so two configs that name
-the same server share it.
+the same server share it. A swap on a machine with several servers may evict from any of them, so it
+takes every one of their locks, always in the same order (sorted by lock file): two processes that
+cross (one loading on A and evicting from B, the other the reverse) queue instead of deadlocking.
 """
 
 from __future__ import annotations
@@ -9,10 +11,17 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sourceprep_models.errors import ServerBusy
+
+if TYPE_CHECKING:
+    from sourceprep_models.config.schema import Endpoint
+
+# Called once with the endpoint's name when its lock is held by another process and the wait begins.
+LockWait = Callable[[str], None]
 
 
 def lock_path(endpoint_url: str) -> Path:
@@ -48,3 +57,19 @@ def endpoint_lock(
         yield
     finally:
         lock.release()
+
+
+@contextlib.contextmanager
+def endpoints_lock(
+    endpoints: Sequence[Endpoint], *, timeout_s: float, on_wait: LockWait | None = None
+) -> Iterator[None]:
+    """The locks of several endpoints, taken in one fixed order (each lock file once)."""
+    ordered: dict[Path, Endpoint] = {}
+    for endpoint in endpoints:
+        ordered.setdefault(lock_path(endpoint.url), endpoint)
+    with contextlib.ExitStack() as stack:
+        for path in sorted(ordered):
+            endpoint = ordered[path]
+            wait = (lambda name=endpoint.name: on_wait(name)) if on_wait is not None else None
+            stack.enter_context(endpoint_lock(endpoint.name, endpoint.url, timeout_s=timeout_s, on_wait=wait))
+        yield

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from sourceprep_models.errors import ModelNotFound
 from sourceprep_models.planning.load import Plan
 from sourceprep_models.swap.executor import Executor, Step
-from sourceprep_models.swap.session import Session
+from sourceprep_models.swap.residency import Session
 
 
 @dataclass
@@ -21,6 +21,7 @@ class Repair:
     repaired: list[str] = field(default_factory=list)
     waiting: list[str] = field(default_factory=list)  # pins that do not fit without evicting
     absent: list[str] = field(default_factory=list)  # pins the server does not have at all
+    where: dict[str, str] = field(default_factory=dict)  # pin name -> its endpoint, for messages
 
 
 def repair_pins(session: Session, executor: Executor, skip: set[str] | None = None) -> Repair:
@@ -28,6 +29,7 @@ def repair_pins(session: Session, executor: Executor, skip: set[str] | None = No
     repair = Repair()
     loaded = session.loaded()
     for spec, why in session.lost_pins(loaded):
+        repair.where[spec.name] = session.endpoint.name
         if skip and session.identity(spec.name) in skip:
             continue
         request = session.request(spec.name, spec)

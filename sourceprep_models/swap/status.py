@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from sourceprep_models.config.schema import Endpoint
 from sourceprep_models.errors import ExitCode, SourceprepError
-from sourceprep_models.providers.base import LoadedModel, Provider
+from sourceprep_models.memory.sizing import Budget
+from sourceprep_models.providers.base import LoadedModel
+from sourceprep_models.swap.residency import Machine
 
 
 @dataclass
@@ -23,6 +25,7 @@ class EndpointStatus:
     # --models-max); None for servers that do not.
     server: dict[str, Any] | None = None
     pins: set[str] = field(default_factory=set)  # configured always_available models on this endpoint
+    always_ready: bool = False  # a cloud endpoint: nothing it serves uses this machine's memory
 
     def to_dict(self) -> dict[str, Any]:
 
@@ -37,10 +40,35 @@ class EndpointStatus:
         }
 
 
+@dataclass(frozen=True)
+class HostStatus:
+    """One machine's memory: the budget its servers share, what their models use, what is left."""
+
+    name: str
+    budget: Budget
+    used_bytes: int
+    endpoints: tuple[str, ...]
+
+    @property
+    def free_bytes(self) -> int | None:
+        return None if self.budget.total is None else max(0, self.budget.bytes - self.used_bytes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "budget_bytes": self.budget.bytes if self.budget.total is not None else None,
+            "budget_source": self.budget.source,
+            "used_bytes": self.used_bytes,
+            "free_bytes": self.free_bytes,
+            "endpoints": list(self.endpoints),
+        }
+
+
 @dataclass
 class StatusReport:
     endpoints: list[EndpointStatus]
     hardware: dict[str, Any]
+    hosts: list[HostStatus] = field(default_factory=list)
 
     @property
     def exit_code(self) -> int:
@@ -48,33 +76,37 @@ class StatusReport:
         return next((ep.exit_code for ep in self.endpoints if ep.exit_code), ExitCode.OK)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"endpoints": [ep.to_dict() for ep in self.endpoints], "hardware": self.hardware}
+        return {
+            "hosts": [host.to_dict() for host in self.hosts],
+            "endpoints": [ep.to_dict() for ep in self.endpoints],
+            "hardware": self.hardware,
+        }
 
 
-def collect_status(
-    endpoints: Iterable[Endpoint],
-    make_provider: Callable[[Endpoint], Provider],
-    hardware: dict[str, Any],
-    pins: Mapping[str, set[str]] | None = None,
-) -> StatusReport:
+def collect_status(machine: Machine, endpoints: Iterable[Endpoint], *, hardware: bool = True) -> StatusReport:
     """Ask each endpoint for its loaded models; one failing endpoint never hides the others.
 
-    ``pins`` maps an endpoint name to the server names of the models the config keeps always
-    available there, so that servers without pins of their own still show them as pinned."""
+    Models the config keeps always available are marked so, for servers without pins of their own.
+    The machine's line sums what its servers' models occupy against the budget the planner uses."""
+    pins: dict[str, set[str]] = {}
+    for spec in machine.config.models.values():
+        if spec.always_available:
+            pins.setdefault(spec.endpoint, set()).add(spec.name)
     statuses = []
     for endpoint in endpoints:
         status = EndpointStatus(
-            name=endpoint.name, kind=endpoint.kind, url=endpoint.url, pins=(pins or {}).get(endpoint.name, set())
+            name=endpoint.name, kind=endpoint.kind, url=endpoint.url, pins=pins.get(endpoint.name, set())
         )
         try:
-            provider = make_provider(endpoint)
-            try:
-                status.models = provider.list_loaded()
-                status.server = provider.server_facts()
-            finally:
-                provider.close()
+            session = machine.session(endpoint)
+            status.models = session.provider.list_loaded()
+            status.server = session.provider.server_facts()
+            status.always_ready = session.provider.capabilities.always_ready
         except SourceprepError as exc:
             status.error = exc.message
             status.exit_code = exc.exit_code
         statuses.append(status)
-    return StatusReport(endpoints=statuses, hardware=hardware)
+    holding = [status for status in statuses if status.error is None and not status.always_ready]
+    used = sum(model.size or 0 for status in holding for model in status.models if model.occupies_memory)
+    host = HostStatus("local", machine.budget(), used, tuple(status.name for status in holding))
+    return StatusReport(endpoints=statuses, hardware=machine.hardware if hardware else {}, hosts=[host])

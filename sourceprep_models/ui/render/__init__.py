@@ -12,11 +12,11 @@ if TYPE_CHECKING:
     from rich.table import Table
 
     from sourceprep_models.bench import Alternation, ModelBench
-    from sourceprep_models.memory.sizing import Budget, Prediction
-    from sourceprep_models.pipeline.run import RunPlan, RunReport
-    from sourceprep_models.planning.load import Plan, Refusal
-    from sourceprep_models.providers.base import LoadedModel
+    from sourceprep_models.pipeline.plan import RunPlan
+    from sourceprep_models.pipeline.report import RunReport
     from sourceprep_models.swap.executor import LoadReport, Step, UnloadReport
+    from sourceprep_models.swap.operations import LoadPreview
+    from sourceprep_models.swap.pins import Repair
     from sourceprep_models.swap.status import StatusReport
 
 
@@ -57,6 +57,39 @@ def status_table(report: StatusReport) -> Table:
                 until(model.expires_at),
             )
     return table
+
+
+def host_lines(report: StatusReport) -> list[str]:
+    """This machine's memory across its servers: the budget the planner uses, what is in use, what is free."""
+    lines = []
+    for host in report.hosts:
+        if host.free_bytes is None:
+            lines.append(
+                f"MACHINE {host.name}: budget unknown ({host.budget.source}); models use {human_bytes(host.used_bytes)}"
+            )
+            continue
+        lines.append(
+            f"MACHINE {host.name}: {human_bytes(host.used_bytes)} used of {human_bytes(host.budget.bytes)} budget, "
+            f"{human_bytes(host.free_bytes)} free ({host.budget.source}; "
+            f"servers: {', '.join(host.endpoints) or 'none'})"
+        )
+    return lines
+
+
+def repair_lines(repair: Repair) -> list[str]:
+    """What a pin repair did or could not do, one warning each."""
+    lines = [
+        f"pinned {name} was not kept by {repair.where.get(name, 'its server')}; reloaded it" for name in repair.repaired
+    ]
+    lines += [
+        f"pinned {name} is not on {repair.where.get(name, 'its server')}; pull it there or unpin it"
+        for name in repair.absent
+    ]
+    lines += [
+        f"pinned {name} is not loaded on {repair.where.get(name, 'its server')} and does not fit beside what is"
+        for name in repair.waiting
+    ]
+    return lines
 
 
 def server_lines(report: StatusReport) -> list[str]:
@@ -135,32 +168,23 @@ def unload_summary(report: UnloadReport) -> list[str]:
     return lines
 
 
-def plan_dict(
-    plan: Plan | Refusal, prediction: Prediction, budget: Budget, loaded: list[LoadedModel]
-) -> dict[str, Any]:
-    data = plan.to_dict()
-    data.update(
-        prediction_source=prediction.source,
-        context_length=prediction.num_ctx,
-        budget=budget.to_dict(),
-        loaded=[model.name for model in loaded],
-    )
-    return data
-
-
-def plan_table(plan: Plan | Refusal, prediction: Prediction, budget: Budget, loaded: list[LoadedModel]) -> Table:
+def plan_table(preview: LoadPreview) -> Table:
+    """`load --dry-run`: every model loaded on the machine's servers, what leaves, what comes in, the budget."""
     from sourceprep_models.planning.load import Refusal
 
-    table = _table("MODEL", "ACTION", "SIZE", "NOTE")
-    evicted = set() if isinstance(plan, Refusal) else {victim.name for victim in plan.evict}
-    restore = set() if isinstance(plan, Refusal) else {pin.name for pin in plan.restore_after}
-    for model in loaded:
-        if model.name in evicted:
+    plan, prediction, budget = preview.plan, preview.prediction, preview.budget
+    table = _table("MODEL", "ENDPOINT", "ACTION", "SIZE", "NOTE")
+    victims = set() if isinstance(plan, Refusal) else {(v.group or preview.endpoint, v.name) for v in plan.evict}
+    restore = (
+        set() if isinstance(plan, Refusal) else {(p.group or preview.endpoint, p.name) for p in plan.restore_after}
+    )
+    for where, model in preview.loaded:
+        if (where, model.name) in victims:
             action = "evict"
-            note = "pinned; reloaded afterwards" if model.name in restore else ""
+            note = "pinned; reloaded afterwards" if (where, model.name) in restore else ""
         else:
             action, note = "stays", ""
-        table.add_row(model.name, action, human_bytes(model.size), note)
+        table.add_row(model.name, where, action, human_bytes(model.size), note)
     incoming = plan.incoming
     if isinstance(plan, Refusal):
         action, note = "refused", plan.reason
@@ -169,9 +193,11 @@ def plan_table(plan: Plan | Refusal, prediction: Prediction, budget: Budget, loa
     else:
         action = "reload" if plan.reload else "load"
         note = f"predicted ({prediction.source}), context {prediction.num_ctx}"
-    table.add_row(incoming.name, action, human_bytes(incoming.size), note)
+    table.add_row(incoming.name, preview.endpoint, action, human_bytes(incoming.size), note)
     after = "" if isinstance(plan, Refusal) else human_bytes(plan.resident_after)
-    table.add_row("budget", "", human_bytes(budget.bytes), f"{budget.source}; in use after: {after or '-'}")
+    table.add_row(
+        "budget", "this machine", "", human_bytes(budget.bytes), f"{budget.source}; in use after: {after or '-'}"
+    )
     return table
 
 

@@ -1,0 +1,188 @@
+"""Plan a whole run before it starts: every stage's model on every server of this machine, planned
+together against the machine's one budget by the pure lookahead planner."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sourceprep_models.config.schema import Config
+from sourceprep_models.errors import DoesNotFit, ModelNotFound
+from sourceprep_models.pipeline.stages import StageRun, Target, resolve_target
+from sourceprep_models.planning.lookahead import PipelineModel, PipelinePlan, PipelineRefusal, StagePlan, plan_pipeline
+from sourceprep_models.swap.executor import local_identity
+from sourceprep_models.swap.residency import Machine
+
+# The one host a config describes today: this machine (several machines per config come later).
+LOCAL_HOST = "local"
+
+
+@dataclass
+class RunPlan:
+    """The whole run's plan: per stage run, its target and (for endpoints that hold models) its step.
+
+    Keys are machine keys (endpoint + identity): the same weights on two servers are two models."""
+
+    runs: list[StageRun]
+    targets: dict[str, Target]
+    identities: dict[str, str]  # stage id -> machine key of its model
+    steps: dict[str, StagePlan | None]  # None: an always-ready endpoint (cloud), nothing to plan
+    plans: dict[str, PipelinePlan]  # per host (this machine: "local")
+    names: dict[str, str] = field(default_factory=dict)  # key -> server name (for evictions)
+    sizes: dict[str, int] = field(default_factory=dict)  # key -> predicted bytes
+    groups: dict[str, str] = field(default_factory=dict)  # key -> endpoint name
+
+    @property
+    def loads(self) -> int:
+        return sum(plan.loads for plan in self.plans.values())
+
+    @property
+    def bytes_loaded(self) -> int:
+        return sum(plan.bytes_loaded for plan in self.plans.values())
+
+    def label(self, key: str, endpoint: str) -> str:
+        """A model's name for messages; named with its server when it sits on another one than ``endpoint``."""
+        name = self.names.get(key, local_identity(key))
+        group = self.groups.get(key)
+        return name if group in (None, endpoint) else f"{name}@{group}"
+
+    def to_dict(self) -> dict[str, Any]:
+        rows = []
+        for run in self.runs:
+            target = self.targets[run.id]
+            step = self.steps.get(run.id)
+            here = target.endpoint.name
+            rows.append(
+                {
+                    "stage": run.id,
+                    "model": target.name,
+                    "endpoint": here,
+                    "action": step.action if step else "ready",
+                    "evict": [self.label(key, here) for key in step.evict] if step else [],
+                    "restore_after": [self.label(key, here) for key in step.restore_after] if step else [],
+                    "prefetch": self.label(step.prefetch, here) if step and step.prefetch else None,
+                    "resident": [self.label(key, here) for key in step.resident_after] if step else [],
+                    "predicted_bytes": step.bytes_resident if step else 0,
+                }
+            )
+        return {
+            "stages": rows,
+            "loads": self.loads,
+            "bytes_loaded": self.bytes_loaded,
+            "budgets": {name: plan.budget for name, plan in self.plans.items()},
+        }
+
+
+def plan_run(
+    config: Config,
+    runs: Sequence[StageRun],
+    machine: Machine,
+    *,
+    strategy: str = "lookahead",
+    missing_pins_resident: bool = True,
+) -> RunPlan:
+    """Plan every stage run on this machine as one; raises ``ModelNotFound`` / ``DoesNotFit`` naming the stage."""
+    targets = {run.id: resolve_target(config, run.stage.model) for run in runs}
+    keys: dict[str, str] = {}
+    names: dict[str, str] = {}
+    sizes: dict[str, int] = {}
+    groups: dict[str, str] = {}
+    planned: list[StageRun] = []
+    ready: set[str] = set()
+    for run in runs:
+        target = targets[run.id]
+        session = machine.session(target.endpoint)
+        try:
+            session.provider.describe(target.name)
+        except ModelNotFound as exc:
+            raise ModelNotFound(f"stage {run.id!r}: {exc.message}") from None
+        key = session.key(target.name)
+        keys[run.id] = key
+        names.setdefault(key, target.name)
+        groups.setdefault(key, target.endpoint.name)
+        if session.provider.capabilities.always_ready:
+            ready.add(run.id)
+            continue
+        if key not in sizes:
+            sizes[key] = session.predict(session.request(target.name, target.spec)).bytes
+        planned.append(run)
+
+    steps: dict[str, StagePlan | None] = dict.fromkeys(ready)
+    plans: dict[str, PipelinePlan] = {}
+    if planned:
+        used = {targets[run.id].endpoint.name for run in planned}
+        models, resident = _machine_state(machine, used, names, sizes, groups, missing_pins_resident)
+        for run in planned:
+            key = keys[run.id]
+            if key not in models:
+                models[key] = PipelineModel(
+                    key=key,
+                    name=names[key],
+                    size=sizes[key],
+                    keep_alive_s=_keep_alive(targets[run.id]),
+                    group=groups[key],
+                )
+        caps = machine.caps()
+        result = plan_pipeline(
+            [(run.id, keys[run.id]) for run in planned],
+            models,
+            resident,
+            machine.budget().bytes,
+            strategy=strategy,
+            allow_evict_pinned=config.memory.allow_evict_pinned,
+            max_models=caps or None,
+        )
+        if isinstance(result, PipelineRefusal):
+            endpoint = targets[result.stage].endpoint.name if result.stage in targets else "this machine"
+            raise DoesNotFit(f"stage {result.stage!r} on {endpoint}: {result.reason}")
+        plans[LOCAL_HOST] = result
+        for run, step in zip(planned, result.stages, strict=True):
+            steps[run.id] = step
+    return RunPlan(list(runs), targets, keys, steps, plans, names, sizes, groups)
+
+
+def _machine_state(
+    machine: Machine,
+    used: set[str],
+    names: dict[str, str],
+    sizes: dict[str, int],
+    groups: dict[str, str],
+    missing_pins_resident: bool,
+) -> tuple[dict[str, PipelineModel], list[str]]:
+    """The models resident on the machine's servers now (plus configured pins a run would repair first)."""
+    models: dict[str, PipelineModel] = {}
+    resident: list[str] = []
+    for session in machine.memory_sessions():
+        pins = session.pinned_identities()
+        here = session.endpoint.name
+        for loaded in machine.loaded_on(session, required=here in used):
+            key = session.key(loaded.name)
+            names.setdefault(key, loaded.name)
+            groups.setdefault(key, here)
+            size = loaded.size or sizes.get(key) or 0
+            sizes.setdefault(key, size)
+            pinned = session.identity(loaded.name) in pins
+            models[key] = PipelineModel(key=key, name=loaded.name, size=size, pinned=pinned, group=here)
+            resident.append(key)
+        if not missing_pins_resident:
+            continue
+        for spec in session.pinned_specs():
+            key = session.key(spec.name)
+            if key in models:
+                continue
+            try:
+                size = session.predict(session.request(spec.name, spec)).bytes
+            except ModelNotFound:
+                continue  # status/doctor report a pin the server does not have
+            names.setdefault(key, spec.name)
+            groups.setdefault(key, here)
+            sizes.setdefault(key, size)
+            models[key] = PipelineModel(key=key, name=spec.name, size=size, pinned=True, group=here)
+            resident.append(key)
+    return models, resident
+
+
+def _keep_alive(target: Target) -> float | None:
+    alive = target.spec.keep_alive if target.spec else None
+    return alive.seconds if alive is not None else None

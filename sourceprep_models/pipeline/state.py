@@ -1,0 +1,75 @@
+"""What survives between invocations of a run: which stage runs finished and why the run stopped,
+written atomically after every stage so that ``--resume`` continues from the first unfinished one."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sourceprep_models.errors import SourceprepError
+
+
+@dataclass
+class RunState:
+    """What survives between invocations: which stage runs finished, and why the run stopped."""
+
+    pipeline: str
+    status: str = "running"  # running | done | failed | paused | interrupted
+    finished: dict[str, dict[str, Any]] = field(default_factory=dict)  # stage id -> its report row
+    message: str | None = None
+    outputs: str | None = None
+    started_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
+    updated_at: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "pipeline": self.pipeline,
+            "status": self.status,
+            "finished": self.finished,
+            "message": self.message,
+            "outputs": self.outputs,
+            "started_at": self.started_at,
+            "updated_at": self.updated_at,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> RunState:
+        return cls(
+            pipeline=str(data["pipeline"]),
+            status=str(data.get("status", "running")),
+            finished=dict(data.get("finished") or {}),
+            message=data.get("message"),
+            outputs=data.get("outputs"),
+            started_at=str(data.get("started_at") or ""),
+            updated_at=data.get("updated_at"),
+        )
+
+
+def state_path(pipeline: str) -> Path:
+    from platformdirs import user_state_path
+
+    from sourceprep_models.constants import APP_NAME
+
+    safe = "".join(char if char.isalnum() or char in "-_." else "_" for char in pipeline)
+    return user_state_path(APP_NAME) / "runs" / f"{safe}.json"
+
+
+def load_state(path: Path) -> RunState | None:
+    try:
+        return RunState.from_dict(json.loads(path.read_text(encoding="utf-8")))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise SourceprepError(f"the saved run state {path} is unreadable ({exc}); delete it to start over") from None
+
+
+def save_state(path: Path, state: RunState) -> None:
+    from sourceprep_models.config.edit import write_atomic
+
+    state.updated_at = datetime.now(UTC).isoformat(timespec="seconds")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, json.dumps(state.to_dict(), indent=2) + "\n")

@@ -1,0 +1,414 @@
+"""What the commands that change residency do, one function each: load (or preview a load), unload,
+pin, unpin and repair pins. Each takes the locks it needs (every server of the machine, in one order),
+asks the planner, hands the plan to the executor and returns a record for ``ui/`` to show.
+
+A load on one server may evict from another: the plan covers the whole machine (``residency``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from sourceprep_models.config.schema import Config, Endpoint, ModelSpec
+from sourceprep_models.constants import DEFAULT_UNLOAD_TIMEOUT_S
+from sourceprep_models.errors import DoesNotFit, SourceprepError
+from sourceprep_models.memory.sizing import Budget, Prediction
+from sourceprep_models.planning.load import Plan, Refusal
+from sourceprep_models.providers.base import LoadedModel, Provider
+from sourceprep_models.swap.executor import LoadReport, UnloadReport
+from sourceprep_models.swap.pins import Repair, repair_pins
+from sourceprep_models.swap.residency import Machine, Session
+from sourceprep_models.units import KeepAlive
+
+# What an unpinned model gets when its config names no keep_alive: Ollama's own default (ollama.md §4.10).
+UNPINNED_KEEP_ALIVE = KeepAlive(300.0)
+# How long status/unload wait for another process's swap before giving up on repairing pins.
+REPAIR_LOCK_TIMEOUT_S = 60.0
+
+
+def _ignore(_: str) -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class Hooks:
+    """How an operation talks while it works; the CLI passes its output layer's methods."""
+
+    info: Callable[[str], None] = _ignore
+    warn: Callable[[str], None] = _ignore
+    debug: Callable[[str], None] = _ignore
+
+    def waiting(self, endpoint: str) -> None:
+        self.info(f"waiting for another sourceprep-models to finish on {endpoint}…")
+
+
+@contextlib.contextmanager
+def open_machine(
+    config: Config,
+    *,
+    hooks: Hooks | None = None,
+    single_model: bool = False,
+    make_provider: Callable[[Endpoint], Provider] | None = None,
+    hardware: dict[str, Any] | None = None,
+) -> Iterator[Machine]:
+    """This machine's servers as one view, closed afterwards."""
+    from sourceprep_models.hardware import probe
+    from sourceprep_models.memory.sizing import default_size_book
+    from sourceprep_models.providers import create_provider
+
+    debug = (hooks or Hooks()).debug
+    machine = Machine(
+        config,
+        make_provider or create_provider,
+        probe().to_dict() if hardware is None else hardware,
+        default_size_book(),
+        single_model=single_model,
+        on_step=lambda step: debug(f"{step.step} {step.model}: {step.wall_s:.3f}s"),
+    )
+    try:
+        yield machine
+    finally:
+        machine.close()
+
+
+@dataclass(frozen=True)
+class LoadOrder:
+    """A load as the user asked for it."""
+
+    name: str
+    spec: ModelSpec | None
+    endpoint: Endpoint
+    keep_alive: KeepAlive | None = None
+    context_length: int | None = None
+    deadline_s: float | None = None
+
+
+@dataclass
+class LoadPreview:
+    """A dry run: the plan for the whole machine, what it predicts, and what is loaded where now."""
+
+    plan: Plan | Refusal
+    prediction: Prediction
+    budget: Budget
+    loaded: list[tuple[str, LoadedModel]]  # (endpoint, model) on every server of the machine
+    endpoint: str
+    always_ready: bool = False
+
+    @property
+    def refused(self) -> Refusal | None:
+        return self.plan if isinstance(self.plan, Refusal) else None
+
+    def to_dict(self) -> dict[str, Any]:
+        data = self.plan.to_dict()
+        evicted = [] if isinstance(self.plan, Refusal) else list(self.plan.evict)
+        data.update(
+            endpoint=self.endpoint,
+            evictions=[{"model": v.name, "endpoint": v.group or self.endpoint, "pinned": v.pinned} for v in evicted],
+            prediction_source=self.prediction.source,
+            context_length=self.prediction.num_ctx,
+            budget=self.budget.to_dict(),
+            loaded=[model.name for _, model in self.loaded],
+            loaded_on=[{"model": model.name, "endpoint": where, "size": model.size} for where, model in self.loaded],
+        )
+        return data
+
+
+def load(
+    machine: Machine, order: LoadOrder, *, dry_run: bool = False, warm: bool = True, hooks: Hooks | None = None
+) -> LoadReport | LoadPreview | None:
+    """Plan and (unless ``dry_run``) make one model resident; None for a dry run on a cloud endpoint."""
+    hooks = hooks or Hooks()
+    session = machine.session(order.endpoint)
+    request = session.request(
+        order.name,
+        order.spec,
+        keep_alive=order.keep_alive,
+        context_length=order.context_length,
+        deadline_s=order.deadline_s,
+    )
+    if session.provider.capabilities.always_ready:
+        session.provider.describe(request.name)  # an unknown model is still exit 3
+        if dry_run:
+            hooks.info(f"{session.endpoint.name} is always ready: nothing to plan for {request.name}")
+            return None
+        return LoadReport(model=request.name, endpoint=session.endpoint.name, outcome="always-ready")
+    with machine.locked(request.deadline_s, hooks.waiting):
+        repaired = None if dry_run else _repair_all(machine)
+        loaded = session.loaded()
+        plan, prediction, budget = session.plan(request, loaded)
+        if dry_run:
+            return LoadPreview(
+                plan, prediction, budget, _loaded_everywhere(machine, session, loaded), session.endpoint.name
+            )
+        if isinstance(plan, Refusal):
+            raise DoesNotFit(plan.reason + " (nothing was unloaded)")
+        for victim in plan.evict:
+            if victim.group and victim.group != session.endpoint.name:
+                hooks.info(
+                    f"evicting {victim.name} from {victim.group} to fit {request.name} on {session.endpoint.name} "
+                    f"(one budget for this machine's servers: {_human(budget.bytes)})"
+                )
+        paths = session.weight_paths(request.name) if warm else []
+        report = machine.executor(session).load(
+            request,
+            plan,
+            warm=_warmer(paths),
+            restore=machine.restore_requests(),
+            unload_timeout_s=session.endpoint.unload_timeout_s or DEFAULT_UNLOAD_TIMEOUT_S,
+        )
+        if repaired is not None:
+            report.steps[:0] = repaired.steps
+            report.warnings.extend(_repair_warnings(repaired))
+        if report.resident is not None:
+            session.remember(session.identity(request.name), prediction.num_ctx, report.resident.size)
+        for name in report.pending_restore:
+            report.warnings.append(
+                f"pinned {name} was evicted to make room for {request.name}; it is reloaded when "
+                f"{request.name} is unloaded (`sourceprep-models unload {request.name}`)"
+            )
+        report.prediction = prediction.bytes
+    return report
+
+
+@dataclass
+class UnloadResult:
+    reports: list[UnloadReport] = field(default_factory=list)
+    restored: list[str] = field(default_factory=list)
+    still_pinned: list[str] = field(default_factory=list)  # unloaded, but the config pins them
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"endpoints": [report.to_dict() for report in self.reports], "restored_pins": self.restored}
+
+
+def unload(
+    machine: Machine,
+    work: Mapping[str, list[str] | None],
+    *,
+    deadline_s: float | None = None,
+    hooks: Hooks | None = None,
+    progress: Callable[[str], contextlib.AbstractContextManager[Any]] | None = None,
+) -> UnloadResult:
+    """Unload the named models per endpoint (None: everything there), then bring back evicted pins."""
+    hooks = hooks or Hooks()
+    result = UnloadResult()
+    sessions = [machine.session(endpoint) for endpoint in work]
+    timeout_s = deadline_s or max(s.endpoint.unload_timeout_s or DEFAULT_UNLOAD_TIMEOUT_S for s in sessions)
+    with machine.locked(timeout_s, hooks.waiting):
+        for session in sessions:
+            names = work[session.endpoint.name]
+            label = "everything" if names is None else ", ".join(names)
+            spinner = progress(f"unloading {label} on {session.endpoint.name}…") if progress else None
+            with spinner or contextlib.nullcontext():
+                endpoint_timeout = deadline_s or session.endpoint.unload_timeout_s or DEFAULT_UNLOAD_TIMEOUT_S
+                report = machine.executor(session).unload(names, timeout_s=endpoint_timeout)
+            result.reports.append(report)
+            if names is not None:
+                named = {session.identity(name) for name in names}
+                result.still_pinned += [s.name for s in session.pinned_specs() if session.identity(s.name) in named]
+        if any(names is not None for names in work.values()):
+            # Pins evicted earlier for heavy work come back now that memory is free, on every server.
+            skip = {
+                (session.endpoint.name, session.identity(name))
+                for session in sessions
+                for name in work[session.endpoint.name] or []
+            }
+            repaired = _repair_all(machine, skip)
+            result.reports[-1].steps.extend(repaired.steps)
+            result.restored = repaired.repaired
+    for name in result.still_pinned:
+        hooks.warn(
+            f"{name} is pinned in the config; the next load or status brings it back "
+            f"(unpin with `sourceprep-models pin --remove {name}`)"
+        )
+    return result
+
+
+def repair(machine: Machine, endpoints: list[str] | None = None, *, hooks: Hooks | None = None) -> Repair:
+    """Reload pins the servers lost (a restart, another client's keep_alive), where they fit."""
+    hooks = hooks or Hooks()
+    if not any(spec.always_available for spec in machine.config.models.values()):
+        return Repair()
+    try:
+        with machine.locked(REPAIR_LOCK_TIMEOUT_S, hooks.waiting):
+            return _repair_all(machine, only=endpoints)
+    except SourceprepError:
+        return Repair()  # the status table reports each endpoint's own problem
+
+
+@dataclass
+class PinResult:
+    model: str
+    endpoint: str
+    pinned: bool
+    config: str
+    report: LoadReport | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        extra = {"pinned": self.pinned, "config": self.config}
+        if self.report is None:
+            return {"model": self.model, "endpoint": self.endpoint, **extra}
+        return {**self.report.to_dict(), **extra}
+
+
+def pin(
+    machine: Machine,
+    order: LoadOrder,
+    *,
+    config_edit: Callable[[], Config],
+    config_path: str,
+    hooks: Hooks | None = None,
+) -> PinResult:
+    """Record ``order`` as always available (``config_edit`` writes the config and returns it re-read),
+    then load it and keep it forever; refused before anything is written when it can never fit."""
+    from sourceprep_models.errors import Unsupported
+
+    session = machine.session(order.endpoint)
+    name = order.spec.name if order.spec else order.name
+    session.provider.describe(name)  # unknown model → exit 3 before the config is touched
+    if not session.provider.capabilities.can_pin:
+        raise Unsupported(f"{session.provider.pin_advice(name)} (the config is unchanged)")
+    trial = session.request(name, order.spec, context_length=order.context_length, deadline_s=order.deadline_s)
+    with machine.locked(trial.deadline_s, (hooks or Hooks()).waiting):
+        plan, _, _ = session.plan(trial, session.loaded())
+    if isinstance(plan, Refusal):
+        raise DoesNotFit(plan.reason + " (not pinned; the config is unchanged)")
+    if session.provider.capabilities.pins_on_server:
+        session.provider.set_pinned(name, True)  # first: if the server refuses (no admin access), the config stays
+    machine.reconfigure(config_edit())
+    spec = next(
+        (s for s in machine.config.models.values() if s.name == name and s.endpoint == order.endpoint.name), None
+    )
+    pinned = dataclasses.replace(order, name=name, spec=spec, keep_alive=None)
+    report = load(machine, pinned, hooks=hooks)
+    assert isinstance(report, LoadReport)
+    return PinResult(name, order.endpoint.name, True, config_path, report)
+
+
+def unpin(
+    machine: Machine,
+    order: LoadOrder,
+    *,
+    config_edit: Callable[[], Config],
+    config_path: str,
+    hooks: Hooks | None = None,
+) -> PinResult:
+    """Let a pinned model expire like any other: config first, then its keep-alive (under the lock)."""
+    session = machine.session(order.endpoint)
+    name = order.spec.name if order.spec else order.name
+    session.provider.describe(name)
+    machine.reconfigure(config_edit())
+    key = order.spec.key if order.spec else order.name
+    request = session.request(name, machine.config.models.get(key))
+    if request.keep_alive is None:
+        request = dataclasses.replace(request, keep_alive=UNPINNED_KEEP_ALIVE)
+    with machine.locked(request.deadline_s, (hooks or Hooks()).waiting):
+        # A finite keep_alive replaces the server's "forever" (ollama.md §3.2); no reload happens.
+        if session.identity(name) in {session.identity(m.name) for m in session.loaded()}:
+            machine.executor(session).restore([request], detail="keep-alive reset")
+        if session.provider.capabilities.pins_on_server:
+            session.provider.set_pinned(name, False)
+    return PinResult(name, order.endpoint.name, False, config_path)
+
+
+def locate(config: Config, name: str, endpoint: str | None) -> tuple[ModelSpec | None, Endpoint]:
+    """A configured model (by key or server name) and its endpoint; an unconfigured name on the one
+    endpoint that has it (the default first), or on the named/default endpoint."""
+    from sourceprep_models.errors import UsageError
+
+    specs = config.find_models(name, endpoint)
+    if len({spec.endpoint for spec in specs}) > 1:
+        where = ", ".join(sorted({spec.endpoint for spec in specs}))
+        raise UsageError(f"{name!r} is configured on several endpoints ({where}); pick one with --endpoint")
+    if specs:
+        return specs[0], config.endpoints[specs[0].endpoint]
+    if endpoint is not None:
+        return None, config.endpoints[endpoint]
+    default = config.endpoints[config.default_endpoint]
+    if len(config.endpoints) == 1:
+        return None, default
+    from sourceprep_models.providers import create_provider
+
+    ordered = [default] + [ep for ep in config.endpoints.values() if ep.name != default.name]
+    serving = []
+    for candidate in ordered:
+        provider = create_provider(candidate)
+        try:
+            provider.describe(name)
+            serving.append(candidate)
+        except SourceprepError:
+            continue  # not there, or that server is down: the others may still have it
+        finally:
+            provider.close()
+    if len(serving) > 1:
+        where = ", ".join(ep.name for ep in serving)
+        raise UsageError(f"{name!r} is offered by several endpoints ({where}); pick one with --endpoint")
+    return None, serving[0] if serving else default
+
+
+# -- helpers -----------------------------------------------------------------------------------------
+
+
+def _repair_all(machine: Machine, skip: set[tuple[str, str]] | None = None, only: list[str] | None = None) -> Repair:
+    """Repair lost pins on every memory server of the machine (the caller holds the locks)."""
+    total = Repair()
+    for session in machine.memory_sessions():
+        if only is not None and session.endpoint.name not in only:
+            continue
+        if not session.pinned_specs():
+            continue
+        local_skip = {identity for endpoint, identity in skip or set() if endpoint == session.endpoint.name}
+        try:
+            part = repair_pins(session, machine.executor(session), skip=local_skip)
+        except SourceprepError as exc:
+            machine.note_unreachable(session.endpoint.name, exc.message)
+            continue
+        total.steps += part.steps
+        total.repaired += part.repaired
+        total.waiting += part.waiting
+        total.absent += part.absent
+        total.where.update(part.where)
+    return total
+
+
+def _repair_warnings(repaired: Repair) -> list[str]:
+    return [
+        f"pinned {name} is not loaded and does not fit beside what is; it comes back when memory frees"
+        for name in repaired.waiting
+    ] + [
+        f"pinned {name} is not on {repaired.where.get(name, 'its endpoint')}; pull it there or unpin it"
+        for name in repaired.absent
+    ]
+
+
+def _loaded_everywhere(
+    machine: Machine, here: Session, loaded_here: list[LoadedModel]
+) -> list[tuple[str, LoadedModel]]:
+    rows: list[tuple[str, LoadedModel]] = []
+    for session in machine.memory_sessions():
+        if session.endpoint.name == here.endpoint.name:
+            rows += [(session.endpoint.name, model) for model in loaded_here]
+        else:
+            try:
+                rows += [(session.endpoint.name, model) for model in session.loaded()]
+            except SourceprepError:
+                continue
+    return rows
+
+
+def _warmer(paths: list[Any]) -> Callable[[], tuple[float, str] | None] | None:
+    """A callable for the executor: pre-read the weights when they are on this machine's disk."""
+    if not paths:
+        return None
+    from sourceprep_models.warming.prefetch import warm_paths
+
+    return lambda: warm_paths(paths)
+
+
+def _human(size: int) -> str:
+    from sourceprep_models.units import human_bytes
+
+    return human_bytes(size)

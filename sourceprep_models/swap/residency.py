@@ -1,0 +1,339 @@
+"""The machine's view across all of its model servers: what holds memory, which models are pinned,
+and the one budget they share.
+
+Memory belongs to the machine, not to a server: LM Studio and Ollama on one Mac draw on one unified
+memory that neither sees whole, and so do Ollama and a llama.cpp router on one NVIDIA card. So every
+plan is made by a ``Machine`` over every endpoint of the config that keeps models resident (cloud
+endpoints, ``capabilities.always_ready``, hold nothing and use no budget), and a victim may sit on
+another server than the model coming in.
+
+A ``Session`` is one endpoint's part of that view: names, identities, requests, predictions and pins
+on that server. Both only read; the planner decides and the executor acts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sourceprep_models.config.schema import Config, Endpoint, ModelSpec
+from sourceprep_models.constants import DEFAULT_LOAD_TIMEOUT_S
+from sourceprep_models.errors import ModelNotFound, SourceprepError
+from sourceprep_models.memory.sizing import Budget, Prediction, SizeBook, memory_budget, predict
+from sourceprep_models.planning.load import Demand, Plan, Policy, Refusal, Resident, plan_load
+from sourceprep_models.providers.base import LoadedModel, LoadRequest, Provider
+from sourceprep_models.swap.executor import Executor, Step, machine_key
+from sourceprep_models.units import KeepAlive
+
+if TYPE_CHECKING:
+    from sourceprep_models.swap.locks import LockWait
+
+FOREVER = KeepAlive(None)
+
+
+@dataclass
+class Session:
+    """One endpoint of the machine: its provider, its names and identities, its configured pins."""
+
+    config: Config
+    endpoint: Endpoint
+    provider: Provider
+    machine: Machine
+    _identities: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def hardware(self) -> dict[str, Any]:
+        return self.machine.hardware
+
+    @property
+    def book(self) -> SizeBook:
+        return self.machine.book
+
+    @property
+    def single_model(self) -> bool:
+        return self.machine.single_model
+
+    # -- what is where ---------------------------------------------------------------------------
+
+    def identity(self, name: str) -> str:
+        if name not in self._identities:
+            try:
+                self._identities[name] = self.provider.describe(name).identity
+            except ModelNotFound:
+                self._identities[name] = f"name:{name}"
+        return self._identities[name]
+
+    def key(self, name: str) -> str:
+        """The model's key in machine-wide plans: its identity on this endpoint."""
+        return machine_key(self.endpoint.name, self.identity(name))
+
+    def loaded(self) -> list[LoadedModel]:
+        """What holds memory now; parked or sleeping models do not (they are woken by a load)."""
+        return [model for model in self.provider.list_loaded() if model.occupies_memory]
+
+    def pinned_specs(self) -> list[ModelSpec]:
+        return [
+            spec
+            for spec in self.config.models.values()
+            if spec.always_available and spec.endpoint == self.endpoint.name
+        ]
+
+    def pinned_identities(self) -> set[str]:
+        return {self.identity(spec.name) for spec in self.pinned_specs()}
+
+    def residents(self, loaded: list[LoadedModel], wanted_ctx: int | None = None) -> list[Resident]:
+        """This endpoint's loaded models as the planner sees them (keys unique across the machine)."""
+        pins = self.pinned_identities()
+        residents = []
+        for model in loaded:
+            identity = self.identity(model.name)
+            options = f"ctx={model.context_length}" if wanted_ctx is not None else ""
+            residents.append(
+                Resident(
+                    machine_key(self.endpoint.name, identity),
+                    model.name,
+                    model.size or 0,
+                    identity in pins,
+                    options,
+                    group=self.endpoint.name,
+                )
+            )
+        return residents
+
+    # -- requests, predictions, plans ------------------------------------------------------------
+
+    def request(
+        self,
+        name: str,
+        spec: ModelSpec | None,
+        *,
+        keep_alive: KeepAlive | None = None,
+        context_length: int | None = None,
+        deadline_s: float | None = None,
+    ) -> LoadRequest:
+        """The exact request the real traffic will match: the spec's options, a pin re-asserted."""
+        alive = keep_alive if keep_alive is not None else (spec.keep_alive if spec else None)
+        if spec is not None and spec.always_available:
+            alive = FOREVER  # a finite keep_alive from any request would drop the pin (ollama.md §3.2)
+        options = spec.runner_options() if spec else {}
+        if context_length is not None:
+            options["num_ctx"] = context_length
+        embedding = None if spec is None or spec.kind is None else spec.kind == "embedding"
+        return LoadRequest(
+            name=spec.name if spec else name,
+            keep_alive=alive,
+            options=options,
+            embedding=embedding,
+            deadline_s=deadline_s or self.endpoint.load_timeout_s or DEFAULT_LOAD_TIMEOUT_S,
+        )
+
+    def budget(self) -> Budget:
+        return self.machine.budget()
+
+    def predict(self, request: LoadRequest) -> Prediction:
+        info = self.provider.describe(request.name)
+        ctx = request.options.get("num_ctx")
+        return predict(
+            info.identity,
+            info.size,
+            info.trained_context,
+            ctx if isinstance(ctx, int) else None,
+            self.hardware,
+            self.book,
+            lambda: self.provider.gguf_metadata(request.name),
+        )
+
+    def plan(self, request: LoadRequest, loaded: list[LoadedModel]) -> tuple[Plan | Refusal, Prediction, Budget]:
+        """What must leave, on any server of this machine, so ``request`` fits here."""
+        return self.machine.plan(self, request, loaded)
+
+    def max_loaded(self) -> int | None:
+        """The server's own cap on loaded models (llama.cpp --models-max), if it has and reports one."""
+        return self.provider.max_loaded()
+
+    def restore_requests(self) -> dict[str, LoadRequest]:
+        """For each configured pin, by the name the server lists it under, the request that reloads it."""
+        return {spec.name: self.request(spec.name, spec) for spec in self.pinned_specs()}
+
+    def weight_paths(self, name: str) -> list[Path]:
+        """The weight files to warm, when they are on this machine's disk."""
+        try:
+            return self.provider.weight_paths(name)
+        except Exception:  # warming is an optimisation: any trouble finding the files just skips it
+            return []
+
+    def remember(self, identity: str, num_ctx: int, size: int | None) -> None:
+        if size:
+            self.book.put(identity, num_ctx, size)
+
+    # -- pins --------------------------------------------------------------------------------------
+
+    def lost_pins(self, loaded: list[LoadedModel]) -> list[tuple[ModelSpec, str]]:
+        """Configured pins the server no longer keeps: (spec, "missing" | "expiring")."""
+        by_identity = {self.identity(model.name): model for model in loaded}
+        lost = []
+        for spec in self.pinned_specs():
+            model = by_identity.get(self.identity(spec.name))
+            if model is None:
+                lost.append((spec, "missing"))
+            elif model.expires_at is not None and not model.pinned:
+                # Another client sent a finite keep_alive and replaced ours (ollama.md §3.2). Servers
+                # that report no expiry at all (LM Studio) cannot lose a pin this way.
+                lost.append((spec, "expiring"))
+        return lost
+
+
+class Machine:
+    """Every endpoint of the config that keeps models in this machine's memory, and their one budget."""
+
+    def __init__(
+        self,
+        config: Config,
+        make_provider: Callable[[Endpoint], Provider],
+        hardware: dict[str, Any],
+        book: SizeBook,
+        *,
+        single_model: bool = False,
+        on_step: Callable[[Step], None] | None = None,
+    ) -> None:
+        self.config = config
+        self.hardware = hardware
+        self.book = book
+        self.single_model = single_model
+        self._make_provider = make_provider
+        self._on_step = on_step
+        self._sessions: dict[str, Session] = {}
+        # Endpoints that did not answer while the machine was being looked at: their models are not counted.
+        self.unreachable: dict[str, str] = {}
+
+    def session(self, endpoint: Endpoint | str) -> Session:
+        name = endpoint if isinstance(endpoint, str) else endpoint.name
+        if name not in self._sessions:
+            self._sessions[name] = Session(
+                self.config, self.config.endpoints[name], self._make_provider(self.config.endpoints[name]), self
+            )
+        session = self._sessions[name]
+        session.config = self.config
+        return session
+
+    def reconfigure(self, config: Config) -> None:
+        """A re-read config (pipelines re-read it between stages): sessions keep their providers."""
+        self.config = config
+        for name in [name for name in self._sessions if name not in config.endpoints]:
+            self._sessions.pop(name).provider.close()
+
+    def memory_sessions(self) -> list[Session]:
+        """The endpoints whose models occupy this machine's memory (not cloud endpoints), in config order."""
+        return [
+            session
+            for session in (self.session(name) for name in self.config.endpoints)
+            if not session.provider.capabilities.always_ready
+        ]
+
+    def budget(self) -> Budget:
+        return memory_budget(self.config.memory, self.hardware)
+
+    def caps(self) -> dict[str, int]:
+        """Each server's own cap on loaded models, by endpoint (llama.cpp --models-max)."""
+        caps = {}
+        for session in self.memory_sessions():
+            cap = self._answer(session, session.max_loaded, None)
+            if cap is not None:
+                caps[session.endpoint.name] = cap
+        return caps
+
+    def loaded_on(self, session: Session, *, required: bool = True) -> list[LoadedModel]:
+        """What ``session``'s server holds; a server that is not ``required`` and is down counts as empty."""
+        return session.loaded() if required else self._answer(session, session.loaded, [])
+
+    def residents(self, here: Session | None = None, loaded_here: list[LoadedModel] | None = None) -> list[Resident]:
+        """Everything holding memory on this machine; ``here``'s listing can be passed in to save a request."""
+        residents: list[Resident] = []
+        for session in self.memory_sessions():
+            if here is not None and session.endpoint.name == here.endpoint.name and loaded_here is not None:
+                residents += session.residents(loaded_here)
+            else:
+                residents += session.residents(self._answer(session, session.loaded, []))
+        return residents
+
+    def plan(
+        self, here: Session, request: LoadRequest, loaded_here: list[LoadedModel]
+    ) -> tuple[Plan | Refusal, Prediction, Budget]:
+        prediction = here.predict(request)
+        wanted_ctx = request.options.get("num_ctx")
+        # Where the server fixes the context (llama.cpp), a different --ctx cannot force a reload.
+        sets_context = here.provider.capabilities.sets_context
+        wanted = wanted_ctx if isinstance(wanted_ctx, int) and sets_context else None
+        identity = here.identity(request.name)
+        demand = Demand(
+            key=machine_key(here.endpoint.name, identity),
+            name=request.name,
+            size=prediction.bytes,
+            pinned=identity in here.pinned_identities(),
+            options_key=f"ctx={wanted}" if wanted is not None else "",
+            group=here.endpoint.name,
+        )
+        residents = [
+            resident for resident in self.residents(here, loaded_here) if resident.group != here.endpoint.name
+        ] + here.residents(loaded_here, wanted)
+        budget = self.budget()
+        policy = Policy(
+            budget=budget.bytes,
+            single_model=self.single_model or self.config.memory.single_model,
+            allow_evict_pinned=self.config.memory.allow_evict_pinned,
+            max_models=self.caps(),
+        )
+        return plan_load(residents, demand, policy), prediction, budget
+
+    def restore_requests(self) -> dict[tuple[str, str], LoadRequest]:
+        """Every configured pin on the machine, by (endpoint, server name), with the request that reloads it."""
+        return {
+            (session.endpoint.name, name): request
+            for session in self.memory_sessions()
+            for name, request in session.restore_requests().items()
+        }
+
+    def executor(self, here: Session) -> Executor:
+        """An executor for ``here`` that can also evict from, and restore pins on, the machine's other servers."""
+        peers = {session.endpoint.name: session.provider for session in self.memory_sessions()}
+        return Executor(here.provider, peers=peers, on_step=self._on_step)
+
+    @contextlib.contextmanager
+    def locked(self, timeout_s: float, on_wait: LockWait | None = None) -> Iterator[None]:
+        """Every memory endpoint's swap lock, always in one order, so two processes never deadlock."""
+        from sourceprep_models.swap.locks import endpoints_lock
+
+        endpoints = [session.endpoint for session in self.memory_sessions()]
+        with endpoints_lock(endpoints, timeout_s=timeout_s, on_wait=on_wait):
+            yield
+
+    def note_unreachable(self, endpoint: str, message: str) -> None:
+        self.unreachable.setdefault(endpoint, message)
+
+    def _answer(self, session: Session, ask: Callable[[], Any], fallback: Any) -> Any:
+        """Ask another server about itself; one that is down counts as holding nothing (and is noted)."""
+        try:
+            return ask()
+        except SourceprepError as exc:
+            self.note_unreachable(session.endpoint.name, exc.message)
+            return fallback
+
+    def close(self) -> None:
+        for session in self._sessions.values():
+            session.provider.close()
+        self._sessions.clear()
+
+
+def session_for(
+    config: Config, provider: Provider, hardware: dict[str, Any], book: SizeBook, *, single_model: bool = False
+) -> Session:
+    """A session on ``provider``'s endpoint inside a machine view whose other servers open on demand."""
+    from sourceprep_models.providers import create_provider
+
+    def make(endpoint: Endpoint) -> Provider:
+        return provider if endpoint.name == provider.endpoint.name else create_provider(endpoint)
+
+    return Machine(config, make, hardware, book, single_model=single_model).session(provider.endpoint.name)
