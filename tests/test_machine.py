@@ -112,8 +112,8 @@ def test_the_dry_run_table_names_the_victim_on_the_other_server(
     dry = cli("--config", path, "load", "coder", "--dry-run")
 
     rows = [line.split() for line in dry.stdout.splitlines()]
-    assert ["tiny-a", "a", "evict"] == rows[1][:3]
-    assert ["tiny-b", "b", "load"] == rows[2][:3]
+    assert rows[1][:3] == ["tiny-a", "a", "evict"]
+    assert rows[2][:3] == ["tiny-b", "b", "load"]
 
 
 def test_a_pin_on_one_server_is_never_evicted_for_another(

@@ -41,7 +41,9 @@ def bench(
         raise UsageError(f"the models are on different endpoints ({', '.join(sorted(targets))}); bench one endpoint")
     names = [spec.name if spec else model for (spec, _), model in zip(resolved, models, strict=True)]
     target = resolved[0][1]
-    with app.machine() as machine:
+    from sourceprep_models.swap.operations import open_machine
+
+    with open_machine(app.config, hooks=app.hooks()) as machine:
         session = machine.session(target)
         if session.provider.capabilities.always_ready:
             raise UsageError(f"endpoint {target.name!r} is a cloud API: nothing is loaded there to benchmark")

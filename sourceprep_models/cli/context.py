@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,7 +12,6 @@ from sourceprep_models.errors import UsageError
 if TYPE_CHECKING:
     from sourceprep_models.config.schema import Config, Endpoint, ModelSpec
     from sourceprep_models.swap.operations import Hooks
-    from sourceprep_models.swap.residency import Machine
     from sourceprep_models.ui.output import Output
 
 
@@ -59,11 +57,6 @@ class AppContext:
         from sourceprep_models.swap.operations import Hooks
 
         return Hooks(info=self.output.info, warn=self.output.warn, debug=self.output.debug)
-
-    def machine(self, *, single_model: bool = False) -> contextlib.AbstractContextManager[Machine]:
-        from sourceprep_models.swap.operations import open_machine
-
-        return open_machine(self.config, hooks=self.hooks(), single_model=single_model)
 
     def resolve_model(self, name: str, endpoint: str | None) -> tuple[ModelSpec | None, Endpoint]:
         """A configured model (by key or server name) and its endpoint, else the raw name on one."""

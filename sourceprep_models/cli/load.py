@@ -41,8 +41,9 @@ def load(
     if spec is not None and spec.always_available and alive is not None and not alive.forever:
         out.warn(f"{model} is marked always_available in the config, so it stays loaded forever")
     order = LoadOrder(model, spec, target, alive, context_length, parse_timeout(timeout))
-    with app.machine(single_model=single_model) as machine:
-        outcome = operations.load(machine, order, dry_run=dry_run, warm=warm, hooks=app.hooks())
+    outcome = operations.load(
+        app.config, order, dry_run=dry_run, warm=warm, single_model=single_model, hooks=app.hooks()
+    )
     if outcome is None:  # dry run on a cloud endpoint, already said
         return
     if isinstance(outcome, LoadPreview):

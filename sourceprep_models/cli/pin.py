@@ -55,8 +55,7 @@ def pin(
 
     order = operations.LoadOrder(model, spec, target, None, context_length, parse_timeout(timeout))
     change = operations.unpin if remove else operations.pin
-    with app.machine() as machine:
-        result = change(machine, order, config_edit=write, config_path=str(path), hooks=app.hooks())
+    result = change(app.config, order, config_edit=write, config_path=str(path), hooks=app.hooks())
     for warning in result.report.warnings if result.report else []:
         out.warn(warning)
     if json_output:

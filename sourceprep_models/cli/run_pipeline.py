@@ -13,7 +13,6 @@ if TYPE_CHECKING:
     from sourceprep_models.cli.context import AppContext
     from sourceprep_models.pipeline.report import RunReport
     from sourceprep_models.pipeline.run import RunContext
-    from sourceprep_models.swap.residency import Machine
 
 
 def run_pipeline(
@@ -46,44 +45,34 @@ def run_pipeline(
     json_output: JsonOption = False,
 ) -> None:
     """Run pipeline NAME: plan every swap in advance, prefetch, time every stage, resume safely."""
-    from sourceprep_models.errors import UsageError
+    from sourceprep_models.pipeline.plan import RunPlan
     from sourceprep_models.pipeline.report import RunStopped
-    from sourceprep_models.pipeline.run import PipelineRun
-    from sourceprep_models.pipeline.state import state_path
-    from sourceprep_models.planning.lookahead import STRATEGIES
+    from sourceprep_models.pipeline.run import execute
     from sourceprep_models.ui import render
     from sourceprep_models.units import format_seconds, human_bytes
 
     app: AppContext = ctx.obj
     out = app.output
-    if strategy not in STRATEGIES:
-        raise UsageError(f"--strategy must be one of: {', '.join(STRATEGIES)}; got {strategy!r}")
-    if dry_run and resume:
-        raise UsageError("--dry-run plans a whole run; leave out --resume")
-    config = app.config
-    default_outputs = state_path(name).with_suffix(".outputs.jsonl")
-    with app.machine() as machine:
-        runner = PipelineRun(
-            _context(app, machine, prefetch, warm),
-            config,
+    try:
+        result = execute(
+            _context(app, prefetch, warm),
+            app.config,
             name,
+            dry_run=dry_run,
             resume=resume,
-            outputs=outputs or default_outputs,
+            outputs=outputs,
             strategy=strategy,
         )
-        if dry_run:
-            plan = runner.plan(0)
-            if json_output:
-                out.json(plan.to_dict())
-            else:
-                out.data(render.run_plan_table(plan))
-                out.info(f"{plan.loads} loads, {human_bytes(plan.bytes_loaded)} loaded ({strategy})")
-            return
-        try:
-            result = runner.run()
-        except RunStopped as stopped:
-            _show(app, stopped.report, json_output, report)
-            raise
+    except RunStopped as stopped:
+        _show(app, stopped.report, json_output, report)
+        raise
+    if isinstance(result, RunPlan):
+        if json_output:
+            out.json(result.to_dict())
+        else:
+            out.data(render.run_plan_table(result))
+            out.info(f"{result.loads} loads, {human_bytes(result.bytes_loaded)} loaded ({strategy})")
+        return
     _show(app, result, json_output, report)
     out.success(
         f"{name}: {len(result.stages)} stages in {format_seconds(result.total_s)}; swapping cost "
@@ -109,14 +98,13 @@ def _show(app: AppContext, result: RunReport, json_output: bool, report: Path | 
         app.output.data(render.run_table(result))
 
 
-def _context(app: AppContext, machine: Machine, prefetch: bool, warm: bool) -> RunContext:
+def _context(app: AppContext, prefetch: bool, warm: bool) -> RunContext:
     import os
 
     from sourceprep_models.pipeline.run import RunContext
 
     return RunContext(
         reload_config=app.reload_config,
-        machine=machine,
         environ=app.environ,
         info=app.output.info,
         warn=app.output.warn,

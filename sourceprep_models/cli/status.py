@@ -18,21 +18,17 @@ def status(
         bool, typer.Option("--repair/--no-repair", help="Reload configured pins the server has lost.")
     ] = True,
 ) -> None:
-    """Show the models loaded on each endpoint (size, GPU share, context, expiry), this machine's budget and RAM/GPU."""
-    from sourceprep_models.swap import operations
-    from sourceprep_models.swap.status import collect_status
+    """Show the models loaded on each endpoint (size, GPU share, context, expiry), the machine's budget, RAM/GPU."""
+    from sourceprep_models.swap.status import status as collect
     from sourceprep_models.ui import render
 
     app = ctx.obj
     out = app.output
-    targets = app.endpoints(endpoint)
-    with app.machine() as machine:
-        if repair:
-            # Pins the server lost (a restart, another client's keep_alive) are put back before reporting.
-            fixed = operations.repair(machine, [target.name for target in targets], hooks=app.hooks())
-            for line in render.repair_lines(fixed):
-                out.warn(line)
-        report = collect_status(machine, targets, hardware=not no_hardware)
+    report, fixed = collect(
+        app.config, app.endpoints(endpoint), repair=repair, hardware=not no_hardware, hooks=app.hooks()
+    )
+    for line in render.repair_lines(fixed):
+        out.warn(line)
     if json_output:
         out.json(report.to_dict())
     else:

@@ -38,8 +38,7 @@ def unload(
         spec, target = app.resolve_model(model, endpoint)
         work.setdefault(target.name, [])
         work[target.name].append(spec.name if spec else model)  # type: ignore[union-attr]
-    with app.machine() as machine:
-        result = operations.unload(machine, work, deadline_s=deadline, hooks=app.hooks(), progress=out.status)
+    result = operations.unload(app.config, work, deadline_s=deadline, hooks=app.hooks(), progress=out.status)
     if json_output:
         out.json(result.to_dict())
     elif steps := [step for report in result.reports for step in report.steps]:

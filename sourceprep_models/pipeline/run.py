@@ -50,7 +50,6 @@ class RunContext:
     """What a run needs from the outside world, so this module stays free of CLI concerns."""
 
     reload_config: Callable[[], Config]
-    machine: Machine  # every server of this machine, opened by the caller for the whole run
     environ: Mapping[str, str]
     info: Callable[[str], None]
     warn: Callable[[str], None]
@@ -59,10 +58,35 @@ class RunContext:
     workdir: str | None = None
 
 
+def execute(
+    context: RunContext,
+    config: Config,
+    name: str,
+    *,
+    dry_run: bool = False,
+    resume: bool = False,
+    outputs: Path | None = None,
+    strategy: str = "lookahead",
+) -> RunPlan | RunReport:
+    """Plan (``dry_run``) or run pipeline ``name`` on this machine's servers; ``RunStopped`` when a run stops."""
+    from sourceprep_models.planning.lookahead import STRATEGIES
+    from sourceprep_models.swap.operations import Hooks, open_machine
+
+    if strategy not in STRATEGIES:
+        raise UsageError(f"--strategy must be one of: {', '.join(STRATEGIES)}; got {strategy!r}")
+    if dry_run and resume:
+        raise UsageError("--dry-run plans a whole run; leave out --resume")
+    outputs = outputs or state_path(name).with_suffix(".outputs.jsonl")
+    with open_machine(config, hooks=Hooks(info=context.info, warn=context.warn)) as machine:
+        runner = PipelineRun(context, machine, config, name, resume=resume, outputs=outputs, strategy=strategy)
+        return runner.plan(0) if dry_run else runner.run()
+
+
 class PipelineRun:
     def __init__(
         self,
         context: RunContext,
+        machine: Machine,
         config: Config,
         name: str,
         *,
@@ -87,7 +111,7 @@ class PipelineRun:
         self.state = saved or RunState(pipeline=name, outputs=str(outputs))
         self.state.outputs = self.state.outputs or str(outputs)
         self.report = RunReport(pipeline=name, outputs=self.state.outputs)
-        self.machine = context.machine
+        self.machine = machine
         self._fingerprint = _fingerprint(config)
 
     def plan(self, start: int = 0) -> RunPlan:

@@ -118,9 +118,22 @@ class LoadPreview:
 
 
 def load(
-    machine: Machine, order: LoadOrder, *, dry_run: bool = False, warm: bool = True, hooks: Hooks | None = None
+    config: Config,
+    order: LoadOrder,
+    *,
+    dry_run: bool = False,
+    warm: bool = True,
+    single_model: bool = False,
+    hooks: Hooks | None = None,
 ) -> LoadReport | LoadPreview | None:
     """Plan and (unless ``dry_run``) make one model resident; None for a dry run on a cloud endpoint."""
+    with open_machine(config, hooks=hooks, single_model=single_model) as machine:
+        return _load(machine, order, dry_run=dry_run, warm=warm, hooks=hooks)
+
+
+def _load(
+    machine: Machine, order: LoadOrder, *, dry_run: bool = False, warm: bool = True, hooks: Hooks | None = None
+) -> LoadReport | LoadPreview | None:
     hooks = hooks or Hooks()
     session = machine.session(order.endpoint)
     request = session.request(
@@ -185,7 +198,7 @@ class UnloadResult:
 
 
 def unload(
-    machine: Machine,
+    config: Config,
     work: Mapping[str, list[str] | None],
     *,
     deadline_s: float | None = None,
@@ -194,6 +207,17 @@ def unload(
 ) -> UnloadResult:
     """Unload the named models per endpoint (None: everything there), then bring back evicted pins."""
     hooks = hooks or Hooks()
+    with open_machine(config, hooks=hooks) as machine:
+        return _unload(machine, work, deadline_s, hooks, progress)
+
+
+def _unload(
+    machine: Machine,
+    work: Mapping[str, list[str] | None],
+    deadline_s: float | None,
+    hooks: Hooks,
+    progress: Callable[[str], contextlib.AbstractContextManager[Any]] | None,
+) -> UnloadResult:
     result = UnloadResult()
     sessions = [machine.session(endpoint) for endpoint in work]
     timeout_s = deadline_s or max(s.endpoint.unload_timeout_s or DEFAULT_UNLOAD_TIMEOUT_S for s in sessions)
@@ -255,7 +279,7 @@ class PinResult:
 
 
 def pin(
-    machine: Machine,
+    config: Config,
     order: LoadOrder,
     *,
     config_edit: Callable[[], Config],
@@ -264,6 +288,13 @@ def pin(
 ) -> PinResult:
     """Record ``order`` as always available (``config_edit`` writes the config and returns it re-read),
     then load it and keep it forever; refused before anything is written when it can never fit."""
+    with open_machine(config, hooks=hooks) as machine:
+        return _pin(machine, order, config_edit, config_path, hooks)
+
+
+def _pin(
+    machine: Machine, order: LoadOrder, config_edit: Callable[[], Config], config_path: str, hooks: Hooks | None
+) -> PinResult:
     from sourceprep_models.errors import Unsupported
 
     session = machine.session(order.endpoint)
@@ -283,13 +314,13 @@ def pin(
         (s for s in machine.config.models.values() if s.name == name and s.endpoint == order.endpoint.name), None
     )
     pinned = dataclasses.replace(order, name=name, spec=spec, keep_alive=None)
-    report = load(machine, pinned, hooks=hooks)
+    report = _load(machine, pinned, hooks=hooks)
     assert isinstance(report, LoadReport)
     return PinResult(name, order.endpoint.name, True, config_path, report)
 
 
 def unpin(
-    machine: Machine,
+    config: Config,
     order: LoadOrder,
     *,
     config_edit: Callable[[], Config],
@@ -297,6 +328,13 @@ def unpin(
     hooks: Hooks | None = None,
 ) -> PinResult:
     """Let a pinned model expire like any other: config first, then its keep-alive (under the lock)."""
+    with open_machine(config, hooks=hooks) as machine:
+        return _unpin(machine, order, config_edit, config_path, hooks)
+
+
+def _unpin(
+    machine: Machine, order: LoadOrder, config_edit: Callable[[], Config], config_path: str, hooks: Hooks | None
+) -> PinResult:
     session = machine.session(order.endpoint)
     name = order.spec.name if order.spec else order.name
     session.provider.describe(name)

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sourceprep_models.config.schema import Endpoint
+from sourceprep_models.config.schema import Config, Endpoint
 from sourceprep_models.errors import ExitCode, SourceprepError
 from sourceprep_models.memory.sizing import Budget
 from sourceprep_models.providers.base import LoadedModel
+from sourceprep_models.swap.pins import Repair
 from sourceprep_models.swap.residency import Machine
+
+if TYPE_CHECKING:
+    from sourceprep_models.swap.operations import Hooks
 
 
 @dataclass
@@ -110,3 +114,15 @@ def collect_status(machine: Machine, endpoints: Iterable[Endpoint], *, hardware:
     used = sum(model.size or 0 for status in holding for model in status.models if model.occupies_memory)
     host = HostStatus("local", machine.budget(), used, tuple(status.name for status in holding))
     return StatusReport(endpoints=statuses, hardware=machine.hardware if hardware else {}, hosts=[host])
+
+
+def status(
+    config: Config, endpoints: list[Endpoint], *, repair: bool, hardware: bool, hooks: Hooks | None = None
+) -> tuple[StatusReport, Repair]:
+    """What every endpoint holds and the machine's memory; first (``repair``) put back pins servers lost."""
+    from sourceprep_models.swap.operations import open_machine
+    from sourceprep_models.swap.operations import repair as repair_pins
+
+    with open_machine(config, hooks=hooks) as machine:
+        fixed = repair_pins(machine, [endpoint.name for endpoint in endpoints], hooks=hooks) if repair else Repair()
+        return collect_status(machine, endpoints, hardware=hardware), fixed
