@@ -156,7 +156,7 @@ def test_capabilities_are_a_record(served: Served) -> None:
 def test_describe_of_an_unknown_name_is_model_not_found(served: Served) -> None:
     with pytest.raises(ModelNotFound) as caught:
         served.provider.describe("no-such-model-anywhere")
-    assert caught.value.exit_code == ExitCode.MODEL_NOT_FOUND == 3
+    assert caught.value.exit_code == ExitCode.MODEL_NOT_FOUND and int(ExitCode.MODEL_NOT_FOUND) == 3
     assert "no-such-model-anywhere" in str(caught.value) and "\n" not in str(caught.value)
 
 
@@ -215,7 +215,7 @@ def test_a_server_that_is_down_is_unreachable_in_one_line(kind: str) -> None:
             provider.list_available()
     finally:
         provider.close()
-    assert caught.value.exit_code == ExitCode.SERVER_UNREACHABLE == 4
+    assert caught.value.exit_code == ExitCode.SERVER_UNREACHABLE and int(ExitCode.SERVER_UNREACHABLE) == 4
     # One line: what failed, where, and the next step.
     message = str(caught.value)
     assert message.startswith("cannot reach ") and f" at {url} (endpoint 'down')" in message, message

@@ -74,24 +74,24 @@ class FakeLMStudio:
             return 200, {"object": "list", "data": data}
         if (method, path) == ("POST", "/api/v1/models/load"):
             key = body["model"]
-            entry = next((e for e in self.catalogue if e["key"] == key), None)
-            if entry is None:
+            found = next((e for e in self.catalogue if e["key"] == key), None)
+            if found is None:
                 return 404, {"error": {"type": "model_not_found", "message": f"Model '{key}' not found"}}
             n = self.next_ids.get(key, 0)
             self.next_ids[key] = n + 1
             instance_id = key if n == 0 else f"{key}:{n + 1}"
             self.instances.setdefault(key, []).append((instance_id, body.get("context_length", 4096)))
             return 200, {
-                "type": entry["type"],
+                "type": found["type"],
                 "instance_id": instance_id,
                 "load_time_seconds": 2.5,
                 "status": "loaded",
             }
         if (method, path) == ("POST", "/api/v1/models/unload"):
             wanted = body["instance_id"]
-            for key, loaded in self.instances.items():
-                if any(iid == wanted for iid, _ in loaded):
-                    self.instances[key] = [item for item in loaded if item[0] != wanted]
+            for key, instances in self.instances.items():
+                if any(iid == wanted for iid, _ in instances):
+                    self.instances[key] = [item for item in instances if item[0] != wanted]
                     return 200, {"instance_id": wanted}
             return 404, {"error": f"No model instance with id '{wanted}'"}
         return 200, {"error": f"Unexpected endpoint or method. ({method} {path})"}
