@@ -117,15 +117,16 @@ FAKES: dict[str, Start] = {
 
 @pytest.fixture(params=registered_kinds())
 def served(request: pytest.FixtureRequest) -> Iterator[Served]:
+    """Each registered kind's provider, created by the registry, against its running fake."""
     kind: str = request.param
     start = FAKES.get(kind)
     if start is None:
         pytest.fail(f"provider kind {kind!r} has no fake: add one to FAKES in {Path(__file__).name}")
     with contextlib.ExitStack() as stack:
-        served = start(request, stack)
-        stack.callback(served.provider.close)
-        assert served.provider.kind == kind
-        yield served
+        running = start(request, stack)
+        stack.callback(running.provider.close)  # before the server stops: callbacks run last in, first out
+        assert running.provider.kind == kind
+        yield running
 
 
 def resident(provider: Provider) -> list[str]:
