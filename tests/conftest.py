@@ -41,6 +41,7 @@ class Run:
 
 
 CliFn = Callable[..., Run]
+WriteConfig = Callable[[str], Path]
 
 
 @pytest.fixture
@@ -56,7 +57,7 @@ def cli() -> CliFn:
 
 
 @pytest.fixture
-def write_config(tmp_path: Path) -> Callable[[str], Path]:
+def write_config(tmp_path: Path) -> WriteConfig:
     def write(text: str) -> Path:
         path = tmp_path / "config.toml"
         path.write_text(text, encoding="utf-8")

@@ -248,10 +248,10 @@ def test_the_kind_check_sees_a_comparison() -> None:
 def _provider_probes(source: str) -> Iterator[int]:
     """``getattr(<something provider>, ...)``: the base class declares every method the core calls."""
     for node in ast.walk(ast.parse(source)):
-        probe = (
-            isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in ("getattr", "hasattr")
-        )
-        if probe and node.args and "provider" in ast.unparse(node.args[0]).lower():  # type: ignore[attr-defined]
+        if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)):
+            continue
+        probe = node.func.id in ("getattr", "hasattr")
+        if probe and node.args and "provider" in ast.unparse(node.args[0]).lower():
             yield node.lineno
 
 

@@ -10,7 +10,7 @@ import pytest
 from sourceprep_models.config import load_config, parse_config
 from sourceprep_models.config.schema import StageGroup
 from sourceprep_models.errors import ConfigError
-from tests.conftest import CliFn
+from tests.conftest import CliFn, WriteConfig
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -95,11 +95,11 @@ BAD_CONFIGS = [
 @pytest.mark.parametrize(("problem", "text", "line", "words"), BAD_CONFIGS, ids=[case[0] for case in BAD_CONFIGS])
 def test_bad_config_is_one_line_naming_file_line_and_key(
     cli: CliFn,
-    write_config: callable,
+    write_config: WriteConfig,
     problem: str,
     text: str,
     line: int,
-    words: str,  # type: ignore[valid-type]
+    words: str,
 ) -> None:
     path = write_config(text)
     result = cli("--config", str(path), "status", "--no-hardware")
@@ -111,7 +111,7 @@ def test_bad_config_is_one_line_naming_file_line_and_key(
     assert "Traceback" not in result.stderr
 
 
-def test_secret_value_never_echoed_in_the_error(cli: CliFn, write_config: callable) -> None:  # type: ignore[valid-type]
+def test_secret_value_never_echoed_in_the_error(cli: CliFn, write_config: WriteConfig) -> None:
     path = write_config("[endpoints.c]\nkind = 'openai'\nurl = 'https://a.example/v1'\napi_key = 'sk-SECRET-42'\n")
     result = cli("--config", str(path), "status", "--no-hardware")
     assert result.exit_code == 5
@@ -125,7 +125,7 @@ def test_missing_explicit_config_file_is_exit_5(cli: CliFn, tmp_path: Path) -> N
     assert result.stderr == f"error: {missing}: config file not found (named by --config); create it or fix the path\n"
 
 
-def test_env_var_names_the_config_and_flag_beats_it(cli: CliFn, write_config: callable, tmp_path: Path) -> None:  # type: ignore[valid-type]
+def test_env_var_names_the_config_and_flag_beats_it(cli: CliFn, write_config: WriteConfig, tmp_path: Path) -> None:
     bad = write_config("[models.x]\ncontext_length = 'big'\n")
     good = tmp_path / "good.toml"
     good.write_text("[endpoints.ollama]\nkind = 'ollama'\nurl = 'http://127.0.0.1:9'\n")

@@ -44,10 +44,10 @@ from sourceprep_models.doctor.run import (
 from sourceprep_models.hardware import ProbeSystem, probe
 from tests.conftest import Run
 from tests.emulator import EmulatedModel, OllamaEmulator
+from tests.fakes.lmstudio import QWEN, FakeLMStudio
+from tests.fakes.vllm import FakeVLLM
 from tests.loopback import Reply, Request, serve, unused_port
 from tests.test_hardware import FakeSystem, apple_system, fake_nvml, fixture
-from tests.test_lmstudio import QWEN, FakeLMStudio
-from tests.test_vllm import FakeVLLM
 
 GiB = 1 << 30
 MiB = 1 << 20

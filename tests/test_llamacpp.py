@@ -27,35 +27,9 @@ from sourceprep_models.errors import (
 from sourceprep_models.providers import create_provider
 from sourceprep_models.providers.base import LoadRequest
 from sourceprep_models.providers.llamacpp import LlamaCppProvider, server_root
+from tests.fakes.llamacpp import NOT_RUNNING, ROUTER_PROPS, entry
 
 ENDPOINT = Endpoint(name="llama", kind="llamacpp", url="http://router.test:8080")
-ROUTER_PROPS = {
-    "role": "router",
-    "max_instances": 2,
-    "models_autoload": False,
-    "model_alias": "llama-server",
-    "model_path": "none",
-    "default_generation_settings": {"params": None, "n_ctx": 0},
-    "build_info": "b1-0c1e570",
-}
-NOT_RUNNING = {"error": {"code": 400, "message": "model is not running", "type": "invalid_request_error"}}
-
-
-def entry(model_id: str, value: str = "unloaded", **status: Any) -> dict[str, Any]:
-    """One item of GET /models as a real router lists it (real-engine.md §5)."""
-    item: dict[str, Any] = {
-        "id": model_id,
-        "aliases": [],
-        "tags": [],
-        "object": "model",
-        "owned_by": "llamacpp",
-        "status": {"value": value, "args": ["llama-server", "--model", f"/models/{model_id}.gguf"], **status},
-    }
-    if value == "loaded":
-        item["meta"] = {"n_ctx": 512, "n_ctx_train": 2048, "size": 547072, "ftype": "all F32"}
-    return item
-
-
 Handler = Callable[[httpx.Request], tuple[int, Any]]
 
 

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import re
+import sys
 import time
 
 import httpx
 import pytest
 
+from sourceprep_models.config.schema import Endpoint
+from sourceprep_models.providers import create_provider
 from tests.conftest import CliFn
-from tests.emulator import EmulatedModel
+from tests.emulator import EmulatedModel, OllamaEmulator
 from tests.helpers import wait_for
 
 MODELS = [
@@ -185,13 +188,34 @@ def test_load_with_bad_keep_alive_is_usage_error(cli: CliFn, emu) -> None:  # ty
     assert emu.loaded_names() == []
 
 
-def test_load_does_not_time_out_on_a_slow_but_progressing_load(cli: CliFn, emu) -> None:  # type: ignore[no-untyped-def]
-    # Longer than the 30 s plain-read timeout would allow if it applied to preloads is too slow for
-    # a test; instead: a load slower than --timeout's default read budget for lists still completes.
+def shorten_read_timeout(monkeypatch: pytest.MonkeyPatch, endpoint: Endpoint, seconds: float) -> None:
+    """Every copy of READ_TIMEOUT_S in the package (modules import the name) set to ``seconds``."""
+    create_provider(endpoint).close()  # imports the provider module, so its copy is patched too
+    modules = [
+        module
+        for name, module in list(sys.modules.items())
+        if name.split(".")[0] == "sourceprep_models" and hasattr(module, "READ_TIMEOUT_S")
+    ]
+    assert len(modules) >= 2  # constants and at least the Ollama provider
+    for module in modules:
+        monkeypatch.setattr(module, "READ_TIMEOUT_S", seconds)
+
+
+def test_load_does_not_time_out_on_a_slow_but_progressing_load(
+    cli: CliFn, emu: OllamaEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Every other request gives up after READ_TIMEOUT_S (30 s) of silence. A preload must not: a
+    # client that leaves cancels the load on the server (ollama.md §4.2), so only --timeout counts.
+    # With that read timeout cut to 0.2 s, a load that takes 1 s must still be waited for.
+    shorten_read_timeout(monkeypatch, Endpoint(name="ollama", kind="ollama", url=emu.url), 0.2)
     emu.faults.slow_load_s = 1.0
-    result = cli("load", "qwen3:4b", "--timeout", "20")
+    started = time.monotonic()
+    result = cli("load", "qwen3:4b", "--no-warm", "--timeout", "20")
     assert result.exit_code == 0, result.stderr
+    assert time.monotonic() - started >= 1.0
     assert emu.loaded_names() == ["qwen3:4b"]
+    reported = re.search(r"qwen3:4b loaded on ollama in (\d+\.\d+)s", result.stderr)
+    assert reported and float(reported.group(1)) >= 1.0, result.stderr
 
 
 def test_models_loaded_by_another_client_show_as_evicted(cli: CliFn, ollama_emulator, monkeypatch) -> None:  # type: ignore[no-untyped-def]

@@ -12,9 +12,9 @@ import pytest
 
 from tests.conftest import CliFn
 from tests.emulator import EmulatedModel
+from tests.fakes.lmstudio import QWEN, FakeLMStudio
+from tests.fakes.openai import MODELS as CLOUD_MODELS
 from tests.loopback import Reply, Request, serve, unused_port
-from tests.test_lmstudio import QWEN, FakeLMStudio
-from tests.test_openai_endpoint import MODELS as CLOUD_MODELS
 
 KEY_VAR = "DEEP_API_KEY"
 SECRET = "sk-deep-0123456789"

@@ -21,21 +21,12 @@ from sourceprep_models.providers import create_provider
 from sourceprep_models.providers.base import LoadRequest
 from sourceprep_models.providers.openai import OpenAIProvider
 from tests.conftest import CliFn
+from tests.fakes.openai import MODELS, listing
 from tests.loopback import Reply, Request, serve, unused_port
 
 SECRET = "sk-test-SECRET-0123456789abcdef"
 KEY_VAR = "CLOUD_TEST_KEY"
 ENDPOINT = Endpoint(name="cloud", kind="openai", url="https://api.cloud.test/v1", api_key_env=KEY_VAR)
-
-# GET /v1/models as the OpenAI API documents it.
-MODELS = {
-    "object": "list",
-    "data": [
-        {"id": "gpt-4o-mini", "object": "model", "created": 1721172741, "owned_by": "system"},
-        {"id": "gpt-4.1", "object": "model", "created": 1744316542, "owned_by": "system"},
-        {"id": "text-embedding-3-small", "object": "model", "created": 1705948997, "owned_by": "system"},
-    ],
-}
 
 
 @pytest.fixture(autouse=True)
@@ -54,12 +45,6 @@ def provider_with(
 
     client = httpx.Client(base_url=endpoint.url, transport=httpx.MockTransport(record))
     return OpenAIProvider(endpoint, client=client), seen
-
-
-def listing(request: httpx.Request) -> httpx.Response:
-    if request.url.path != "/v1/models":
-        return httpx.Response(404, json={"error": {"message": "Unknown path", "type": "invalid_request_error"}})
-    return httpx.Response(200, json=MODELS)
 
 
 def assert_no_secret(*texts: str) -> None:
@@ -113,7 +98,7 @@ def test_loaded_load_and_unload_touch_nothing() -> None:
     assert provider.list_loaded() == []
     outcome = provider.load(LoadRequest("gpt-4.1", options={"num_ctx": 32768}))
     assert (outcome.name, outcome.wall_s, outcome.server_load_s) == ("gpt-4.1", 0.0, None)
-    assert provider.unload("gpt-4.1") is None
+    provider.unload("gpt-4.1")
     assert seen == []
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import CliFn
+from tests.conftest import CliFn, WriteConfig
 from tests.emulator import EmulatedModel
 
 MIB = 1024**2
@@ -35,7 +35,7 @@ def predicted(cli: CliFn, config: Path, name: str) -> int:
     return int(result.json()["predicted_size"])
 
 
-def configure(write_config, budget: int, **memory: object) -> Path:  # type: ignore[no-untyped-def]
+def configure(write_config: WriteConfig, budget: int, **memory: object) -> Path:
     lines = ["[models.pin]", 'name = "pinned:4b"', "always_available = true", "", "[memory]"]
     lines += [f'budget = "{budget}"', 'headroom = "0"']
     lines += [f"{key} = {str(value).lower()}" for key, value in memory.items()]
