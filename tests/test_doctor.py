@@ -486,7 +486,7 @@ stages = [{{ model = "embed" }}, {{ model = "chat" }}, {{ model = "embed" }}]
 def test_keep_alive_shorter_than_the_gap_in_a_pipeline_is_a_warning(
     doctor: DoctorFn, emu: OllamaEmulator, write_config: Callable[[str], Path], machine: UseMachine
 ) -> None:
-    from sourceprep_models.pipeline.run import RunState, save_state, state_path
+    from sourceprep_models.pipeline.state import RunState, save_state, state_path
 
     machine(linux_nvidia(), linux_manual_processes(server_env(emu, OLLAMA_KEEP_ALIVE="5m")))
     # The last run: the chat stage between the two embed stages took 400 s.
