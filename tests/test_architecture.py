@@ -29,7 +29,9 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("planning", "warming", "providers"),
     ("memory",),
     ("config", "hardware"),
-    ("errors", "units", "constants", "paths", "fs", ""),
+    # paths and fs build on the leaf modules below them: paths names the app, fs raises SourceprepError.
+    ("paths", "fs"),
+    ("errors", "units", "constants", ""),
 )
 MAX_LINES = 600
 MAX_CLI_LINES = 120

@@ -32,10 +32,11 @@ class AppContext:
 
     def editable_config_path(self) -> Path:
         """The file `pin` writes: the one in use, else where the next run will look for one."""
-        from sourceprep_models.config.loader import default_config_path, locate_config
+        from sourceprep_models.config.loader import locate_config
+        from sourceprep_models.paths import user_config_file
 
         location = locate_config(self.config_path, self.environ)
-        return location.path if location.path is not None else default_config_path()
+        return location.path if location.path is not None else user_config_file()
 
     def reload_config(self) -> Config:
         self._config = None

@@ -27,8 +27,9 @@ from sourceprep_models.config.schema import (
     Stage,
     StageGroup,
 )
-from sourceprep_models.constants import APP_NAME, DEFAULT_ENDPOINT_NAME, ENV_CONFIG, ENV_OLLAMA_HOST
+from sourceprep_models.constants import DEFAULT_ENDPOINT_NAME, ENV_CONFIG, ENV_OLLAMA_HOST
 from sourceprep_models.errors import ConfigError
+from sourceprep_models.paths import user_config_file
 from sourceprep_models.units import KeepAlive, parse_duration, parse_keep_alive, parse_size
 
 T = TypeVar("T")
@@ -69,18 +70,12 @@ class ConfigLocation:
     explicit: bool
 
 
-def default_config_path() -> Path:
-    from platformdirs import user_config_path
-
-    return user_config_path(APP_NAME, appauthor=False) / "config.toml"
-
-
 def locate_config(cli_path: str | None, environ: Mapping[str, str]) -> ConfigLocation:
     if cli_path:
         return ConfigLocation(Path(cli_path).expanduser(), "--config", explicit=True)
     if environ.get(ENV_CONFIG):
         return ConfigLocation(Path(environ[ENV_CONFIG]).expanduser(), ENV_CONFIG, explicit=True)
-    path = default_config_path()
+    path = user_config_file()
     if path.exists():
         return ConfigLocation(path, "user config", explicit=False)
     return ConfigLocation(None, "defaults", explicit=False)
