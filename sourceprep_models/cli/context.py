@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from sourceprep_models.errors import UsageError
 
 if TYPE_CHECKING:
-    from sourceprep_models.config.schema import Config, Endpoint, ModelSpec
+    from sourceprep_models.config.schema import Config, Endpoint, EndpointKinds, ModelSpec
     from sourceprep_models.providers.base import Provider
     from sourceprep_models.ui.output import Output
 
@@ -27,12 +27,19 @@ class AppContext:
         if self._config is None:
             from sourceprep_models.config import load_config
 
-            self._config = load_config(self.config_path, self.environ)
+            self._config = load_config(self.config_path, self.environ, kinds=self.endpoint_kinds)
         return self._config
+
+    @property
+    def endpoint_kinds(self) -> EndpointKinds:
+        """The provider registry's kinds and per-kind rules, which every config read is checked against."""
+        from sourceprep_models.providers import endpoint_kinds
+
+        return endpoint_kinds()
 
     def editable_config_path(self) -> Path:
         """The file `pin` writes: the one in use, else where the next run will look for one."""
-        from sourceprep_models.config.loader import locate_config
+        from sourceprep_models.config.locate import locate_config
         from sourceprep_models.paths import user_config_file
 
         location = locate_config(self.config_path, self.environ)

@@ -60,7 +60,9 @@ def pin(
         # Servers with a pin of their own (oMLX is_pinned) get it set too, so their eviction respects it.
         server_pin = session.provider.set_pinned if session.provider.capabilities.pins_on_server else None
         if remove:
-            edit_config(path, lambda text: set_pin(text, key, name, None, pinned=False), app.environ)
+            edit_config(
+                path, lambda text: set_pin(text, key, name, None, pinned=False), app.environ, kinds=app.endpoint_kinds
+            )
             session.config = app.reload_config()
             new_spec = session.config.models.get(key)
             # A finite keep_alive replaces the server's "forever" (ollama.md §3.2); no reload happens.
@@ -87,7 +89,12 @@ def pin(
         if server_pin is not None:
             server_pin(name, True)  # first: if the server refuses (no admin access), the config stays unchanged
         endpoint_key = None if spec is not None or target.name == app.config.default_endpoint else target.name
-        edit_config(path, lambda text: set_pin(text, key, name, endpoint_key, pinned=True), app.environ)
+        edit_config(
+            path,
+            lambda text: set_pin(text, key, name, endpoint_key, pinned=True),
+            app.environ,
+            kinds=app.endpoint_kinds,
+        )
         session.config = app.reload_config()
         request = session.request(
             name, session.config.models.get(key), context_length=context_length, deadline_s=trial.deadline_s

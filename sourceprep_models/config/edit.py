@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from sourceprep_models.config.loader import parse_config
-from sourceprep_models.config.schema import Config
+from sourceprep_models.config.schema import Config, EndpointKinds
 from sourceprep_models.errors import ConfigError
 from sourceprep_models.fs import write_atomic
 
@@ -24,7 +24,9 @@ NEW_FILE_HEADER = (
 )
 
 
-def edit_config(path: Path, change: Callable[[str], str], environ: Mapping[str, str]) -> Config:
+def edit_config(
+    path: Path, change: Callable[[str], str], environ: Mapping[str, str], *, kinds: EndpointKinds
+) -> Config:
     """Apply ``change`` (old text → new text) under a lock, validate the result, write atomically."""
     from filelock import FileLock, Timeout
 
@@ -33,9 +35,9 @@ def edit_config(path: Path, change: Callable[[str], str], environ: Mapping[str, 
     try:
         with lock.acquire(timeout=30):
             text = path.read_text(encoding="utf-8") if path.exists() else NEW_FILE_HEADER
-            parse_config(text, path, environ)  # refuse to edit a file that is already broken
+            parse_config(text, path, environ, kinds=kinds)  # refuse to edit a file that is already broken
             new_text = change(text)
-            config = parse_config(new_text, path, environ)
+            config = parse_config(new_text, path, environ, kinds=kinds)
             if new_text != text:
                 write_atomic(path, new_text)
             return config
@@ -89,11 +91,11 @@ def _apply_pin(data: Any, key: str, name: str, endpoint: str | None, pinned: boo
 
 
 def _set_pin_lines(text: str, key: str, name: str, endpoint: str | None, pinned: bool) -> str | None:
-    from sourceprep_models.config.loader import _iter_key_lines, toml_key
+    from sourceprep_models.config.keylines import iter_key_lines, toml_key
 
     lines = text.splitlines(keepends=True)
-    entry_lines = [number for path, number in _iter_key_lines(text) if path[:2] == ("models", key)]
-    flag_lines = [number for path, number in _iter_key_lines(text) if path == ("models", key, "always_available")]
+    entry_lines = [number for path, number in iter_key_lines(text) if path[:2] == ("models", key)]
+    flag_lines = [number for path, number in iter_key_lines(text) if path == ("models", key, "always_available")]
     newline = "\r\n" if text.endswith("\r\n") else "\n"
     if flag_lines:
         index = flag_lines[0] - 1
