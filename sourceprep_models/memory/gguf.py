@@ -24,7 +24,6 @@ __all__ = [
     "tensor_bytes",
 ]
 
-
 # ggml type id -> (elements per block, bytes per block); the values of gguf-py 0.19's
 # GGML_QUANT_SIZES (hardware.md §4.2), except Q8_1, which gguf-py still lists at its old 40-byte
 # size while ggml's block is 36 bytes today (it is a scratch type, never stored in model files).
