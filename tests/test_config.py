@@ -10,9 +10,12 @@ import pytest
 from sourceprep_models.config import load_config, parse_config
 from sourceprep_models.config.schema import StageGroup
 from sourceprep_models.errors import ConfigError
+from sourceprep_models.providers import endpoint_kinds
 from tests.conftest import CliFn, WriteConfig
 
 REPO = Path(__file__).resolve().parent.parent
+# The provider registry's kinds, as the CLI passes them to every config read.
+KINDS = endpoint_kinds()
 
 # (what is wrong, config text, line the error must name, words the message must contain)
 BAD_CONFIGS = [
@@ -140,13 +143,13 @@ def test_user_config_file_is_used_when_nothing_else_names_one(tmp_path: Path) ->
     user_file = tmp_path / "xdg-config" / "sourceprep-models" / "config.toml"
     user_file.parent.mkdir(parents=True)
     user_file.write_text("[endpoints.box]\nkind = 'ollama'\nurl = 'http://10.0.0.5:11434'\n")
-    config = load_config(None, {})
+    config = load_config(None, {}, kinds=KINDS)
     assert config.path == user_file
     assert config.endpoints["box"].url == "http://10.0.0.5:11434"
 
 
 def test_no_config_means_ollama_at_ollama_host() -> None:
-    config = load_config(None, {"OLLAMA_HOST": "gpu-box:8080"})
+    config = load_config(None, {"OLLAMA_HOST": "gpu-box:8080"}, kinds=KINDS)
     assert config.path is None
     assert [(e.name, e.kind, e.url, e.source) for e in config.endpoints.values()] == [
         ("ollama", "ollama", "http://gpu-box:8080", "OLLAMA_HOST")
@@ -154,7 +157,7 @@ def test_no_config_means_ollama_at_ollama_host() -> None:
 
 
 def test_example_config_is_accepted_with_every_reference_setup() -> None:
-    config = load_config(str(REPO / "models.example.toml"), {})
+    config = load_config(str(REPO / "models.example.toml"), {}, kinds=KINDS)
     assert {e.kind for e in config.endpoints.values()} >= {"ollama", "lmstudio", "openai"}
     assert config.endpoints["cloud"].api_key_env == "OPENAI_API_KEY"
     assert config.models["catalog"].always_available
@@ -180,7 +183,7 @@ def test_values_are_typed() -> None:
         single_model = true
         """
     )
-    config = parse_config(text, None, {})
+    config = parse_config(text, None, {}, kinds=KINDS)
     big = config.models["big"]
     assert big.keep_alive is not None and big.keep_alive.seconds == 5400
     assert big.context_length == 16384
@@ -192,7 +195,7 @@ def test_values_are_typed() -> None:
 
 def test_error_without_file_still_names_key() -> None:
     with pytest.raises(ConfigError, match=r"^<config>:2: models.x.keep_alive: "):
-        parse_config("[models.x]\nkeep_alive = []\n", None, {})
+        parse_config("[models.x]\nkeep_alive = []\n", None, {}, kinds=KINDS)
 
 
 @pytest.mark.parametrize(
@@ -211,5 +214,115 @@ def test_error_without_file_still_names_key() -> None:
 )
 def test_bad_pipeline_definitions_are_one_line_errors(text: str, line: int, expected: str) -> None:
     with pytest.raises(ConfigError) as caught:
-        parse_config(text, Path("p.toml"), {})
+        parse_config(text, Path("p.toml"), {}, kinds=KINDS)
     assert expected in caught.value.message and f"p.toml:{line}:" in caught.value.message
+
+
+# -- one endpoint per server -------------------------------------------------------------------
+
+SAME_SERVER = [
+    ("loopback names", "http://127.0.0.1:11434", "http://localhost:11434"),
+    ("ipv6 loopback and host case", "http://[::1]:11434", "HTTP://LocalHost:11434"),
+    ("bind-all address", "http://0.0.0.0:1234", "http://127.0.0.1:1234/"),
+    ("the scheme's port", "http://gpu-box", "http://gpu-box:80"),
+    ("https port", "https://api.example.com/v1", "https://API.example.com:443"),
+    ("trailing /v1", "http://127.0.0.1:8000/v1", "http://127.0.0.1:8000"),
+]
+
+
+@pytest.mark.parametrize(("problem", "first", "second"), SAME_SERVER, ids=[case[0] for case in SAME_SERVER])
+def test_two_endpoints_for_one_server_are_a_config_error(
+    cli: CliFn, write_config: WriteConfig, problem: str, first: str, second: str
+) -> None:
+    path = write_config(
+        f"[endpoints.a]\nkind = 'lmstudio'\nurl = '{first}'\n\n[endpoints.b]\nkind = 'openai'\nurl = '{second}'\n"
+    )
+    result = cli("--config", str(path), "status", "--no-hardware")
+    assert result.exit_code == 5, result.stderr
+    written = second.rstrip("/")
+    assert result.stderr == (
+        f"error: {path}:7: endpoints.b.url: {written} is the same server as endpoints.a (line 1) at {first}; "
+        "keep one endpoint per server: remove one of the two, or correct the url that is wrong\n"
+    )
+
+
+def test_an_endpoint_at_ollama_host_clashes_with_one_written_out() -> None:
+    text = (
+        "[endpoints.local]\nkind = 'ollama'\n[endpoints.compat]\nkind = 'openai'\nurl = 'http://localhost:11434/v1'\n"
+    )
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text, Path("c.toml"), {}, kinds=KINDS)
+    assert caught.value.message == (
+        "c.toml:5: endpoints.compat.url: http://localhost:11434/v1 is the same server as endpoints.local (line 1) "
+        "at http://127.0.0.1:11434 (the default address); keep one endpoint per server: remove one of the two, "
+        "or correct the url that is wrong"
+    )
+    # Written the other way round, the error names the endpoint without a url, at its table's line.
+    swapped = "[endpoints.compat]\nkind = 'openai'\nurl = 'http://box:11434/v1'\n[endpoints.local]\nkind = 'ollama'\n"
+    with pytest.raises(ConfigError, match=r"^c.toml:4: endpoints.local: http://box:11434 \(from OLLAMA_HOST\) is"):
+        parse_config(swapped, Path("c.toml"), {"OLLAMA_HOST": "box"}, kinds=KINDS)
+
+
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [
+        ("http://127.0.0.1:11434", "http://127.0.0.1:11435"),  # another port
+        ("http://127.0.0.1:8080", "http://127.0.0.2:8080"),  # another loopback address may be another server
+        ("http://gateway/ollama", "http://gateway/lmstudio"),  # one proxy, two servers behind it
+        ("http://gpu-box:8080", "https://gpu-box:8080"),
+        ("http://gpu-box", "http://gpu-box:11434"),  # no port means port 80, whatever the kind
+        ("http://gpu-box:8000/v2", "http://gpu-box:8000"),
+    ],
+)
+def test_different_servers_are_accepted(first: str, second: str) -> None:
+    text = f"[endpoints.a]\nkind = 'ollama'\nurl = '{first}'\n[endpoints.b]\nkind = 'llamacpp'\nurl = '{second}'\n"
+    config = parse_config(text, None, {}, kinds=KINDS)
+    assert [endpoint.url for endpoint in config.endpoints.values()] == [first, second]
+
+
+# -- endpoint kinds come from the provider registry -------------------------------------------
+
+
+def test_the_config_accepts_exactly_the_registered_kinds() -> None:
+    from sourceprep_models.providers import registered_kinds
+
+    assert sorted(KINDS.names) == registered_kinds()
+    for kind in KINDS.names:
+        url = "" if kind == KINDS.ollama_host_kind else "url = 'http://127.0.0.1:9'\n"
+        config = parse_config(f"[endpoints.e]\nkind = '{kind}'\n{url}", None, {}, kinds=KINDS)
+        assert config.endpoints["e"].kind == kind
+
+
+def test_kinds_and_their_rules_are_whatever_the_caller_passes() -> None:
+    from sourceprep_models.config import EndpointKinds
+
+    kinds = EndpointKinds(names=("alpha", "beta"), ollama_host_kind="alpha", sleep_level_kinds=frozenset({"beta"}))
+    config = parse_config("", None, {"OLLAMA_HOST": "box"}, kinds=kinds)
+    assert [(e.name, e.kind, e.url) for e in config.endpoints.values()] == [("ollama", "alpha", "http://box:11434")]
+    beta = parse_config("[endpoints.b]\nkind = 'beta'\nurl = 'http://h:1'\nsleep_level = 2\n", None, {}, kinds=kinds)
+    assert beta.endpoints["b"].sleep_level == 2
+    with pytest.raises(ConfigError, match=r"endpoints.a.sleep_level: applies only to beta endpoints, not alpha"):
+        parse_config("[endpoints.a]\nkind = 'alpha'\nsleep_level = 1\n", None, {}, kinds=kinds)
+    with pytest.raises(ConfigError, match=r"unknown provider kind 'ollama'; use one of: alpha, beta"):
+        parse_config("[endpoints.o]\nkind = 'ollama'\nurl = 'http://h:1'\n", None, {}, kinds=kinds)
+
+
+# -- editing in place ------------------------------------------------------------------------
+
+
+def test_an_edit_through_a_symlinked_config_keeps_the_link(tmp_path: Path) -> None:
+    from sourceprep_models.config.edit import edit_config, set_pin
+
+    real = tmp_path / "dotfiles" / "sourceprep.toml"
+    real.parent.mkdir()
+    real.write_text("# my models\n[models.fast]\nname = 'qwen3:4b'\n")
+    link = tmp_path / "config.toml"
+    link.symlink_to(real)
+    config = edit_config(link, lambda text: set_pin(text, "fast", "qwen3:4b", None, pinned=True), {}, kinds=KINDS)
+    assert config.models["fast"].always_available
+    assert link.is_symlink()
+    assert real.read_text() == "# my models\n[models.fast]\nname = 'qwen3:4b'\nalways_available = true\n"
+    # An edit that would make the config invalid leaves the file as it was.
+    with pytest.raises(ConfigError, match=r"endpoints\.x: missing key 'kind'"):
+        edit_config(link, lambda text: text + "[endpoints.x]\n", {}, kinds=KINDS)
+    assert real.read_text().endswith("always_available = true\n")

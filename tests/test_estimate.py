@@ -18,20 +18,10 @@ from typing import Any
 
 import pytest
 
-from sourceprep_models.memory import estimate as estimate_module
-from sourceprep_models.memory.estimate import (
-    Estimate,
-    GGUFMetadata,
-    MetadataCache,
-    TensorInfo,
-    coarse_preflight,
-    estimate,
-    graph_sizes,
-    kv_cache_bytes,
-    metadata_from_show,
-    read_gguf,
-    tensor_bytes,
-)
+from sourceprep_models.memory import gguf as gguf_module
+from sourceprep_models.memory.formula import Estimate, coarse_preflight, estimate, graph_sizes, kv_cache_bytes
+from sourceprep_models.memory.gguf import GGUFMetadata, TensorInfo, metadata_from_show, read_gguf, tensor_bytes
+from sourceprep_models.memory.metadata import MetadataCache
 
 DATA = Path(__file__).parent / "data" / "estimate"
 MiB = 1 << 20
@@ -461,7 +451,7 @@ def test_big_arrays_are_skipped_by_seeking(tmp_path: Path, monkeypatch: pytest.M
         handle.write(gguf_header([], LLAMA31_8B_ROWS)[24:])  # the tensor table only
     assert path.stat().st_size > GiB
 
-    monkeypatch.setattr(estimate_module, "open", lambda p, mode: CountingFile(p, "r"), raising=False)
+    monkeypatch.setattr(gguf_module, "open", lambda p, mode: CountingFile(p, "r"), raising=False)
     CountingFile.bytes_read = 0
     meta = read_gguf(path)
     assert dataclasses.replace(meta, file_size=None) == LLAMA31_8B

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from sourceprep_models.errors import UsageError
 
 if TYPE_CHECKING:
-    from sourceprep_models.config.schema import Config, Endpoint, ModelSpec
+    from sourceprep_models.config.schema import Config, Endpoint, EndpointKinds, ModelSpec
     from sourceprep_models.swap.operations import Hooks
     from sourceprep_models.ui.output import Output
 
@@ -27,15 +27,23 @@ class AppContext:
         if self._config is None:
             from sourceprep_models.config import load_config
 
-            self._config = load_config(self.config_path, self.environ)
+            self._config = load_config(self.config_path, self.environ, kinds=self.endpoint_kinds)
         return self._config
+
+    @property
+    def endpoint_kinds(self) -> EndpointKinds:
+        """The provider registry's kinds and per-kind rules, which every config read is checked against."""
+        from sourceprep_models.providers import endpoint_kinds
+
+        return endpoint_kinds()
 
     def editable_config_path(self) -> Path:
         """The file `pin` writes: the one in use, else where the next run will look for one."""
-        from sourceprep_models.config.loader import default_config_path, locate_config
+        from sourceprep_models.config.locate import locate_config
+        from sourceprep_models.paths import user_config_file
 
         location = locate_config(self.config_path, self.environ)
-        return location.path if location.path is not None else default_config_path()
+        return location.path if location.path is not None else user_config_file()
 
     def reload_config(self) -> Config:
         self._config = None

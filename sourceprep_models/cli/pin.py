@@ -48,8 +48,11 @@ def pin(
     key, name, path = spec.key if spec else model, spec.name if spec else model, app.editable_config_path()
     endpoint_key = None if spec is not None or target.name == app.config.default_endpoint else target.name
 
+    def edit(text: str) -> str:
+        return set_pin(text, key, name, endpoint_key, pinned=not remove)
+
     def write() -> Config:
-        edit_config(path, lambda text: set_pin(text, key, name, endpoint_key, pinned=not remove), app.environ)
+        edit_config(path, edit, app.environ, kinds=app.endpoint_kinds)
         config: Config = app.reload_config()
         return config
 

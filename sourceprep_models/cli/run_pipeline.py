@@ -83,7 +83,7 @@ def run_pipeline(
 def _show(app: AppContext, result: RunReport, json_output: bool, report: Path | None) -> None:
     import json
 
-    from sourceprep_models.config.edit import write_atomic
+    from sourceprep_models.fs import write_atomic
     from sourceprep_models.ui import render
 
     for warning in result.warnings:

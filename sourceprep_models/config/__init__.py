@@ -1,9 +1,12 @@
-"""The TOML configuration: typed records (``schema``), locating and validating (``loader``)."""
+"""The TOML configuration: typed records (``schema``), which file (``locate``), reading it (``loader``,
+``validate``, ``keylines``, ``urls``), changing it in place (``edit``), and ``OLLAMA_HOST`` (``ollama_host``)."""
 
-from sourceprep_models.config.loader import load_config, locate_config, parse_config
+from sourceprep_models.config.loader import load_config, parse_config
+from sourceprep_models.config.locate import ConfigLocation, locate_config
 from sourceprep_models.config.schema import (
     Config,
     Endpoint,
+    EndpointKinds,
     MemoryPolicy,
     ModelSpec,
     Pipeline,
@@ -12,7 +15,9 @@ from sourceprep_models.config.schema import (
 
 __all__ = [
     "Config",
+    "ConfigLocation",
     "Endpoint",
+    "EndpointKinds",
     "MemoryPolicy",
     "ModelSpec",
     "Pipeline",

@@ -1,23 +1,22 @@
 """Change the config file in place: comments and layout kept, validated, written atomically, locked.
 
 The edit is applied to tomlkit's document (which keeps every comment and blank line), the whole
-result is validated with the same loader that reads it, and only then written: temp file in the
-same directory, fsync, ``os.replace``. A crash leaves either the old file or the new one, never
-half of each; a validation failure leaves the old file untouched.
+result is validated with the same loader that reads it, and only then written with
+``fs.write_atomic``: a crash leaves either the old file or the new one, never half of each, and a
+validation failure leaves the old file untouched.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from sourceprep_models.config.loader import parse_config
-from sourceprep_models.config.schema import Config
+from sourceprep_models.config.schema import Config, EndpointKinds
 from sourceprep_models.errors import ConfigError
+from sourceprep_models.fs import write_atomic
 
 NEW_FILE_HEADER = (
     "# sourceprep-models configuration (created by `sourceprep-models pin`).\n"
@@ -25,7 +24,9 @@ NEW_FILE_HEADER = (
 )
 
 
-def edit_config(path: Path, change: Callable[[str], str], environ: Mapping[str, str]) -> Config:
+def edit_config(
+    path: Path, change: Callable[[str], str], environ: Mapping[str, str], *, kinds: EndpointKinds
+) -> Config:
     """Apply ``change`` (old text → new text) under a lock, validate the result, write atomically."""
     from filelock import FileLock, Timeout
 
@@ -34,44 +35,14 @@ def edit_config(path: Path, change: Callable[[str], str], environ: Mapping[str, 
     try:
         with lock.acquire(timeout=30):
             text = path.read_text(encoding="utf-8") if path.exists() else NEW_FILE_HEADER
-            parse_config(text, path, environ)  # refuse to edit a file that is already broken
+            parse_config(text, path, environ, kinds=kinds)  # refuse to edit a file that is already broken
             new_text = change(text)
-            config = parse_config(new_text, path, environ)
+            config = parse_config(new_text, path, environ, kinds=kinds)
             if new_text != text:
                 write_atomic(path, new_text)
             return config
     except Timeout:
         raise ConfigError(f"{path}: another sourceprep-models process is editing it; try again") from None
-
-
-def write_atomic(path: Path, text: str) -> None:
-    mode = path.stat().st_mode & 0o777 if path.exists() else 0o644
-    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(temp, mode)
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
-    _fsync_directory(path.parent)
-
-
-def _fsync_directory(directory: Path) -> None:
-    """Make the rename itself durable where the platform allows opening a directory."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def set_pin(text: str, key: str, name: str, endpoint: str | None, pinned: bool) -> str:
@@ -120,11 +91,11 @@ def _apply_pin(data: Any, key: str, name: str, endpoint: str | None, pinned: boo
 
 
 def _set_pin_lines(text: str, key: str, name: str, endpoint: str | None, pinned: bool) -> str | None:
-    from sourceprep_models.config.loader import _iter_key_lines, toml_key
+    from sourceprep_models.config.keylines import iter_key_lines, toml_key
 
     lines = text.splitlines(keepends=True)
-    entry_lines = [number for path, number in _iter_key_lines(text) if path[:2] == ("models", key)]
-    flag_lines = [number for path, number in _iter_key_lines(text) if path == ("models", key, "always_available")]
+    entry_lines = [number for path, number in iter_key_lines(text) if path[:2] == ("models", key)]
+    flag_lines = [number for path, number in iter_key_lines(text) if path == ("models", key, "always_available")]
     newline = "\r\n" if text.endswith("\r\n") else "\n"
     if flag_lines:
         index = flag_lines[0] - 1

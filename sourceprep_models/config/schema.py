@@ -8,8 +8,23 @@ from pathlib import Path
 
 from sourceprep_models.units import KeepAlive
 
-PROVIDER_KINDS = ("ollama", "lmstudio", "llamacpp", "llamaswap", "vllm", "omlx", "openai")
 MODEL_KINDS = ("chat", "embedding")
+
+
+@dataclass(frozen=True)
+class EndpointKinds:
+    """The endpoint kinds the provider registry can drive, and what the config checks per kind.
+
+    The config sits below the providers in the layers and cannot read their registry, so whoever
+    loads a config hands this in: ``sourceprep_models.providers.endpoint_kinds()``.
+    """
+
+    names: tuple[str, ...]
+    # The kind whose default URL follows OLLAMA_HOST as Ollama's own client reads it; a config
+    # without endpoints gets one endpoint of this kind.
+    ollama_host_kind: str
+    # Kinds whose unload is a sleep with a level, the only ones that take ``sleep_level``.
+    sleep_level_kinds: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)

@@ -52,7 +52,7 @@ if TYPE_CHECKING:
     import httpx
     from rich.table import Table
 
-    from sourceprep_models.config.loader import ConfigLocation
+    from sourceprep_models.config.locate import ConfigLocation
     from sourceprep_models.config.schema import Config, Endpoint, ModelSpec
     from sourceprep_models.hardware import Hardware, ProbeSystem
     from sourceprep_models.memory.sizing import Budget, SizeBook
@@ -1744,7 +1744,7 @@ def gather_inputs(
     config_path: str | None, environ: Mapping[str, str], load: Callable[[], Config], only_endpoint: str | None
 ) -> DoctorInputs:
     """Where the config is and what it says (or why it cannot be read); never raises for a bad config."""
-    from sourceprep_models.config.loader import locate_config
+    from sourceprep_models.config.locate import locate_config
     from sourceprep_models.errors import ConfigError
 
     location = locate_config(config_path, environ)

@@ -10,13 +10,14 @@ Prediction sources, best first:
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from sourceprep_models.config.schema import MemoryPolicy
+from sourceprep_models.errors import SourceprepError
+from sourceprep_models.fs import write_atomic
 
 GIB = 1024**3
 # Ollama's default context by total VRAM when nothing sets num_ctx (ollama.md §4.8).
@@ -102,17 +103,15 @@ class SizeBook:
         data[key] = size
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            temp = self.path.with_suffix(f".{os.getpid()}.tmp")
-            temp.write_text(json.dumps(data, indent=1, sort_keys=True), encoding="utf-8")
-            os.replace(temp, self.path)
-        except OSError:
+            write_atomic(self.path, json.dumps(data, indent=1, sort_keys=True))
+        except (OSError, SourceprepError):
             pass  # a cache that cannot be written only costs accuracy later
 
 
 def default_size_book() -> SizeBook:
-    from platformdirs import user_cache_path
+    from sourceprep_models.paths import size_book_file
 
-    return SizeBook(user_cache_path("sourceprep-models", appauthor=False) / "measured-sizes.json")
+    return SizeBook(size_book_file())
 
 
 def predict(
@@ -138,7 +137,7 @@ def predict(
         except Exception:  # metadata is an optimisation: any failure falls back to the file size
             meta = None
     if meta is not None:
-        from sourceprep_models.memory.estimate import estimate
+        from sourceprep_models.memory.formula import estimate
 
         try:
             result = estimate(meta, num_ctx=context, backend=backend_of(hardware))

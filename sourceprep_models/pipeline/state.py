@@ -50,12 +50,10 @@ class RunState:
 
 
 def state_path(pipeline: str) -> Path:
-    from platformdirs import user_state_path
-
-    from sourceprep_models.constants import APP_NAME
+    from sourceprep_models.paths import runs_dir
 
     safe = "".join(char if char.isalnum() or char in "-_." else "_" for char in pipeline)
-    return user_state_path(APP_NAME) / "runs" / f"{safe}.json"
+    return runs_dir() / f"{safe}.json"
 
 
 def load_state(path: Path) -> RunState | None:
@@ -68,7 +66,7 @@ def load_state(path: Path) -> RunState | None:
 
 
 def save_state(path: Path, state: RunState) -> None:
-    from sourceprep_models.config.edit import write_atomic
+    from sourceprep_models.fs import write_atomic
 
     state.updated_at = datetime.now(UTC).isoformat(timespec="seconds")
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -15,18 +15,29 @@ from sourceprep_models.errors import Unsupported
 if TYPE_CHECKING:
     import httpx
 
-    from sourceprep_models.config.schema import Endpoint
+    from sourceprep_models.config.schema import Endpoint, EndpointKinds
     from sourceprep_models.providers.base import Provider
 
+# In the order the config's error messages list the kinds.
 _REGISTRY: dict[str, str] = {
     "ollama": "sourceprep_models.providers.ollama:OllamaProvider",
     "lmstudio": "sourceprep_models.providers.lmstudio:LMStudioProvider",
-    "openai": "sourceprep_models.providers.openai:OpenAIProvider",
     "llamacpp": "sourceprep_models.providers.llamacpp:LlamaCppProvider",
-    "vllm": "sourceprep_models.providers.vllm:VLLMProvider",
     "llamaswap": "sourceprep_models.providers.llamaswap:LlamaSwapProvider",
+    "vllm": "sourceprep_models.providers.vllm:VLLMProvider",
     "omlx": "sourceprep_models.providers.omlx:OMLXProvider",
+    "openai": "sourceprep_models.providers.openai:OpenAIProvider",
 }
+
+# What the config checks per kind. It sits below this package in the layers, so it is handed these
+# rules (``endpoint_kinds``) rather than importing them; kept here so no provider module is imported
+# just to read a config.
+#
+# Ollama's own client resolves OLLAMA_HOST to its server's address (ollama.md §1): an endpoint of
+# this kind without a url, and the one endpoint of a config that names none, go there.
+_OLLAMA_HOST_KIND = "ollama"
+# vLLM unloads by sleeping (servers.md §4): level 1 parks the weights in host RAM, level 2 discards them.
+_SLEEP_LEVEL_KINDS = frozenset({"vllm"})
 
 
 def register(kind: str, target: str) -> None:
@@ -36,6 +47,17 @@ def register(kind: str, target: str) -> None:
 
 def registered_kinds() -> list[str]:
     return sorted(_REGISTRY)
+
+
+def endpoint_kinds() -> EndpointKinds:
+    """The registered kinds and their config rules: what every config read is validated against."""
+    from sourceprep_models.config.schema import EndpointKinds
+
+    return EndpointKinds(
+        names=tuple(_REGISTRY),
+        ollama_host_kind=_OLLAMA_HOST_KIND,
+        sleep_level_kinds=_SLEEP_LEVEL_KINDS,
+    )
 
 
 def create_provider(endpoint: Endpoint, client: httpx.Client | None = None) -> Provider:

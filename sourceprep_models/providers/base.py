@@ -18,7 +18,7 @@ from sourceprep_models.units import percent, processor, until
 
 if TYPE_CHECKING:
     from sourceprep_models.config.schema import Endpoint
-    from sourceprep_models.memory.estimate import GGUFMetadata
+    from sourceprep_models.memory.gguf import GGUFMetadata
     from sourceprep_models.units import KeepAlive
 
 

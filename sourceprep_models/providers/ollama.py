@@ -35,7 +35,7 @@ from sourceprep_models.providers._http import send
 from sourceprep_models.providers.base import Capabilities, LoadedModel, LoadOutcome, LoadRequest, ModelInfo, Provider
 
 if TYPE_CHECKING:
-    from sourceprep_models.memory.estimate import GGUFMetadata
+    from sourceprep_models.memory.gguf import GGUFMetadata
 
 # Fragments of llama-server's load-failure texts that mean "not enough memory" (§4.9).
 _OOM_MARKERS = ("out of memory", "out-of-memory", "requires more system memory", "cudamalloc failed")
@@ -103,14 +103,14 @@ class OllamaProvider(Provider):
 
     def gguf_metadata(self, name: str) -> GGUFMetadata | None:
         """Architecture numbers for the memory estimate: from the local blob's header, else /api/show."""
-        from platformdirs import user_cache_path
-
-        from sourceprep_models.memory.estimate import MetadataCache, metadata_from_show, read_gguf
+        from sourceprep_models.memory.gguf import metadata_from_show, read_gguf
+        from sourceprep_models.memory.metadata import MetadataCache
+        from sourceprep_models.paths import gguf_metadata_cache_dir
 
         # Blobs are content-addressed, so metadata read once is valid forever (hardware.md §4.2).
         identity = self.describe(name).identity
         digest = Path(identity[5:]).name if identity.startswith("blob:") else None
-        cache = MetadataCache(user_cache_path("sourceprep-models", appauthor=False) / "gguf-metadata")
+        cache = MetadataCache(gguf_metadata_cache_dir())
         if digest:
             cached = cache.get(digest)
             if cached is not None:

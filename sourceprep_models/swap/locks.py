@@ -25,11 +25,11 @@ LockWait = Callable[[str], None]
 
 
 def lock_path(endpoint_url: str) -> Path:
-    from platformdirs import user_state_path
+    from sourceprep_models.paths import locks_dir
 
     slug = re.sub(r"[^A-Za-z0-9]+", "-", endpoint_url).strip("-")[:60]
     digest = hashlib.sha256(endpoint_url.encode()).hexdigest()[:10]
-    return user_state_path("sourceprep-models", appauthor=False) / "locks" / f"{slug}-{digest}.lock"
+    return locks_dir() / f"{slug}-{digest}.lock"
 
 
 @contextlib.contextmanager
