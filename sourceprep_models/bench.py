@@ -11,6 +11,10 @@ rather than passing a warm load off as cold (hardware.md §5).
 the server loads what it lacks and evicts by its own rule (Ollama's scheduler, llama.cpp's LRU
 ``--models-max`` with on-demand loading). "After" first makes both models resident with the
 executor, then repeats the same calls.
+
+``run`` is the whole command: it opens the endpoint, takes its lock, benchmarks, and puts back the
+pins the benchmark moved out. The advice at the end comes from the provider (what keeps two models
+loaded on that server), in the words doctor uses.
 """
 
 from __future__ import annotations
@@ -18,12 +22,16 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from sourceprep_models.errors import UsageError
 from sourceprep_models.pipeline.work import PromptClient
 from sourceprep_models.planning.load import Plan
 from sourceprep_models.swap.executor import Executor
 from sourceprep_models.swap.residency import Session
+
+if TYPE_CHECKING:
+    from sourceprep_models.config.schema import Config, Endpoint
 
 PROMPT = "Say hello in five words."
 
@@ -94,6 +102,61 @@ class Alternation:
             "why_not": self.why_not,
             "recommendation": self.recommendation,
         }
+
+
+@dataclass
+class BenchReport:
+    """What `bench` measured on one endpoint: each model's loads, or the alternation of two."""
+
+    endpoint: str
+    models: list[ModelBench] | None = None
+    alternation: Alternation | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        if self.alternation is not None:
+            return {"endpoint": self.endpoint, "alternation": self.alternation.to_dict()}
+        return {"endpoint": self.endpoint, "models": [bench.to_dict() for bench in self.models or []]}
+
+
+def run(
+    config: Config,
+    endpoint: Endpoint,
+    names: list[str],
+    *,
+    alternate_calls: int | None,
+    environ: Mapping[str, str],
+    on_step: Callable[[str], None],
+    on_detail: Callable[[str], None],
+) -> BenchReport:
+    """Benchmark ``names`` on ``endpoint`` (or alternate the two of them ``alternate_calls`` times) under the
+    locks of this machine's servers; pins the benchmark moved out (on any of them) are loaded again afterwards."""
+    from sourceprep_models.swap.operations import Hooks, open_machine, repair_all
+
+    with open_machine(config, hooks=Hooks(info=on_step, debug=on_detail)) as machine:
+        session = machine.session(endpoint)
+        provider = session.provider
+        if provider.capabilities.always_ready:
+            raise UsageError(f"endpoint {endpoint.name!r} is a cloud API: nothing is loaded there to benchmark")
+        for name in names:
+            provider.describe(name)  # unknown → exit 3 before anything is unloaded
+        executor = machine.executor(session)
+
+        def waiting(endpoint_name: str) -> None:
+            on_step(f"waiting for another sourceprep-models to finish on {endpoint_name}…")
+
+        report = BenchReport(endpoint.name)
+        with machine.locked(600.0, waiting):
+            try:
+                if alternate_calls is None:
+                    report.models = bench_models(session, executor, names, environ=environ, on_step=on_step)
+                else:
+                    first, second = names
+                    report.alternation = alternate(
+                        session, executor, first, second, alternate_calls, environ=environ, on_step=on_step
+                    )
+            finally:
+                repair_all(machine)  # pins the benchmark moved out come back
+        return report
 
 
 def bench_models(
@@ -181,38 +244,30 @@ def alternate(
 
 
 def recommend(session: Session, result: Alternation) -> str:
-    """What to change so the two models stay resident together, in the words doctor uses."""
+    """What to change so the two models stay resident together, in the words doctor uses; what keeps two
+    models loaded on a server is its provider's knowledge."""
     first, second = result.models
-    endpoint = session.endpoint
+    provider = session.provider
+    pins = f"`sourceprep-models pin {first}` and `sourceprep-models pin {second}`"
     saved = result.before_total_s - (result.after_total_s or 0.0)
     # Below this the difference is noise, not swapping.
     if result.after_possible and saved <= max(0.1, 0.1 * result.before_total_s):
-        return f"nothing to change: {first} and {second} already stay resident together on {endpoint.name}"
-    if endpoint.kind == "llamacpp":
-        limit = session.max_loaded()
-        if limit is not None and limit < 2:
-            return (
-                f"restart llama-server with --models-max 2 (now {limit}) so {first} and {second} stay loaded together"
-            )
-    if not result.after_possible and endpoint.kind == "ollama" and result.why_not and "evicted" in result.why_not:
-        from sourceprep_models.doctor.run import env_fix
-
+        return f"nothing to change: {first} and {second} already stay resident together on {session.endpoint.name}"
+    limit = session.max_loaded()
+    if limit is not None and limit < 2 and (raise_limit := provider.loaded_limit_fix(2)) is not None:
+        return f"{raise_limit} (now {limit}) so {first} and {second} stay loaded together"
+    if not result.after_possible and result.why_not and "evicted" in result.why_not:
         # The same fix `doctor` gives for a model limit below what fits, written for this OS.
-        return (
-            f"let Ollama keep both: OLLAMA_MAX_LOADED_MODELS=2 — "
-            f"{env_fix(str(session.hardware.get('os') or ''), 'OLLAMA_MAX_LOADED_MODELS', '2')}; then "
-            f"`sourceprep-models pin {first}` and `sourceprep-models pin {second}`"
-        )
+        hidden = provider.hidden_limit_fix(2, str(session.hardware.get("os") or ""))
+        if hidden is not None:
+            return f"let {provider.server_label} keep both: {hidden}; then {pins}"
     if not result.after_possible:
         return result.why_not or "free memory for both models"
     gain = f"saves {saved:.2f}s over {len(result.calls)} calls"
-    if endpoint.kind == "ollama":
-        return (
-            f"keep both loaded ({gain}): set OLLAMA_MAX_LOADED_MODELS to at least 2 and OLLAMA_KEEP_ALIVE long enough "
-            f"for your pipeline on the Ollama server (see `sourceprep-models doctor` for the fix on this OS), or pin "
-            f"them: `sourceprep-models pin {first}` and `sourceprep-models pin {second}`"
-        )
-    return f"keep both loaded ({gain}): `sourceprep-models pin {first}` and `sourceprep-models pin {second}`"
+    hint = provider.keep_loaded_hint(2)
+    if hint is not None:
+        return f"keep both loaded ({gain}): {hint}, or pin them: {pins}"
+    return f"keep both loaded ({gain}): {pins}"
 
 
 def _make_both_resident(session: Session, executor: Executor, *requests: Any) -> str | None:

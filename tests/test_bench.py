@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
-from sourceprep_models.doctor.run import env_fix
-from sourceprep_models.hardware import probe
+from sourceprep_models import hardware
 from tests.conftest import CliFn
 from tests.emulator import EmulatedModel
+from tests.test_hardware import FakeSystem
 
 MODELS = [EmulatedModel("embed:small", file_mib=3), EmulatedModel("rerank:small", file_mib=4)]
 
@@ -42,10 +42,17 @@ def test_bench_models_reports_cold_and_warm_loads_and_first_token(
     assert table.stdout.split()[:6] == ["MODEL", "COLD", "LOAD", "WARM", "LOAD", "TTFT"]
 
 
+def on_recorded_linux(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The machine is a recorded Linux one (64 GiB, no GPU), so advice written for the OS is known."""
+    probe = hardware.probe
+    monkeypatch.setattr(hardware, "probe", lambda system=None: probe(FakeSystem()))
+
+
 def test_alternation_on_a_server_that_keeps_one_model_recommends_the_fix(
     cli: CliFn, ollama_emulator: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     emu = emulator_with(ollama_emulator, monkeypatch, 1)  # OLLAMA_MAX_LOADED_MODELS=1: every call swaps
+    on_recorded_linux(monkeypatch)
 
     result = cli("bench", "embed:small", "rerank:small", "--alternate", "4", "--json")
 
@@ -56,8 +63,13 @@ def test_alternation_on_a_server_that_keeps_one_model_recommends_the_fix(
     assert alternation["after_possible"] is False
     assert "evicted" in alternation["why_not"]
     assert "OLLAMA_MAX_LOADED_MODELS" in alternation["recommendation"]
-    # doctor's own fix, written for this machine's OS
-    assert env_fix(probe().os, "OLLAMA_MAX_LOADED_MODELS", "2") in alternation["recommendation"]
+    # doctor's own fix, written for the machine's OS (a systemd drop-in on Linux)
+    assert alternation["recommendation"] == (
+        "let Ollama keep both: OLLAMA_MAX_LOADED_MODELS=2 — run `sudo systemctl edit ollama`, add the two lines "
+        '`[Service]` and `Environment="OLLAMA_MAX_LOADED_MODELS=2"`, then `sudo systemctl restart ollama` (started '
+        "by hand instead? restart it as `OLLAMA_MAX_LOADED_MODELS=2 ollama serve`); then "
+        "`sourceprep-models pin embed:small` and `sourceprep-models pin rerank:small`"
+    )
 
     table = cli("bench", "embed:small", "rerank:small", "--alternate", "2")
     assert table.exit_code == 0

@@ -25,23 +25,14 @@ from typer.testing import CliRunner
 
 from sourceprep_models.cli import doctor as doctor_cmd
 from sourceprep_models.config.schema import Endpoint
-from sourceprep_models.doctor.run import (
-    HttpReply,
-    LocalSystem,
-    PsutilProcesses,
-    Reuse,
-    ServerProcess,
-    Sized,
-    check_apple_gpu,
-    check_gpu,
-    co_resident_need,
-    env_fix,
-    env_fix_details,
-    identify,
-    read_server_env,
-    reuse_gaps,
-)
+from sourceprep_models.doctor.checks.hardware import check_apple_gpu, check_gpu
+from sourceprep_models.doctor.checks.server import identify
+from sourceprep_models.doctor.checks.settings import co_resident_need, reuse_gaps
+from sourceprep_models.doctor.records import Sized
+from sourceprep_models.doctor.system import LocalSystem, PsutilProcesses
 from sourceprep_models.hardware import ProbeSystem, probe
+from sourceprep_models.providers.diagnostics import HttpReply, Reuse, ServerProcess
+from sourceprep_models.providers.ollama.settings import env_fix, env_fix_details, read_server_env
 from tests.conftest import Run
 from tests.emulator import EmulatedModel, OllamaEmulator
 from tests.fakes.lmstudio import QWEN, FakeLMStudio

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from sourceprep_models.providers.ollama_store import (
+from sourceprep_models.providers.ollama.store import (
     DEFAULT_HOST,
     LINUX_SERVICE_ROOT,
     MODEL_MEDIA_TYPE,

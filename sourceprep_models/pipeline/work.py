@@ -1,11 +1,9 @@
 """A pipeline stage's work: prompts the tool sends (streamed, timed) and shell commands it runs.
 
-Prompts go to the server in its own dialect so that they hit the instance the executor loaded:
-- Ollama: ``POST /api/generate`` with ``stream: true`` and the model's exact ``options`` and
-  ``keep_alive`` — a request with another ``num_ctx`` would reload the model (ollama.md §4.7) and a
-  finite keep_alive would replace a pin's "forever" (§3.2).
-- Every other kind: OpenAI ``POST {base}/chat/completions`` with ``stream: true`` (LM Studio,
-  llama-server, llama-swap, vLLM, oMLX and cloud APIs all serve it).
+Prompts go to the server in its own dialect so that they hit the instance the executor loaded: the
+provider class of the endpoint's kind says which (``Provider.prompt_protocol``): the OpenAI
+``chat/completions`` stream that most servers serve, or a server's native one (Ollama's
+``/api/generate`` with the model's exact options and keep-alive, ``providers.ollama.prompts``).
 
 Time to first token is measured to the first chunk that carries text; tokens per second from the
 server's own count when it gives one (Ollama ``eval_count``/``eval_duration``, OpenAI ``usage``),
@@ -22,7 +20,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,6 +29,7 @@ import httpx
 from sourceprep_models.config.schema import Endpoint
 from sourceprep_models.constants import CONNECT_TIMEOUT_S
 from sourceprep_models.errors import ServerError, SourceprepError
+from sourceprep_models.providers import server_facts
 from sourceprep_models.providers._http import error_message, json_body, transport_error
 
 
@@ -97,8 +96,9 @@ def model_environment(
 ) -> dict[str, str]:
     """The variables a stage's command gets: which model to call and where, in the spellings tools read."""
     env = dict(environ)
+    server = server_facts(endpoint.kind)
     root = endpoint.url.rstrip("/")
-    openai_base = root if endpoint.kind == "openai" or root.endswith("/v1") else f"{root}/v1"
+    openai_base = server.api_base_url(endpoint.url)
     env.update(
         {
             "SOURCEPREP_MODEL": model_name,
@@ -110,8 +110,8 @@ def model_environment(
             "OPENAI_API_BASE": openai_base,
         }
     )
-    if endpoint.kind == "ollama":
-        env["OLLAMA_HOST"] = root
+    if server.client_host_variable:  # the server's own command-line client (Ollama: OLLAMA_HOST)
+        env[server.client_host_variable] = root
     if endpoint.api_key_env and environ.get(endpoint.api_key_env):
         env["OPENAI_API_KEY"] = environ[endpoint.api_key_env]  # the child needs it; it is never printed
     return env
@@ -154,17 +154,10 @@ class PromptClient:
     ) -> None:
         self.endpoint = endpoint
         self._environ = environ
-        root = endpoint.url.rstrip("/")
-        if endpoint.kind == "ollama":
-            self._base, self._path = root, "/api/generate"
-        else:
-            base = root if endpoint.kind == "openai" or root.endswith("/v1") else f"{root}/v1"
-            self._base, self._path = base, "/chat/completions"
-        if autoload and endpoint.kind == "llamacpp":
-            # Load on demand even when the router runs with --no-models-autoload (real-engine.md §5).
-            self._path += "?autoload=true"
+        # ``autoload``: the request may load the model itself, as an ordinary client's would.
+        self._protocol = server_facts(endpoint.kind).prompt_protocol(endpoint, autoload=autoload)
         self._client = client or httpx.Client(
-            base_url=self._base, timeout=httpx.Timeout(600.0, connect=CONNECT_TIMEOUT_S)
+            base_url=self._protocol.base_url, timeout=httpx.Timeout(600.0, connect=CONNECT_TIMEOUT_S)
         )
 
     def close(self) -> None:
@@ -179,21 +172,8 @@ class PromptClient:
         options: Mapping[str, object] | None = None,
         keep_alive: float | None = None,
     ) -> PromptResult:
-        body: dict[str, Any]
-        if self.endpoint.kind == "ollama":
-            merged = dict(options or {})
-            merged["num_predict"] = max_tokens
-            body = {"model": model, "prompt": prompt, "stream": True, "options": merged}
-            if keep_alive is not None:
-                body["keep_alive"] = keep_alive
-        else:
-            body = {
-                "model": model,
-                "messages": [{"role": "user", "content": prompt}],
-                "stream": True,
-                "max_tokens": max_tokens,
-                "stream_options": {"include_usage": True},
-            }
+        protocol = self._protocol
+        body = protocol.body(model, prompt, max_tokens=max_tokens, options=options or {}, keep_alive=keep_alive)
         headers = {}
         variable = self.endpoint.api_key_env
         if variable and self._environ.get(variable):
@@ -205,7 +185,7 @@ class PromptClient:
         chunks = 0
         counted: int | None = None
         try:
-            with self._client.stream("POST", self._path, json=body, headers=headers) as response:
+            with self._client.stream("POST", protocol.path, json=body, headers=headers) as response:
                 if not response.is_success:
                     response.read()
                     message = error_message(json_body(response)) or response.text.strip()[:200]
@@ -213,8 +193,10 @@ class PromptClient:
                         f"{where} answered {response.status_code} to a prompt for {model}: {message}",
                         response.status_code,
                     )
-                for event in _events(response, ollama=self.endpoint.kind == "ollama"):
-                    text, done_count = _piece(event, ollama=self.endpoint.kind == "ollama")
+                for event in protocol.events(response.iter_lines()):
+                    if protocol.reports_error(event):
+                        raise SourceprepError(f"the server reported an error mid-answer: {error_message(event)}")
+                    text, done_count = protocol.piece(event)
                     if done_count is not None:
                         counted = done_count
                     if text:
@@ -235,46 +217,6 @@ class PromptClient:
             generation_s=(finished - first) if first is not None else 0.0,
             total_s=finished - started,
         )
-
-
-def _events(response: httpx.Response, *, ollama: bool) -> Iterator[dict[str, Any]]:
-    """NDJSON lines (Ollama) or SSE ``data:`` lines (OpenAI), parsed; ``[DONE]`` ends the stream."""
-    for line in response.iter_lines():
-        line = line.strip()
-        if not line:
-            continue
-        if not ollama:
-            if not line.startswith("data:"):
-                continue
-            line = line[len("data:") :].strip()
-            if line == "[DONE]":
-                return
-        try:
-            event = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(event, dict):
-            if "error" in event and not event.get("choices") and "response" not in event:
-                raise SourceprepError(f"the server reported an error mid-answer: {error_message(event)}")
-            yield event
-
-
-def _piece(event: dict[str, Any], *, ollama: bool) -> tuple[str, int | None]:
-    """The text an event carries, and the server's token count when it is the final event."""
-    if ollama:
-        text = event.get("response") or ""
-        count = event.get("eval_count") if event.get("done") else None
-        return (text if isinstance(text, str) else ""), (count if isinstance(count, int) else None)
-    text = ""
-    choices = event.get("choices")
-    if isinstance(choices, list) and choices and isinstance(choices[0], dict):
-        delta = choices[0].get("delta") or {}
-        if isinstance(delta, dict):
-            content = delta.get("content") or delta.get("reasoning_content") or ""
-            text = content if isinstance(content, str) else ""
-    usage = event.get("usage")
-    count = usage.get("completion_tokens") if isinstance(usage, dict) else None
-    return text, (count if isinstance(count, int) else None)
 
 
 def read_prompts_file(path: str, base: str | None) -> list[str]:

@@ -19,6 +19,14 @@ from sourceprep_models.units import percent, processor, until
 if TYPE_CHECKING:
     from sourceprep_models.config.schema import Endpoint
     from sourceprep_models.memory.gguf import GGUFMetadata
+    from sourceprep_models.providers.diagnostics import (
+        EndpointUses,
+        Fetch,
+        Finding,
+        ServerIdentity,
+        SettingsQuestion,
+    )
+    from sourceprep_models.providers.prompts import PromptProtocol
     from sourceprep_models.units import KeepAlive
 
 
@@ -41,6 +49,9 @@ class Capabilities:
     unloads_all_at_once: bool = False
     # The server has a pin of its own that this tool sets beside the config (oMLX is_pinned).
     pins_on_server: bool = False
+    # A request that names another context length reloads the model (Ollama num_ctx, ollama.md §4.7), so a
+    # model loaded with a context other than the configured one is reloaded by the next configured request.
+    reloads_for_context: bool = False
 
 
 @dataclass(frozen=True)
@@ -135,9 +146,67 @@ class LoadOutcome:
 class Provider:
     """One server's protocol. Subclasses implement the six required methods; the optional ones have
     defaults that say "this server has no such thing", so the core calls them without asking which
-    kind of server it talks to (what a server can do is data: ``capabilities``)."""
+    kind of server it talks to (what a server can do is data: ``capabilities``).
+
+    The class attributes and class methods under "facts" are what is known of the kind of server
+    before connecting to one (``providers.provider_class(kind)``): doctor, bench and the prompt
+    client read them instead of comparing kind strings."""
 
     kind: ClassVar[str]
+
+    # -- facts about this kind of server (optional, with defaults) --------------------------------
+
+    # How messages name the server ("LM Studio"); empty: the kind.
+    server_label: ClassVar[str] = ""
+    # How to start the server, for a message about an endpoint where nothing answers.
+    start_hint: ClassVar[str] = "start the server"
+    default_port: ClassVar[int | None] = None
+    # How to put a model on the server; ``{name}`` is the model.
+    get_hint: ClassVar[str] = "put it on the server"
+    # Detect this server before the others: it mimics another server's replies (llama-swap answers Ollama's).
+    detect_first: ClassVar[bool] = False
+    # A generic protocol (the OpenAI API): any server that speaks it is the right one.
+    accepts_any_server: ClassVar[bool] = False
+    # The endpoint's url is the API base itself (…/v1 or any other path), not the server's root.
+    url_is_api_base: ClassVar[bool] = False
+    # The context the server loads a model at when the load names none, when that default is small
+    # (LM Studio: 4096 unless changed, servers.md §1.3).
+    default_context: ClassVar[int | None] = None
+    # The variable the server's own command-line client reads for its address, and that command
+    # (Ollama: OLLAMA_HOST, `ollama`): a stage's command gets it, and doctor compares it with the config.
+    client_host_variable: ClassVar[str | None] = None
+    client_command: ClassVar[str | None] = None
+
+    @classmethod
+    def client_url(cls, value: str) -> str:
+        """The URL ``client_host_variable`` = ``value`` sends the server's command-line client to."""
+        return value
+
+    @classmethod
+    def api_base_url(cls, url: str) -> str:
+        """The base of the server's OpenAI-compatible API (``…/v1``) for an endpoint url."""
+        root = url.rstrip("/")
+        return root if cls.url_is_api_base or root.endswith("/v1") else f"{root}/v1"
+
+    @classmethod
+    def detect(cls, fetch: Fetch) -> ServerIdentity | None:
+        """This server's identity when its replies (GETs through ``fetch``) show it is one; None otherwise."""
+        return None
+
+    @classmethod
+    def is_server_process(cls, name: str, cmdline: tuple[str, ...]) -> bool:
+        """Whether a local process is the server and holds its settings (its environment is read)."""
+        return False
+
+    @classmethod
+    def prompt_protocol(cls, endpoint: Endpoint, *, autoload: bool = False) -> PromptProtocol:
+        """How prompts are sent to this server: the OpenAI chat/completions stream unless it has its own.
+
+        ``autoload``: the request itself may load the model where the server would otherwise refuse."""
+        from sourceprep_models.providers.prompts import ChatCompletions
+
+        return ChatCompletions(cls.api_base_url(endpoint.url))
+
     # A class attribute, or set per instance when it depends on the endpoint (vLLM: parks_in_ram
     # follows the endpoint's sleep_level).
     capabilities: Capabilities
@@ -193,6 +262,32 @@ class Provider:
     def set_pinned(self, name: str, pinned: bool) -> None:
         """Set the server's own pin; only called when ``capabilities.pins_on_server``."""
         raise Unsupported(f"{self.kind} keeps no pins of its own")
+
+    def support(self, identity: ServerIdentity, uses: EndpointUses) -> Finding:
+        """Whether this server (and its version) can do what the config asks of it (doctor)."""
+        from sourceprep_models.providers.diagnostics import Finding
+
+        return Finding.ok(f"{self.server_label or self.kind} can load and unload over HTTP")
+
+    def settings_findings(self, question: SettingsQuestion) -> dict[str, Finding]:
+        """The server's own settings against what the config keeps together, by setting (doctor); {}: none."""
+        return {}
+
+    def context_fix(self, wanted: int) -> str | None:
+        """How to give a loaded model ``wanted`` tokens of context when a reload cannot (a server argument)."""
+        return None
+
+    def loaded_limit_fix(self, count: int) -> str | None:
+        """How to let the server keep ``count`` models loaded, where ``max_loaded`` reports its cap."""
+        return None
+
+    def hidden_limit_fix(self, count: int, os_name: str) -> str | None:
+        """How to raise a cap on loaded models that the server keeps but does not report, for this OS."""
+        return None
+
+    def keep_loaded_hint(self, count: int) -> str | None:
+        """The server settings that keep ``count`` models loaded between calls, for advice; None: pinning does."""
+        return None
 
     def pin_advice(self, name: str) -> str:
         """Why ``pin`` cannot work here and what to do instead (when ``capabilities.can_pin`` is false)."""

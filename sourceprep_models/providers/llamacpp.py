@@ -29,13 +29,14 @@ What this module relies on and the traps it avoids:
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import httpx
 
@@ -46,6 +47,7 @@ from sourceprep_models.errors import (
     ModelNotFound,
     ServerBusy,
     ServerError,
+    SourceprepError,
     Unsupported,
 )
 from sourceprep_models.providers._http import (
@@ -63,6 +65,11 @@ from sourceprep_models.providers.base import (
     ModelInfo,
     ModelState,
 )
+from sourceprep_models.providers.diagnostics import Finding, ServerIdentity
+
+if TYPE_CHECKING:
+    from sourceprep_models.providers.diagnostics import EndpointUses, Fetch, Need, SettingsQuestion
+    from sourceprep_models.providers.prompts import PromptProtocol
 
 _STATES: dict[str, ModelState] = {"loaded": "loaded", "loading": "loading", "sleeping": "asleep"}
 _FIRST_POLL_S = 0.01  # loads of small models finish in tens of milliseconds (real-engine.md §6)
@@ -88,6 +95,9 @@ class LlamaCppProvider(HTTPEndpoint):
     unreachable_fix: ClassVar[str] = "start it (`llama-server --models-dir DIR --port PORT`)"
     kind: ClassVar[str] = "llamacpp"
     capabilities = Capabilities(can_load=True, can_unload=True, can_pin=True, reports_memory=False, sets_context=False)
+    start_hint: ClassVar[str] = "start `llama-server --models-dir DIR --port PORT`"
+    default_port: ClassVar[int | None] = 8080
+    get_hint: ClassVar[str] = "put its GGUF in the router's --models-dir"
 
     def __init__(
         self,
@@ -101,6 +111,80 @@ class LlamaCppProvider(HTTPEndpoint):
         self._sleep = sleep
         self._clock = clock
         self._props: dict[str, Any] | None = None
+
+    # -- facts about llama-server -------------------------------------------------------------
+
+    @classmethod
+    def detect(cls, fetch: Fetch) -> ServerIdentity | None:
+        """``GET /props``: ``role: router``, or a single model's settings (servers.md §2.2)."""
+        props = fetch("/props").json
+        if not props or not (props.get("role") == "router" or "default_generation_settings" in props):
+            return None
+        router = props.get("role") == "router"
+        limit = props.get("max_instances")
+        facts = {
+            "role": "router" if router else "single-model",
+            "max_models": limit if router and isinstance(limit, int) and limit > 0 else None,
+            "model_path": props.get("model_path") if not router else None,
+        }
+        build = props.get("build_info")
+        return ServerIdentity(cls.kind, build if isinstance(build, str) else None, facts, "GET /props")
+
+    @classmethod
+    def prompt_protocol(cls, endpoint: Endpoint, *, autoload: bool = False) -> PromptProtocol:
+        from sourceprep_models.providers.prompts import ChatCompletions
+
+        # Load on demand even when the router runs with --no-models-autoload (real-engine.md §5).
+        path = "/chat/completions?autoload=true" if autoload else "/chat/completions"
+        return ChatCompletions(cls.api_base_url(endpoint.url), path)
+
+    def support(self, identity: ServerIdentity, uses: EndpointUses) -> Finding:
+        facts = identity.facts
+        if facts.get("role") == "router":
+            limit = facts.get("max_models")
+            return Finding.ok(
+                "router mode: loads and unloads over HTTP" + (f", at most {limit} models" if limit else "")
+            )
+        served = None
+        with contextlib.suppress(SourceprepError, IndexError):
+            served = self.list_available()[0].name
+        others = [name for name in uses.models if name != served]
+        summary = "single-model llama-server (started with -m): it cannot load or unload models"
+        fix = (
+            "restart llama-server in router mode: without -m, with --models-dir DIR holding the GGUF files "
+            "(and --models-max N)"
+        )
+        if others:
+            return Finding.problem(f"{summary}; it serves only {served}, not {', '.join(others)}", fix, served=served)
+        return Finding.warning(f"{summary}; it serves {served}", fix, served=served)
+
+    def settings_findings(self, question: SettingsQuestion) -> dict[str, Finding]:
+        if question.identity.facts.get("role") != "router":
+            return {}
+        return {"max_loaded_models": self._models_max_finding(self.max_loaded(), question.need)}
+
+    def _models_max_finding(self, limit: int | None, need: Need | None) -> Finding:
+        """``--models-max`` (servers.md §2.1) against what the config keeps together."""
+        from sourceprep_models.units import human_bytes
+
+        if limit is None:
+            return Finding.ok("no limit on loaded models (--models-max 0)")
+        details = {"limit": limit, "needed": need.count if need else None}
+        if need is None or need.count <= limit:
+            return Finding.ok(f"--models-max {limit}", **details)
+        return Finding.problem(
+            f"{need.reason} keeps {need.count} models together ({', '.join(need.models)}: {human_bytes(need.bytes)}, "
+            f"they fit) but llama-server runs at most {limit} (--models-max): the rest swap",
+            f"restart llama-server with --models-max {need.count}",
+            models=list(need.models),
+            **details,
+        )
+
+    def context_fix(self, wanted: int) -> str | None:
+        return f"restart llama-server with --ctx-size {wanted} (or ctx-size = {wanted} in its preset for it)"
+
+    def loaded_limit_fix(self, count: int) -> str | None:
+        return f"restart llama-server with --models-max {count}"
 
     # -- the server's role ---------------------------------------------------------------------
 

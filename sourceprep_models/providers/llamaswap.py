@@ -76,6 +76,7 @@ from sourceprep_models.providers.base import (
     ModelInfo,
     ModelState,
 )
+from sourceprep_models.providers.diagnostics import Fetch, ServerIdentity
 
 V1_MODELS = "/v1/models"
 RUNNING = "/running"
@@ -117,10 +118,28 @@ class LlamaSwapProvider(HTTPEndpoint):
         sets_context=False,
         unloads_all_at_once=True,
     )
+    start_hint: ClassVar[str] = "start `llama-swap --config config.yaml`"
+    default_port: ClassVar[int | None] = 8080
+    get_hint: ClassVar[str] = "add it to llama-swap's config.yaml"
+    # Its Ollama compatibility layer answers /api/version and /api/ps (llama-swap internal/ollama/handlers.go).
+    detect_first: ClassVar[bool] = True
 
     def __init__(self, endpoint: Endpoint, client: httpx.Client | None = None) -> None:
         self._connect(endpoint, client, server_root(endpoint.url))
         self._catalogue: list[_Entry] | None = None  # the config's models, read once per provider
+
+    @classmethod
+    def detect(cls, fetch: Fetch) -> ServerIdentity | None:
+        """``GET /running`` lists the running models (servers.md §3)."""
+        running = fetch("/running").json
+        if not running or not isinstance(running.get("running"), list):
+            return None
+        body = fetch("/api/version").json
+        version = body.get("version") if body else None
+        return ServerIdentity(cls.kind, version if isinstance(version, str) else None, {}, "GET /running")
+
+    def context_fix(self, wanted: int) -> str | None:
+        return f"raise --ctx-size to {wanted} in its cmd in llama-swap's config.yaml"
 
     def pin_advice(self, name: str) -> str:
         """What `pin` says instead: llama-swap's pins live in its own config (servers.md §3.2)."""

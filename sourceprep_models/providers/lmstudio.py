@@ -63,6 +63,7 @@ from sourceprep_models.providers._http import (
     strip_api_base,
 )
 from sourceprep_models.providers.base import Capabilities, LoadedModel, LoadOutcome, LoadRequest, ModelInfo
+from sourceprep_models.providers.diagnostics import EndpointUses, Fetch, Finding, ServerIdentity
 
 V1_MODELS = "/api/v1/models"
 V0_MODELS = "/api/v0/models"
@@ -90,10 +91,43 @@ class LMStudioProvider(HTTPEndpoint):
     )
     kind: ClassVar[str] = "lmstudio"
     capabilities = Capabilities(can_load=True, can_unload=True, can_pin=True, reports_memory=False)
+    start_hint: ClassVar[str] = "start its server with `lms server start` (or the app's Developer tab)"
+    default_port: ClassVar[int | None] = 1234
+    get_hint: ClassVar[str] = "download it with `lms get {name}`"
+    default_context: ClassVar[int | None] = 4096
 
     def __init__(self, endpoint: Endpoint, client: httpx.Client | None = None) -> None:
         self._connect(endpoint, client, server_root(endpoint.url))
         self._api: str | None = None  # "v1" or "v0", once the listing has told us
+
+    # -- facts about LM Studio servers ---------------------------------------------------------
+
+    @classmethod
+    def detect(cls, fetch: Fetch) -> ServerIdentity | None:
+        """``GET /lmstudio-greeting`` → ``{"lmstudio": true}`` (the check ``lms`` itself makes,
+        lmstudio-ai/lms ``src/createClient.ts``), then REST v1 (0.4.0+) or only v0."""
+        greeting = fetch("/lmstudio-greeting").json
+        evidence = "GET /lmstudio-greeting"
+        v1 = fetch(V1_MODELS).json
+        if isinstance(v1, dict) and isinstance(v1.get("models"), list):
+            return ServerIdentity(
+                cls.kind, "0.4.0 or later (REST v1)", {"api": "v1"}, evidence if greeting else "REST v1"
+            )
+        v0 = fetch(V0_MODELS).json
+        if (greeting and greeting.get("lmstudio") is True) or (
+            isinstance(v0, dict) and isinstance(v0.get("data"), list)
+        ):
+            return ServerIdentity(cls.kind, "older than 0.4.0 (REST v0 only)", {"api": "v0"}, evidence)
+        return None
+
+    def support(self, identity: ServerIdentity, uses: EndpointUses) -> Finding:
+        if identity.facts.get("api") == "v1":
+            return Finding.ok("loads and unloads over HTTP (REST v1)")
+        summary = "LM Studio older than 0.4.0 cannot load or unload models over HTTP"
+        fix = "upgrade LM Studio to 0.4.0 or later (until then load models with `lms load MODEL`)"
+        if uses.models:
+            return Finding.problem(f"{summary}, and the config has {', '.join(uses.models)} on it", fix)
+        return Finding.warning(summary, fix)
 
     # -- queries -------------------------------------------------------------------------------
 

@@ -71,6 +71,7 @@ from sourceprep_models.providers._http import (
     strip_api_base,
 )
 from sourceprep_models.providers.base import Capabilities, LoadedModel, LoadOutcome, LoadRequest, ModelInfo
+from sourceprep_models.providers.diagnostics import Fetch, ServerIdentity
 
 STATUS = "/v1/models/status"
 LOGIN = "/admin/api/login"
@@ -122,12 +123,24 @@ class OMLXProvider(HTTPEndpoint):
         sets_context=False,
         pins_on_server=True,
     )
+    start_hint: ClassVar[str] = "start `omlx serve --model-dir DIR`"
+    default_port: ClassVar[int | None] = 8000
+    get_hint: ClassVar[str] = "put it in oMLX's model directory"
 
     def __init__(self, endpoint: Endpoint, client: httpx.Client | None = None) -> None:
         self._connect(endpoint, client, server_root(endpoint.url))
         self._session: str | None = None  # the admin session cookie, once logged in
         self._pool: dict[str, Any] = {}  # the pool figures of the last status listing
         self._cache: list[_Entry] = []
+
+    @classmethod
+    def detect(cls, fetch: Fetch) -> ServerIdentity | None:
+        """``GET /v1/models/status`` with the pool's figures (servers.md §5)."""
+        status = fetch("/v1/models/status").json
+        pool_keys = ("final_ceiling", "max_model_memory", "loaded_count", "model_count")
+        if not status or not isinstance(status.get("models"), list) or not any(key in status for key in pool_keys):
+            return None
+        return ServerIdentity(cls.kind, None, {}, "GET /v1/models/status")
 
     # -- queries -------------------------------------------------------------------------------
 

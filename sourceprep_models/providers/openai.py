@@ -54,6 +54,10 @@ class OpenAIProvider(Provider):
     capabilities = Capabilities(
         can_load=False, can_unload=False, can_pin=False, reports_memory=False, always_ready=True
     )
+    server_label: ClassVar[str] = "an OpenAI-compatible API"
+    start_hint: ClassVar[str] = "check the URL and the network"
+    accepts_any_server: ClassVar[bool] = True
+    url_is_api_base: ClassVar[bool] = True
 
     def __init__(self, endpoint: Endpoint, client: httpx.Client | None = None) -> None:
         self.endpoint = endpoint

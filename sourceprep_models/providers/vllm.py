@@ -55,7 +55,7 @@ import difflib
 import os
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, ClassVar
 
 import httpx
@@ -85,6 +85,7 @@ from sourceprep_models.providers.base import (
     ModelInfo,
     ModelState,
 )
+from sourceprep_models.providers.diagnostics import EndpointUses, Fetch, Finding, ServerIdentity
 
 MODELS = "/v1/models"
 COMPLETIONS = "/v1/completions"
@@ -122,21 +123,73 @@ class VLLMProvider(HTTPEndpoint):
     unreachable_fix: ClassVar[str] = ENABLE_HINT
     after_deadline: ClassVar[str] = "it may still finish waking (check `sourceprep-models status`)"
     kind: ClassVar[str] = "vllm"
-    # Set per endpoint in __init__: whether an unload parks the weights in RAM depends on sleep_level.
-    capabilities: Capabilities
+    # What holds for every vLLM endpoint; whether an unload parks the weights in RAM depends on the
+    # endpoint's sleep_level and is set per endpoint in __init__.
+    capabilities = Capabilities(
+        can_load=True,
+        can_unload=True,
+        can_pin=True,  # a pin is kept by never putting the model to sleep
+        reports_memory=False,
+        sets_context=False,
+    )
+    start_hint: ClassVar[str] = "start `vllm serve MODEL --enable-sleep-mode` with VLLM_SERVER_DEV_MODE=1"
+    default_port: ClassVar[int | None] = 8000
+    get_hint: ClassVar[str] = "serve it with its own vLLM endpoint"
 
     def __init__(self, endpoint: Endpoint, client: httpx.Client | None = None) -> None:
-        self.capabilities = Capabilities(
-            can_load=True,
-            can_unload=True,
-            can_pin=True,  # a pin is kept by never putting the model to sleep
-            reports_memory=False,
-            parks_in_ram=endpoint.sleep_level == 1,
-            sets_context=False,
-        )
+        self.capabilities = replace(type(self).capabilities, parks_in_ram=endpoint.sleep_level == 1)
         self._connect(endpoint, client, server_root(endpoint.url))
         self._sleep_mode_read = False
         self._sleep_mode: bool | None = None  # --enable-sleep-mode, once /server_info has said
+
+    # -- facts about vLLM servers --------------------------------------------------------------
+
+    @classmethod
+    def detect(cls, fetch: Fetch) -> ServerIdentity | None:
+        """Model cards ``owned_by: "vllm"``; the version from ``GET /version``, the sleep routes from
+        ``/is_sleeping`` and the ``--enable-sleep-mode`` flag from ``/server_info`` (servers.md §4)."""
+        models = fetch(MODELS).json
+        cards = models.get("data") if models else None
+        if not isinstance(cards, list) or not any(isinstance(c, dict) and c.get("owned_by") == "vllm" for c in cards):
+            return None
+        body = fetch("/version").json
+        version = body.get("version") if body else None
+        sleeping = fetch(IS_SLEEPING)
+        dev_mode = isinstance(sleeping.json, dict) and isinstance(sleeping.json.get("is_sleeping"), bool)
+        sleep_mode: bool | None = None
+        if dev_mode:
+            info = fetch(f"{SERVER_INFO}?config_format=json").json
+            config = info.get("vllm_config") if info else None
+            model_config = config.get("model_config") if isinstance(config, dict) else None
+            flag = model_config.get("enable_sleep_mode") if isinstance(model_config, dict) else None
+            sleep_mode = flag if isinstance(flag, bool) else None
+        facts = {"dev_mode": dev_mode, "sleep_mode": sleep_mode}
+        return ServerIdentity(
+            cls.kind, version if isinstance(version, str) else None, facts, "model cards owned by vllm"
+        )
+
+    def support(self, identity: ServerIdentity, uses: EndpointUses) -> Finding:
+        facts = identity.facts
+        if facts.get("dev_mode") and facts.get("sleep_mode") is not False:
+            return Finding.ok("sleep mode: unload parks the model, load wakes it")
+        missing = (
+            "its sleep routes are off (VLLM_SERVER_DEV_MODE=1 is not set)"
+            if not facts.get("dev_mode")
+            else "it was started without --enable-sleep-mode, so a sleep frees nothing"
+        )
+        summary = f"vLLM cannot put its model to sleep: {missing}"
+        fix = (
+            'restart it as `VLLM_SERVER_DEV_MODE=1 vllm serve MODEL --enable-sleep-mode`, or set kind = "openai" '
+            f"under [endpoints.{self.endpoint.name}] if it should never be unloaded"
+        )
+        if uses.shares_pipeline:
+            return Finding.problem(
+                f"{summary}; pipeline {uses.shares_pipeline!r} swaps between it and other servers", fix
+            )
+        return Finding.warning(summary, fix)
+
+    def context_fix(self, wanted: int) -> str | None:
+        return f"restart vLLM with --max-model-len {wanted}"
 
     # -- queries -------------------------------------------------------------------------------
 

@@ -150,7 +150,7 @@ def _load(
             return None
         return LoadReport(model=request.name, endpoint=session.endpoint.name, outcome="always-ready")
     with machine.locked(request.deadline_s, hooks.waiting):
-        repaired = None if dry_run else _repair_all(machine)
+        repaired = None if dry_run else repair_all(machine)
         loaded = session.loaded()
         plan, prediction, budget = session.plan(request, loaded)
         if dry_run:
@@ -240,7 +240,7 @@ def _unload(
                 for session in sessions
                 for name in work[session.endpoint.name] or []
             }
-            repaired = _repair_all(machine, skip)
+            repaired = repair_all(machine, skip)
             result.reports[-1].steps.extend(repaired.steps)
             result.restored = repaired.repaired
     for name in result.still_pinned:
@@ -258,7 +258,7 @@ def repair(machine: Machine, endpoints: list[str] | None = None, *, hooks: Hooks
         return Repair()
     try:
         with machine.locked(REPAIR_LOCK_TIMEOUT_S, hooks.waiting):
-            return _repair_all(machine, only=endpoints)
+            return repair_all(machine, only=endpoints)
     except SourceprepError:
         return Repair()  # the status table reports each endpoint's own problem
 
@@ -390,7 +390,7 @@ def locate(config: Config, name: str, endpoint: str | None) -> tuple[ModelSpec |
 # -- helpers -----------------------------------------------------------------------------------------
 
 
-def _repair_all(machine: Machine, skip: set[tuple[str, str]] | None = None, only: list[str] | None = None) -> Repair:
+def repair_all(machine: Machine, skip: set[tuple[str, str]] | None = None, only: list[str] | None = None) -> Repair:
     """Repair lost pins on every memory server of the machine (the caller holds the locks)."""
     total = Repair()
     for session in machine.memory_sessions():

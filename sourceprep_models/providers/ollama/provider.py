@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import difflib
 import os
+import re
 import time
 from datetime import datetime
 from pathlib import Path
@@ -33,17 +34,32 @@ from sourceprep_models.errors import (
 )
 from sourceprep_models.providers._http import send
 from sourceprep_models.providers.base import Capabilities, LoadedModel, LoadOutcome, LoadRequest, ModelInfo, Provider
+from sourceprep_models.providers.diagnostics import Finding, ServerIdentity
 
 if TYPE_CHECKING:
     from sourceprep_models.memory.gguf import GGUFMetadata
+    from sourceprep_models.providers.diagnostics import EndpointUses, Fetch, SettingsQuestion
+    from sourceprep_models.providers.prompts import PromptProtocol
 
 # Fragments of llama-server's load-failure texts that mean "not enough memory" (§4.9).
 _OOM_MARKERS = ("out of memory", "out-of-memory", "requires more system memory", "cudamalloc failed")
 
 
+# The process that holds the server's settings; the menu-bar / tray app is another one (ollama.md §4.10).
+_PROCESS_NAMES = ("ollama", "ollama.exe")
+
+
 class OllamaProvider(Provider):
     kind: ClassVar[str] = "ollama"
-    capabilities = Capabilities(can_load=True, can_unload=True, can_pin=True, reports_memory=True)
+    capabilities = Capabilities(
+        can_load=True, can_unload=True, can_pin=True, reports_memory=True, reloads_for_context=True
+    )
+    server_label: ClassVar[str] = "Ollama"
+    start_hint: ClassVar[str] = "start it with `ollama serve` (or open the Ollama app)"
+    default_port: ClassVar[int | None] = 11434
+    get_hint: ClassVar[str] = "pull it with `ollama pull {name}`"
+    client_host_variable: ClassVar[str | None] = "OLLAMA_HOST"
+    client_command: ClassVar[str | None] = "ollama"
 
     def __init__(self, endpoint: Endpoint, client: httpx.Client | None = None) -> None:
         self.endpoint = endpoint
@@ -61,6 +77,64 @@ class OllamaProvider(Provider):
 
     def close(self) -> None:
         self._client.close()
+
+    # -- facts about Ollama servers ------------------------------------------------------------
+
+    @classmethod
+    def client_url(cls, value: str) -> str:
+        from sourceprep_models.config.ollama_host import ollama_base_url
+
+        return ollama_base_url(value)
+
+    @classmethod
+    def detect(cls, fetch: Fetch) -> ServerIdentity | None:
+        """``GET /`` says "Ollama is running" (ollama.md §1); ``/api/version`` alone is not proof, since
+        llama-swap's Ollama compatibility layer answers it too."""
+        root = fetch("/")
+        if root.status != 200 or not isinstance(root.body, str) or "Ollama is running" not in root.body:
+            return None
+        body = fetch("/api/version").json
+        version = body.get("version") if body else None
+        return ServerIdentity(
+            cls.kind, version if isinstance(version, str) else None, {}, "GET / says 'Ollama is running'"
+        )
+
+    @classmethod
+    def is_server_process(cls, name: str, cmdline: tuple[str, ...]) -> bool:
+        return name.lower() in _PROCESS_NAMES and "serve" in cmdline[1:]
+
+    @classmethod
+    def prompt_protocol(cls, endpoint: Endpoint, *, autoload: bool = False) -> PromptProtocol:
+        from sourceprep_models.providers.ollama.prompts import OllamaGenerate
+
+        return OllamaGenerate(endpoint.url.rstrip("/"))
+
+    def support(self, identity: ServerIdentity, uses: EndpointUses) -> Finding:
+        parsed = _version_tuple(identity.version)
+        if parsed is not None and (0, 0, 0) < parsed < (0, 10, 0):  # 0.0.0 is a build from source
+            return Finding.warning(
+                f"Ollama {identity.version} does not report loaded context lengths (added in 0.10.0), so context "
+                "problems go unseen",
+                "upgrade Ollama",
+                version=identity.version,
+            )
+        return Finding.ok("loads, unloads and pins over HTTP; reports memory and context", version=identity.version)
+
+    def settings_findings(self, question: SettingsQuestion) -> dict[str, Finding]:
+        from sourceprep_models.providers.ollama.settings import settings_findings
+
+        return settings_findings(self.endpoint, question)
+
+    def hidden_limit_fix(self, count: int, os_name: str) -> str | None:
+        from sourceprep_models.providers.ollama.settings import env_fix
+
+        return f"OLLAMA_MAX_LOADED_MODELS={count} — {env_fix(os_name, 'OLLAMA_MAX_LOADED_MODELS', str(count))}"
+
+    def keep_loaded_hint(self, count: int) -> str | None:
+        return (
+            f"set OLLAMA_MAX_LOADED_MODELS to at least {count} and OLLAMA_KEEP_ALIVE long enough for your pipeline "
+            "on the Ollama server (see `sourceprep-models doctor` for the fix on this OS)"
+        )
 
     # -- queries -------------------------------------------------------------------------------
 
@@ -94,7 +168,7 @@ class OllamaProvider(Provider):
             path = Path(identity[5:])
             if path.is_file():
                 return [path]
-        from sourceprep_models.providers.ollama_store import StoreError, find_weight_files
+        from sourceprep_models.providers.ollama.store import StoreError, find_weight_files
 
         try:
             return [weight.path for weight in find_weight_files(name, os.environ)]
@@ -307,6 +381,11 @@ def _blob_identity(show: dict[str, Any]) -> str | None:
         if line.startswith("FROM "):
             return "blob:" + line[5:].strip()
     return None
+
+
+def _version_tuple(version: str | None) -> tuple[int, ...] | None:
+    match = re.match(r"v?(\d+)\.(\d+)\.(\d+)", version or "")
+    return tuple(int(part) for part in match.groups()) if match else None
 
 
 def _int_or_none(value: object) -> int | None:
