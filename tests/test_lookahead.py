@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sourceprep_models.planning import lookahead
+from sourceprep_models.planning import lookahead, search
 from sourceprep_models.planning.lookahead import (
     STRATEGIES,
     PipelineModel,
@@ -208,7 +208,7 @@ def test_lookahead_bytes_are_optimal_and_loads_within_the_size_ratio(case: Case)
 def test_lookahead_is_optimal_in_loads_and_bytes_on_uniform_sizes(case: Case) -> None:
     stages, table, resident, budget, cap = case.stages, case.table, case.resident, case.budget, case.cap
     best = brute_force(stages, table, resident, budget, cap)
-    for exact_limit in (lookahead._EXACT_MODELS, 0):  # the exact search, and the greedy fallback (Belady)
+    for exact_limit in (search._EXACT_MODELS, 0):  # the exact search, and the greedy fallback (Belady)
         with exact_models(exact_limit):
             result = plan_pipeline(stages, table, resident, budget, max_models=cap)
         if best is None:
@@ -279,7 +279,7 @@ def test_every_strategy_keeps_the_rules(case: Case, strategy: str, allow: bool) 
 def exact_models(limit: int) -> Iterator[None]:
     """Force the fallback (limit 0) as on a pipeline with too many models for the exact search: the beam then
     follows only the look-ahead orders' choices, so the heuristic part is what the test sees."""
-    with patch.object(lookahead, "_EXACT_MODELS", limit), patch.object(lookahead, "_BEAM_EXHAUSTIVE", limit):
+    with patch.object(search, "_EXACT_MODELS", limit), patch.object(search, "_BEAM_EXHAUSTIVE", limit):
         yield
 
 

@@ -1,0 +1,117 @@
+"""Which pins stay for each stage of a pipeline: decided by policy before any strategy runs, common to all."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from itertools import combinations
+
+from sourceprep_models.planning.records import PipelineModel, PipelineRefusal
+from sourceprep_models.units import human_bytes
+
+# Above this many pins, choosing which pins leave is greedy (largest first) instead of exhaustive.
+_PIN_COVER_LIMIT = 16
+
+
+@dataclass(frozen=True)
+class PinSchedule:
+    pins: tuple[frozenset[str], ...]  # pins resident during each stage (the stage's own model included)
+    initial: frozenset[str]  # pins resident before the first stage
+    end: frozenset[str]  # pins resident once the pipeline is done
+    warnings: tuple[str, ...]
+
+
+def pin_schedule(
+    stages: Sequence[tuple[str, str]],
+    models: Mapping[str, PipelineModel],
+    resident: Sequence[str],
+    budget: int,
+    cap: int | None,
+    allow_evict_pinned: bool,
+) -> PinSchedule | PipelineRefusal:
+    """Which pins stay for each stage; the first stage that cannot run at all is the refusal."""
+    wanted = list(dict.fromkeys(key for key in resident if models[key].pinned))  # pins stay wanted once loaded
+    initial = here = frozenset(wanted)
+    per_stage: list[frozenset[str]] = []
+    warnings: list[str] = []
+    total = len(stages)
+    for index, (stage, key) in enumerate(stages):
+        model = models[key]
+        where = f"stage '{stage}' (run {index + 1} of {total})"
+        if model.size > budget:
+            return PipelineRefusal(
+                index,
+                stage,
+                f"{where}: {model.name} needs about {human_bytes(model.size)} but the budget is "
+                f"{human_bytes(budget)} even with nothing else loaded; use a smaller context or quantization, "
+                "or raise memory.budget",
+                model=key,
+            )
+        if model.pinned and key not in wanted:
+            wanted.append(key)
+        # Pins already out stay out until they fit again; the ones present leave only for lack of room.
+        present = [models[pin] for pin in wanted if pin != key and pin in here]
+        need_bytes = model.size + sum(pin.size for pin in present) - budget
+        need_count = 0 if cap is None else 1 + len(present) - cap
+        leaving = _pin_cover(present, need_bytes, need_count)  # none when all fit
+        if leaving:
+            pin_names = ", ".join(pin.name for pin in leaving)
+            if not allow_evict_pinned:
+                if need_bytes > 0:
+                    reason = (
+                        f"{where}: {model.name} ({human_bytes(model.size)}) fits in the {human_bytes(budget)} "
+                        f"budget only if pinned {pin_names} ({human_bytes(sum(pin.size for pin in leaving))}) "
+                        "leave(s); set memory.allow_evict_pinned = true to allow it (pins are reloaded "
+                        "afterwards), or unpin with `sourceprep-models pin --remove`"
+                    )
+                else:
+                    reason = (
+                        f"{where}: the server keeps at most {cap} models loaded and pinned {pin_names} would have "
+                        f"to leave for {model.name}; raise its --models-max, set memory.allow_evict_pinned = true, "
+                        "or unpin with `sourceprep-models pin --remove`"
+                    )
+                return PipelineRefusal(index, stage, reason, model=key, blocking_pins=tuple(p.key for p in leaving))
+            warnings.append(f"{where}: evicting pinned {pin_names} to fit {model.name}; reloaded when it fits again")
+        gone = {pin.key for pin in leaving}
+        staying = [pin for pin in present if pin.key not in gone] + ([model] if model.pinned else [])
+        here = _restore(staying, [models[pin] for pin in wanted if pin != key and pin not in here], budget, cap, model)
+        per_stage.append(here)
+    end = _restore([models[pin] for pin in here], [models[pin] for pin in wanted if pin not in here], budget, cap)
+    return PinSchedule(tuple(per_stage), initial, end, tuple(warnings))
+
+
+def _restore(
+    staying: Sequence[PipelineModel],
+    out: Sequence[PipelineModel],
+    budget: int,
+    cap: int | None,
+    stage_model: PipelineModel | None = None,
+) -> frozenset[str]:
+    """The pins resident for a stage: those staying, plus every pin that was out and fits again (pin order)."""
+    held = list(staying)
+    beside = [] if stage_model is None or stage_model.pinned else [stage_model]
+    for pin in out:
+        trial = [*held, pin, *beside]
+        if sum(m.size for m in trial) <= budget and (cap is None or len(trial) <= cap):
+            held.append(pin)
+    return frozenset(pin.key for pin in held)
+
+
+def _pin_cover(pins: Sequence[PipelineModel], need_bytes: int, need_count: int) -> list[PipelineModel]:
+    """The fewest pins freeing ``need_bytes`` and ``need_count`` slots; among those, the fewest bytes."""
+    ordered = sorted(pins, key=lambda pin: (pin.size, pin.key))
+
+    def enough(chosen: Sequence[PipelineModel]) -> bool:
+        return sum(pin.size for pin in chosen) >= need_bytes and len(chosen) >= need_count
+
+    if len(ordered) <= _PIN_COVER_LIMIT:
+        for count in range(max(need_count, 0), len(ordered) + 1):
+            fitting = [combo for combo in combinations(ordered, count) if enough(combo)]
+            if fitting:
+                return list(min(fitting, key=lambda combo: sum(pin.size for pin in combo)))
+    chosen: list[PipelineModel] = []
+    for pin in reversed(ordered):  # largest first reaches the target in the fewest evictions
+        if enough(chosen):
+            break
+        chosen.append(pin)
+    return chosen
