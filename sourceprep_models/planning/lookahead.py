@@ -1,6 +1,6 @@
 """Plan a whole pipeline's model residency at once, with lookahead. Pure: plain records in, a plan out.
 
-``planner.plan_load`` decides one load from the present alone. A pipeline is known in advance (the stages and
+``load.plan_load`` decides one load from the present alone. A pipeline is known in advance (the stages and
 their models, in run order), so this module plans every stage's loads and evictions together, and also plays
 the baseline strategies over the same data so a benchmark can compare them:
 
@@ -16,18 +16,28 @@ the baseline strategies over the same data so a benchmark can compare them:
 - ``unload-all``: the first seed's default: before every stage, unload every non-pinned model but the stage's
   own, then load it; so each stage is a load unless the previous stage used the same model.
 
+Memory belongs to the machine, so one plan may cover every server (endpoint) of a machine: each model carries
+its ``group``, the server's name (keys are unique across servers). The budget, the pins, the search and
+``unload-all`` look at every group together. A cap on loaded models is one server's (see ``caps``): ``max_models``
+is an int over every model (one server, as before groups) or a mapping group -> cap, under which only the models
+of a named server count toward its cap, so a model needing that server's slot takes its victim there, while a
+model needing memory takes it from any server. ``ollama`` gives every server without a cap Ollama's default.
+
 Rules every strategy obeys: the stage's model is resident while the stage runs; the bytes resident never exceed
-the budget and the count never exceeds ``max_models``; models leave only when room is needed (lazy), except under
-``unload-all``. Pins are common to all strategies, decided by policy before any strategy runs: a pin leaves only
-when the stage's model cannot fit beside the pins even with every unpinned model gone, and only if
-``allow_evict_pinned`` (the fewest pins, then the fewest bytes, as in ``planner``); it is reloaded as soon as it
+the budget and the models of a capped server (all models, under an int) never exceed its cap; models leave only
+when room is needed (lazy), and only those whose leaving gives room that is missing (bytes, from any server, or
+a slot of a server over its cap), except under ``unload-all``. Pins are common to all strategies, decided by
+policy before any strategy runs: a pin leaves only when the stage's model cannot fit beside the pins even with
+every unpinned model gone (in the budget, or under a cap that the pins of that server fill), and only if
+``allow_evict_pinned`` (the fewest pins, then the fewest bytes, as in ``load``); it is reloaded as soon as it
 fits beside the next stage's model again (``restore_after``), or after the last stage. A model larger than the
 budget alone, or one that cannot fit beside pins that may not leave, refuses the whole pipeline at the FIRST
 such stage, before anything runs (``--dry-run`` exit 6).
 
 Between two stages the order is: this stage's ``evict_after`` are unloaded and its ``restore_after`` pins come
 back (as soon as the stage's work is done), then the next stage's ``expired`` leave (server-side timers), its
-``evict`` are unloaded and its model loads. Bytes resident stay within the budget after every step.
+``evict`` are unloaded and its model loads. Bytes resident stay within the budget, and models within their
+caps, after every step.
 
 Objective of ``lookahead``: the fewest bytes loaded (load time grows with the bytes read from disk or page
 cache), then the fewest loads (each has a fixed start-up cost), then the fewest unloads. Pin restores are the
@@ -44,16 +54,19 @@ How, and the bound:
   can mimic it and never loads more). Within the limit, over all plans that keep the pins as the policy says:
   **bytes loaded equal the optimum**, and **loads are at most the optimum number of loads x (largest model
   size / smallest model size)**, because loads x smallest <= bytes = optimal bytes <= bytes of the
-  fewest-loads plan <= its loads x largest. With uniform sizes both are optimal (Belady).
+  fewest-loads plan <= its loads x largest. With uniform sizes both are optimal. All of this holds across
+  servers too: caps per server, like the budget, only forbid sets, so keeping a superset still never costs more.
 - Beyond the limit: a beam search over the same graph (the ``_BEAM`` (128) cheapest states per stage; every
   maximal kept set while at most ``_BEAM_EXHAUSTIVE`` (6) models are resident, else the sets four look-ahead
   eviction orders choose: furthest next use (Belady), next use / size, next use x size, cheapest to reload),
   set against the lazy plays of those orders, LRU, Ollama's order (without its timers) and unload-all under the
   same pins and limits; the cheapest of all wins. So it is never worse in bytes than those plays, and it plays
-  Belady's rule, optimal on uniform sizes while the pins stay put; with mixed sizes there is no constant bound,
+  Belady's rule, optimal on uniform sizes while the pins stay put and one cap counts every model (with a cap per
+  server it is not: dropping a model that its full server must drop anyway before its next use can save a
+  load, whoever is needed furthest); with mixed sizes there is no constant bound,
   since offline caching with mixed sizes is NP-hard (Chrobak, Woeginger, Makino and Xu, "Caching is hard - even
   in the fault model", ESA 2010). Measured with the exact search off and only the orders' choices in the beam:
-  at most 1.375 x the optimal bytes over 40,000 random pipelines of up to 5 models and 8 stages.
+  at most 1.375 x the optimal bytes over 40,000 random pipelines of up to 5 models and 8 stages on one server.
 """
 
 from __future__ import annotations
@@ -61,8 +74,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 
+from sourceprep_models.planning.caps import Caps, MaxModels
 from sourceprep_models.planning.pins import PinSchedule, pin_schedule
-from sourceprep_models.planning.problem import Problem, Run, build_problem, fits, run_cost
+from sourceprep_models.planning.problem import Problem, Run, build_problem, run_cost, shed
 from sourceprep_models.planning.records import PipelineModel, PipelinePlan, PipelineRefusal, StagePlan
 from sourceprep_models.planning.search import exact_run, greedy_candidates
 from sourceprep_models.planning.strategies import OLLAMA_DEFAULT_KEEP_ALIVE_S, lru_rank, ollama_rank, play_lazy
@@ -91,16 +105,18 @@ def plan_pipeline(
     *,
     strategy: str = "lookahead",
     allow_evict_pinned: bool = False,
-    max_models: int | None = None,
+    max_models: MaxModels = None,
     durations_s: Sequence[float] | None = None,
 ) -> PipelinePlan | PipelineRefusal:
     """Every stage's evictions and loads under ``strategy``, or the first stage that cannot run.
 
     ``stages`` are (stage name, model key) in run order, repeats already expanded; ``models`` holds every key
     used or initially resident; ``resident`` lists the keys resident before the first stage, least recently used
-    first (LRU reads that order). ``max_models`` is a server's cap on loaded models (llama.cpp --models-max); for
-    "ollama", None means Ollama's default cap. ``durations_s`` (one per stage, optional) lets "ollama" expire
-    models whose keep_alive runs out; the other strategies ignore it.
+    first (LRU reads that order). ``max_models`` is a server's cap on loaded models (llama.cpp --models-max): an
+    int caps every model, a mapping caps the models of each named group (``PipelineModel.group``); for "ollama", a
+    server without a cap gets Ollama's default (with one server and no cap: one cap over every model).
+    ``durations_s`` (one per stage, optional) lets "ollama" expire models whose keep_alive runs out; the other
+    strategies ignore it.
 
     >>> m = {k: PipelineModel(k, k, s) for k, s in (("fast", 5), ("big", 30), ("code", 20))}
     >>> stages = [("a", "fast"), ("b", "big"), ("c", "fast"), ("d", "code"), ("e", "fast")]
@@ -110,20 +126,21 @@ def plan_pipeline(
     """
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown strategy {strategy!r}; expected one of {', '.join(STRATEGIES)}")
-    if max_models is not None and max_models < 1:
-        raise ValueError("max_models must be at least 1")
+    caps = Caps.of(max_models)
+    caps.check()
     for key in [key for _, key in stages] + list(resident):
         if key not in models:
             raise ValueError(f"model key {key!r} is used but missing from models")
     if durations_s is not None and (len(durations_s) != len(stages) or any(d < 0 for d in durations_s)):
         raise ValueError("durations_s needs one non-negative duration per stage")
-    cap = max_models if max_models is not None or strategy != "ollama" else OLLAMA_DEFAULT_MAX_LOADED
+    if strategy == "ollama":  # every Ollama server has a cap: its default where none is given
+        caps = caps.or_default(OLLAMA_DEFAULT_MAX_LOADED, (model.group for model in models.values()))
 
-    schedule = pin_schedule(stages, models, resident, budget, cap, allow_evict_pinned)
+    schedule = pin_schedule(stages, models, resident, budget, caps, allow_evict_pinned)
     if isinstance(schedule, PipelineRefusal):
         involved = (schedule.model, *schedule.blocking_pins)
         return replace(schedule, names=tuple((key, models[key].name) for key in involved))
-    problem = build_problem(stages, models, resident, budget, cap, schedule, durations_s)
+    problem = build_problem(stages, models, resident, budget, caps, schedule, durations_s)
 
     exact = False
     if strategy == "lru":
@@ -160,12 +177,12 @@ def _evictions_for_restores(
             continue
         if not restores[index]:
             continue
-        held = set(run.resident[index] | schedule.pins[index]) | set(restores[index])
+        held = sorted(run.resident[index] | schedule.pins[index] | set(restores[index]))
         taken: list[str] = []
         for source in (expired[index + 1], evict[index + 1]):
-            while source and not fits(problem, list(held), problem.budget, problem.cap):
-                taken.append(source.pop(0))
-                held.discard(taken[-1])
+            gone = shed(problem, held, list(source), problem.budget, problem.caps.limits)
+            source[:] = [key for key in source if key not in gone]
+            taken += gone
         after[index] = tuple(taken)
     return after
 
@@ -219,7 +236,8 @@ def _assemble(problem: Problem, schedule: PinSchedule, run: Run, strategy: str, 
         budget=problem.budget,
         stages=tuple(stages),
         resident_end=tuple(sorted(end)),
-        max_models=problem.cap,
+        max_models=problem.caps.shared,
+        caps=tuple(problem.caps.to_dict().items()),
         exact=exact,
         warnings=schedule.warnings,
         names=tuple((key, model.name) for key, model in sorted(problem.models.items())),

@@ -1,4 +1,8 @@
-"""Which pins stay for each stage of a pipeline: decided by policy before any strategy runs, common to all."""
+"""Which pins stay for each stage of a pipeline: decided by policy before any strategy runs, common to all.
+
+A pin leaves only when the stage's model cannot fit beside the pins: in the machine's budget (pins of any server
+may leave, the fewest, then the fewest bytes) or under a server's cap on loaded models (pins of that server).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from itertools import combinations
 
+from sourceprep_models.planning.caps import Caps
 from sourceprep_models.planning.records import PipelineModel, PipelineRefusal
 from sourceprep_models.units import human_bytes
 
@@ -26,7 +31,7 @@ def pin_schedule(
     models: Mapping[str, PipelineModel],
     resident: Sequence[str],
     budget: int,
-    cap: int | None,
+    caps: Caps,
     allow_evict_pinned: bool,
 ) -> PinSchedule | PipelineRefusal:
     """Which pins stay for each stage; the first stage that cannot run at all is the refusal."""
@@ -52,8 +57,9 @@ def pin_schedule(
         # Pins already out stay out until they fit again; the ones present leave only for lack of room.
         present = [models[pin] for pin in wanted if pin != key and pin in here]
         need_bytes = model.size + sum(pin.size for pin in present) - budget
-        need_count = 0 if cap is None else 1 + len(present) - cap
-        leaving = _pin_cover(present, need_bytes, need_count)  # none when all fit
+        # Per cap, how many pins must leave: the stage model's server, and any server whose pins alone are over.
+        need_counts = caps.excess(m.group for m in [model, *present])
+        leaving = _pin_cover(present, need_bytes, need_counts, caps)  # none when all fit
         if leaving:
             pin_names = ", ".join(pin.name for pin in leaving)
             if not allow_evict_pinned:
@@ -65,18 +71,20 @@ def pin_schedule(
                         "afterwards), or unpin with `sourceprep-models pin --remove`"
                     )
                 else:
+                    full = next(m.group for m in [model, *present] if caps.scope(m.group) in need_counts)
                     reason = (
-                        f"{where}: the server keeps at most {cap} models loaded and pinned {pin_names} would have "
-                        f"to leave for {model.name}; raise its --models-max, set memory.allow_evict_pinned = true, "
-                        "or unpin with `sourceprep-models pin --remove`"
+                        f"{where}: {caps.says(full)} and pinned {pin_names} would have to leave for {model.name}; "
+                        "raise its --models-max, set memory.allow_evict_pinned = true, or unpin with "
+                        "`sourceprep-models pin --remove`"
                     )
                 return PipelineRefusal(index, stage, reason, model=key, blocking_pins=tuple(p.key for p in leaving))
             warnings.append(f"{where}: evicting pinned {pin_names} to fit {model.name}; reloaded when it fits again")
         gone = {pin.key for pin in leaving}
         staying = [pin for pin in present if pin.key not in gone] + ([model] if model.pinned else [])
-        here = _restore(staying, [models[pin] for pin in wanted if pin != key and pin not in here], budget, cap, model)
+        out = [models[pin] for pin in wanted if pin != key and pin not in here]
+        here = _restore(staying, out, budget, caps, model)
         per_stage.append(here)
-    end = _restore([models[pin] for pin in here], [models[pin] for pin in wanted if pin not in here], budget, cap)
+    end = _restore([models[pin] for pin in here], [models[pin] for pin in wanted if pin not in here], budget, caps)
     return PinSchedule(tuple(per_stage), initial, end, tuple(warnings))
 
 
@@ -84,7 +92,7 @@ def _restore(
     staying: Sequence[PipelineModel],
     out: Sequence[PipelineModel],
     budget: int,
-    cap: int | None,
+    caps: Caps,
     stage_model: PipelineModel | None = None,
 ) -> frozenset[str]:
     """The pins resident for a stage: those staying, plus every pin that was out and fits again (pin order)."""
@@ -92,26 +100,41 @@ def _restore(
     beside = [] if stage_model is None or stage_model.pinned else [stage_model]
     for pin in out:
         trial = [*held, pin, *beside]
-        if sum(m.size for m in trial) <= budget and (cap is None or len(trial) <= cap):
+        if sum(m.size for m in trial) <= budget and not caps.excess(m.group for m in trial):
             held.append(pin)
     return frozenset(pin.key for pin in held)
 
 
-def _pin_cover(pins: Sequence[PipelineModel], need_bytes: int, need_count: int) -> list[PipelineModel]:
-    """The fewest pins freeing ``need_bytes`` and ``need_count`` slots; among those, the fewest bytes."""
+def _pin_cover(
+    pins: Sequence[PipelineModel], need_bytes: int, need_counts: Mapping[str, int], caps: Caps
+) -> list[PipelineModel]:
+    """The fewest pins freeing ``need_bytes`` and, under each cap, ``need_counts`` slots; then the fewest bytes."""
     ordered = sorted(pins, key=lambda pin: (pin.size, pin.key))
 
+    def short(chosen: Sequence[PipelineModel]) -> tuple[int, dict[str, int]]:
+        """What is still missing: bytes, and slots per cap."""
+        counts = dict(need_counts)
+        for pin in chosen:
+            scope = caps.scope(pin.group)
+            if scope is not None and scope in counts:
+                counts[scope] -= 1
+        return need_bytes - sum(pin.size for pin in chosen), {scope: n for scope, n in counts.items() if n > 0}
+
     def enough(chosen: Sequence[PipelineModel]) -> bool:
-        return sum(pin.size for pin in chosen) >= need_bytes and len(chosen) >= need_count
+        bytes_short, slots_short = short(chosen)
+        return bytes_short <= 0 and not slots_short
 
     if len(ordered) <= _PIN_COVER_LIMIT:
-        for count in range(max(need_count, 0), len(ordered) + 1):
+        for count in range(sum(need_counts.values()), len(ordered) + 1):
             fitting = [combo for combo in combinations(ordered, count) if enough(combo)]
             if fitting:
                 return list(min(fitting, key=lambda combo: sum(pin.size for pin in combo)))
     chosen: list[PipelineModel] = []
     for pin in reversed(ordered):  # largest first reaches the target in the fewest evictions
-        if enough(chosen):
+        bytes_short, slots_short = short(chosen)
+        if bytes_short <= 0 and not slots_short:
             break
-        chosen.append(pin)
+        scope = caps.scope(pin.group)
+        if bytes_short > 0 or (scope is not None and scope in slots_short):  # one that frees nothing missing stays
+            chosen.append(pin)
     return chosen

@@ -1,19 +1,27 @@
-"""The unpinned part of a pipeline, which the strategies differ on: the problem and what a strategy does with it."""
+"""The unpinned part of a pipeline, which the strategies differ on: the problem and what a strategy does with it.
+
+Room is the machine's: bytes left beside the pins, shared by every server (group). Slots are per cap: how many
+unpinned models each capped server (or, under one shared cap, the whole plan) may still hold beside its pins.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from sourceprep_models.planning.caps import Caps
 from sourceprep_models.planning.pins import PinSchedule
 from sourceprep_models.planning.records import PipelineModel
+
+Slots = Mapping[str, int]  # cap scope (see ``caps``) -> how many more models it may hold; uncapped scopes absent
 
 
 @dataclass(frozen=True)
 class Problem:
     budget: int
-    cap: int | None
+    caps: Caps
+    scope: Mapping[str, str | None]  # each key's cap scope (None: no cap counts it)
     stage_names: tuple[str, ...]
     durations: tuple[float, ...]  # each stage's run time (zeros when unknown: only keep_alive 0 expires)
     keys: tuple[str, ...]  # each stage's model
@@ -21,10 +29,10 @@ class Problem:
     models: Mapping[str, PipelineModel]
     demands: tuple[str | None, ...]  # each stage's unpinned model (None: the stage runs a pin)
     room: tuple[int, ...]  # bytes left for unpinned models during each stage
-    slots: tuple[int | None, ...]  # count left for unpinned models during each stage
+    slots: tuple[Slots, ...]  # count left for unpinned models during each stage, per cap
     initial: tuple[str, ...]  # unpinned keys resident before the first stage, least recently used first
     end_room: int
-    end_slots: int | None
+    end_slots: Slots
     next_use: tuple[Mapping[str, int], ...]  # per stage: each key's first demand at or after it
 
 
@@ -33,14 +41,19 @@ def build_problem(
     models: Mapping[str, PipelineModel],
     resident: Sequence[str],
     budget: int,
-    cap: int | None,
+    caps: Caps,
     schedule: PinSchedule,
     durations_s: Sequence[float] | None,
 ) -> Problem:
     sizes = {key: model.size for key, model in models.items()}
+    scope = {key: caps.scope(model.group) for key, model in models.items()}
 
-    def room(pins: frozenset[str]) -> tuple[int, int | None]:
-        return budget - sum(sizes[pin] for pin in pins), None if cap is None else cap - len(pins)
+    def room(pins: frozenset[str]) -> tuple[int, Slots]:
+        slots = caps.limits
+        for pin in pins:
+            if (cap := scope[pin]) is not None:
+                slots[cap] -= 1
+        return budget - sum(sizes[pin] for pin in pins), slots
 
     demands = tuple(None if models[key].pinned else key for _, key in stages)
     per_stage = [room(pins) for pins in schedule.pins]
@@ -54,7 +67,8 @@ def build_problem(
     end_room, end_slots = room(schedule.end)
     return Problem(
         budget=budget,
-        cap=cap,
+        caps=caps,
+        scope=scope,
         stage_names=tuple(stage for stage, _ in stages),
         durations=tuple(durations_s) if durations_s is not None else (0.0,) * len(stages),
         keys=tuple(key for _, key in stages),
@@ -81,8 +95,45 @@ class Run:
     final_evict: tuple[str, ...] = ()
 
 
-def fits(problem: Problem, keys: Sequence[str] | frozenset[str], room: int, slots: int | None) -> bool:
-    return sum(problem.sizes[key] for key in keys) <= room and (slots is None or len(keys) <= slots)
+def fits(problem: Problem, keys: Iterable[str], room: int, slots: Slots) -> bool:
+    """Whether these models fit in ``room`` bytes and, under every cap, in its ``slots``."""
+    keys = list(keys)
+    if sum(problem.sizes[key] for key in keys) > room:
+        return False
+    if not slots:
+        return True
+    return all(count <= slots[scope] for scope, count in _counts(problem, keys).items())
+
+
+def relieves(problem: Problem, victim: str, keys: Iterable[str], room: int, slots: Slots) -> bool:
+    """Whether ``victim`` leaving ``keys`` brings them closer to fitting: any model frees bytes, but a slot only
+    under a cap that is over (a model of another server frees nothing there)."""
+    keys = list(keys)
+    if sum(problem.sizes[key] for key in keys) > room:
+        return True
+    scope = problem.scope[victim]
+    return scope is not None and scope in slots and _counts(problem, keys).get(scope, 0) > slots[scope]
+
+
+def shed(problem: Problem, held: list[str], order: Iterable[str], room: int, slots: Slots) -> list[str]:
+    """Take models out of ``held`` in ``order`` until it fits, passing over those whose leaving would not help;
+    returns them in the order they left. A model passed over never becomes useful later (leaving only shrinks)."""
+    gone: list[str] = []
+    for key in order:
+        if fits(problem, held, room, slots):
+            break
+        if relieves(problem, key, held, room, slots):
+            held.remove(key)
+            gone.append(key)
+    return gone
+
+
+def _counts(problem: Problem, keys: Iterable[str]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for key in keys:
+        if (scope := problem.scope[key]) is not None:
+            counts[scope] = counts.get(scope, 0) + 1
+    return counts
 
 
 def run_cost(problem: Problem, run: Run) -> tuple[int, int, int]:

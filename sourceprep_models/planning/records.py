@@ -13,6 +13,7 @@ class PipelineModel:
     size: int  # predicted resident bytes
     pinned: bool = False
     keep_alive_s: float | None = None  # only the "ollama" strategy uses it (None = Ollama's default 5 min)
+    group: str = ""  # the server (endpoint) it lives on: caps on loaded models count per group
 
 
 @dataclass(frozen=True)
@@ -37,7 +38,8 @@ class PipelinePlan:
     budget: int
     stages: tuple[StagePlan, ...]
     resident_end: tuple[str, ...] = ()  # keys resident once the pipeline is done (sorted)
-    max_models: int | None = None  # the cap the plan obeyed (Ollama's default for "ollama")
+    max_models: int | None = None  # the one cap over every model the plan obeyed (Ollama's default for "ollama")
+    caps: tuple[tuple[str, int], ...] = ()  # (group, cap) for each server capped on its own, sorted by group
     exact: bool = False  # proven optimal (lookahead within the exact-search limit)
     warnings: tuple[str, ...] = ()
     names: tuple[tuple[str, str], ...] = ()  # (key, name) for messages and to_dict
@@ -68,6 +70,7 @@ class PipelinePlan:
             "strategy": self.strategy,
             "budget": self.budget,
             "max_models": self.max_models,
+            "caps": dict(self.caps),
             "loads": self.loads,
             "bytes_loaded": self.bytes_loaded,
             "unloads": self.unloads,

@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from itertools import combinations
 from typing import Any
 
-from sourceprep_models.planning.problem import Problem, Rank, Run, fits
+from sourceprep_models.planning.problem import Problem, Rank, Run, fits, shed
 from sourceprep_models.planning.strategies import final_evict, lru_rank, ollama_rank, play_lazy
 
 # Above these, the exact search gives way to the beam and the greedy plays (see ``lookahead``'s docstring).
@@ -123,24 +123,39 @@ def _kept_sets(
         return [(keep, 0)]
     base = [demand] if demand is not None else []
     others = sorted(keep - set(base))
-    sizes = problem.sizes
+    sizes, scope = problem.sizes, problem.scope
     base_size = sum(sizes[key] for key in base)
     largest = sorted((sizes[key] for key in others), reverse=True)
+    free = dict(slots)  # per cap, how many of ``others`` may stay beside the stage's model
+    for key in base:
+        if (cap := scope[key]) is not None:
+            free[cap] -= 1
+    members: dict[str | None, int] = {}
+    for key in others:
+        members[scope[key]] = members.get(scope[key], 0) + 1
+    # The most of ``others`` any kept set can hold: all of the uncapped, and each cap's free slots. A kept set
+    # with fewer has, under some cap or none, both a model left out and a slot for it.
+    most = sum(n if cap is None else min(n, max(free[cap], 0)) for cap, n in members.items())
     options: list[tuple[frozenset[str], int]] = []
-    for count in range(len(others) + 1):
-        held = len(base) + count
-        if slots is not None and held > slots:
-            break
-        room_for_one_more = slots is None or held + 1 <= slots
-        if count < len(others) and room_for_one_more and base_size + sum(largest[: count + 1]) <= room:
-            continue  # even the largest such set leaves room for one more: none of this size is maximal
+    for count in range(most + 1):
+        if count < most and base_size + sum(largest[: count + 1]) <= room:
+            continue  # such a set also has room for even the largest model left out: none of this size is maximal
         for combo in combinations(others, count):
             total = base_size + sum(sizes[key] for key in combo)
             if total > room:
                 continue
-            # Maximal: not even the smallest model left out could have stayed (sizes are non-negative).
-            left_out = [sizes[key] for key in others if key not in combo]
-            if not left_out or (slots is not None and held + 1 > slots) or total + min(left_out) > room:
+            used: dict[str, int] = {}
+            for key in combo:
+                if (cap := scope[key]) is not None:
+                    used[cap] = used.get(cap, 0) + 1
+            if any(n > free[cap] for cap, n in used.items()):
+                continue
+            # Maximal: no model left out could have stayed, for lack of bytes or of a slot under its cap.
+            if all(
+                total + sizes[key] > room or ((cap := scope[key]) is not None and used.get(cap, 0) >= free[cap])
+                for key in others
+                if key not in combo
+            ):
                 options.append((frozenset([*base, *combo]), len(others) - count))
     return options
 
@@ -156,12 +171,7 @@ def _ranked_sets(
     for rank in ranks:
         kept = sorted(keep)
         victims = sorted((key for key in kept if key != demand), key=lambda k: rank(k, index, {}))
-        evicted: list[str] = []
-        for victim in victims:
-            evicted.append(victim)
-            kept.remove(victim)
-            if fits(problem, kept, room, slots):
-                break
+        evicted = shed(problem, kept, victims, room, slots)
         for victim in reversed(evicted):
             if fits(problem, [*kept, victim], room, slots):
                 kept.append(victim)
@@ -179,9 +189,9 @@ def _realise(problem: Problem, live_sets: Sequence[frozenset[str]]) -> Run:
         upcoming = problem.next_use[index]
         dropped = sorted((key for key in current if key in live and key not in target), key=lambda k: -upcoming[k])
         dead = sorted((key for key in current if key not in live), key=lambda key: last_use[key])
-        evicted: list[str] = []
-        while dead and not fits(problem, [*target, *dead], problem.room[index], problem.slots[index]):
-            evicted.append(dead.pop(0))  # never needed again: the least recently used leaves first
+        # Never needed again: they stay while they fit, and the least recently used leaves first.
+        evicted = shed(problem, [*target, *dead], list(dead), problem.room[index], problem.slots[index])
+        dead = [key for key in dead if key not in evicted]
         run.evicted.append(tuple(evicted + dropped))
         run.expired.append(())
         run.loaded.append(demand is not None and demand not in current)

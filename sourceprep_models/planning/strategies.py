@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 
-from sourceprep_models.planning.problem import Problem, Rank, Run, fits
+from sourceprep_models.planning.problem import Problem, Rank, Run, fits, shed
 from sourceprep_models.planning.records import PipelineModel
 
 OLLAMA_DEFAULT_KEEP_ALIVE_S = 300.0  # OLLAMA_KEEP_ALIVE default 5m (ollama.md §3.1)
@@ -46,11 +46,7 @@ def play_lazy(
         room, slots = problem.room[index], problem.slots[index]
         if not fits(problem, wanted, room, slots):
             victims = sorted((key for key in current if key != demand), key=lambda k: rank(k, index, last_use))
-            for victim in victims:
-                evicted.append(victim)
-                wanted.remove(victim)
-                if fits(problem, wanted, room, slots):
-                    break
+            evicted += shed(problem, wanted, victims, room, slots)
             if readd:
                 for victim in reversed(list(evicted)):
                     if victim in victims and fits(problem, [*wanted, victim], room, slots):
@@ -73,10 +69,7 @@ def play_lazy(
 def final_evict(problem: Problem, current: Sequence[str], last_use: Mapping[str, float]) -> tuple[str, ...]:
     """After the last stage, make room for the pins coming back: least recently used first."""
     staying = sorted(current, key=lambda key: last_use.get(key, -math.inf))
-    leaving: list[str] = []
-    while staying and not fits(problem, staying, problem.end_room, problem.end_slots):
-        leaving.append(staying.pop(0))
-    return tuple(leaving)
+    return tuple(shed(problem, staying, list(staying), problem.end_room, problem.end_slots))
 
 
 def lru_rank(problem: Problem) -> Rank:
