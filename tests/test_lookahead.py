@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from itertools import combinations
@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sourceprep_models.planning import lookahead
+from sourceprep_models.planning import lookahead, search
 from sourceprep_models.planning.lookahead import (
     STRATEGIES,
     PipelineModel,
@@ -23,6 +23,8 @@ from sourceprep_models.planning.lookahead import (
 )
 
 GB = 1000**3
+
+Cap = int | Mapping[str, int] | None  # one cap over every model, or a cap per group (server)
 
 
 def models(*specs: tuple[str, float] | tuple[str, float, bool]) -> dict[str, PipelineModel]:
@@ -46,17 +48,27 @@ def plan_of(result: PipelinePlan | PipelineRefusal) -> PipelinePlan:
 # -- an exhaustive optimum, independent of the module ----------------------------------------------------
 
 
+def within_cap(keys: Iterable[str], table: Mapping[str, PipelineModel], cap: Cap) -> bool:
+    """An int caps every model together; a mapping caps the models of each named group."""
+    keys = list(keys)
+    if cap is None:
+        return True
+    if isinstance(cap, int):
+        return len(keys) <= cap
+    return all(sum(table[key].group == group for key in keys) <= most for group, most in cap.items())
+
+
 def brute_force(
     stages: Sequence[tuple[str, str]],
     table: Mapping[str, PipelineModel],
     resident: Sequence[str],
     budget: int,
-    cap: int | None,
+    cap: Cap,
 ) -> tuple[tuple[int, int], int] | None:
     """(fewest bytes loaded then loads, fewest loads) over every sequence of resident sets; None if infeasible.
 
     Any set of models may be resident during a stage (prefetching and early evictions included) as long as it
-    holds the stage's model and every pin loaded so far (pins may not leave), and fits the budget and the cap.
+    holds the stage's model and every pin loaded so far (pins may not leave), and fits the budget and the caps.
     Every model in a stage's set that was not in the previous one is a load.
     """
     keys = sorted(table)
@@ -70,7 +82,7 @@ def brute_force(
         allowed = [
             s
             for s in subsets
-            if key in s and pins <= s and sum(table[k].size for k in s) <= budget and (cap is None or len(s) <= cap)
+            if key in s and pins <= s and sum(table[k].size for k in s) <= budget and within_cap(s, table, cap)
         ]
         next_bytes: dict[frozenset[str], tuple[int, int]] = {}
         next_loads: dict[frozenset[str], int] = {}
@@ -96,14 +108,14 @@ def check_plan(
     table: Mapping[str, PipelineModel],
     resident: Sequence[str],
     budget: int,
-    cap: int | None,
+    cap: Cap,
     allow_evict_pinned: bool,
 ) -> None:
     """Replay the plan; every step must be possible and within the budget and the cap."""
 
     def within(held: set[str]) -> None:
         assert sum(table[k].size for k in held) <= budget
-        assert cap is None or len(held) <= cap
+        assert within_cap(held, table, cap)
 
     def leave(held: set[str], gone: str) -> None:
         assert gone in held
@@ -111,7 +123,7 @@ def check_plan(
         held.remove(gone)
 
     def too_full(keys: set[str]) -> bool:
-        return sum(table[k].size for k in keys) > budget or (cap is not None and len(keys) > cap)
+        return sum(table[k].size for k in keys) > budget or not within_cap(keys, table, cap)
 
     held = set(resident)
     loads = 0
@@ -163,31 +175,48 @@ class Case:
     table: dict[str, PipelineModel]
     resident: list[str]
     budget: int
-    cap: int | None
+    cap: Cap
     durations: list[float]  # stage run times, for Ollama's keep_alive timers
 
 
+GROUPS = ("router", "ollama")
+
+
 @st.composite
-def instances(draw: st.DrawFn, uniform: bool = False, pins: bool = True) -> Case:
+def instances(draw: st.DrawFn, uniform: bool = False, pins: bool = True, groups: bool = False) -> Case:
+    """Small pipelines; with ``groups``, models spread over two servers and caps per server as well."""
     count = draw(st.integers(min_value=1, max_value=5))
     size = draw(st.integers(min_value=1, max_value=10))
     sizes = [size] * count if uniform else draw(st.lists(st.integers(1, 10), min_size=count, max_size=count))
     pinned = draw(st.lists(st.booleans(), min_size=count, max_size=count)) if pins else [False] * count
     pinned = [flag and draw(st.booleans()) for flag in pinned]  # pins stay a minority
     alive = draw(st.lists(st.sampled_from([None, 0.0, 60.0, -1.0]), min_size=count, max_size=count))
-    table = {f"m{i}": PipelineModel(f"m{i}", f"model-{i}", sizes[i], pinned[i], alive[i]) for i in range(count)}
+    servers = draw(st.lists(st.sampled_from(GROUPS), min_size=count, max_size=count)) if groups else [""] * count
+    table = {
+        f"m{i}": PipelineModel(f"m{i}", f"model-{i}", sizes[i], pinned[i], alive[i], servers[i]) for i in range(count)
+    }
     keys = sorted(table)
     stages = run(draw(st.lists(st.sampled_from(keys), max_size=8)))
     resident = draw(st.lists(st.sampled_from(keys), unique=True, max_size=count))
     budget = draw(st.integers(min_value=1, max_value=30))
-    cap = draw(st.one_of(st.none(), st.integers(min_value=1, max_value=4)))
+    cap: Cap = draw(st.one_of(st.none(), st.integers(min_value=1, max_value=4)))
+    if groups:
+        cap = draw(st.one_of(st.just(cap), st.dictionaries(st.sampled_from(GROUPS), st.integers(1, 3), max_size=2)))
     durations = draw(st.lists(st.sampled_from([0.0, 30.0, 120.0]), min_size=len(stages), max_size=len(stages)))
     return Case(stages, table, resident, budget, cap, durations)
 
 
-@settings(max_examples=400, deadline=None)
-@given(instances())
-def test_lookahead_bytes_are_optimal_and_loads_within_the_size_ratio(case: Case) -> None:
+def ollama_cap(cap: Cap, table: Mapping[str, PipelineModel]) -> Cap:
+    """The caps the "ollama" strategy plays under: Ollama's default for every server given none."""
+    if isinstance(cap, int):
+        return cap
+    servers = {model.group for model in table.values()}
+    if not cap and len(servers) <= 1:  # no caps given, one server: one cap over every model
+        return lookahead.OLLAMA_DEFAULT_MAX_LOADED
+    return dict.fromkeys(servers, lookahead.OLLAMA_DEFAULT_MAX_LOADED) | dict(cap or {})
+
+
+def check_optimal_bytes_and_the_loads_bound(case: Case) -> None:
     stages, table, resident, budget, cap = case.stages, case.table, case.resident, case.budget, case.cap
     result = plan_pipeline(stages, table, resident, budget, max_models=cap)
     best = brute_force(stages, table, resident, budget, cap)
@@ -203,12 +232,23 @@ def test_lookahead_bytes_are_optimal_and_loads_within_the_size_ratio(case: Case)
     assert plan.loads <= fewest_loads * ratio  # the documented bound
 
 
-@settings(max_examples=300, deadline=None)
-@given(instances(uniform=True))
-def test_lookahead_is_optimal_in_loads_and_bytes_on_uniform_sizes(case: Case) -> None:
+@settings(max_examples=400, deadline=None)
+@given(instances())
+def test_lookahead_bytes_are_optimal_and_loads_within_the_size_ratio(case: Case) -> None:
+    check_optimal_bytes_and_the_loads_bound(case)
+
+
+@settings(max_examples=400, deadline=None)
+@given(instances(groups=True))
+def test_lookahead_bytes_are_optimal_and_loads_within_the_size_ratio_across_servers(case: Case) -> None:
+    check_optimal_bytes_and_the_loads_bound(case)
+
+
+def check_optimal_on_uniform_sizes(case: Case, *, fallback: bool = True) -> None:
     stages, table, resident, budget, cap = case.stages, case.table, case.resident, case.budget, case.cap
     best = brute_force(stages, table, resident, budget, cap)
-    for exact_limit in (lookahead._EXACT_MODELS, 0):  # the exact search, and the greedy fallback (Belady)
+    limits = (search._EXACT_MODELS, 0) if fallback else (search._EXACT_MODELS,)
+    for exact_limit in limits:  # the exact search, and the greedy fallback (Belady)
         with exact_models(exact_limit):
             result = plan_pipeline(stages, table, resident, budget, max_models=cap)
         if best is None:
@@ -220,8 +260,19 @@ def test_lookahead_is_optimal_in_loads_and_bytes_on_uniform_sizes(case: Case) ->
 
 
 @settings(max_examples=300, deadline=None)
-@given(instances())
-def test_greedy_fallback_is_never_worse_than_any_baseline(case: Case) -> None:
+@given(instances(uniform=True))
+def test_lookahead_is_optimal_in_loads_and_bytes_on_uniform_sizes(case: Case) -> None:
+    check_optimal_on_uniform_sizes(case)
+
+
+@settings(max_examples=300, deadline=None)
+@given(instances(uniform=True, groups=True))
+def test_lookahead_is_optimal_in_loads_and_bytes_on_uniform_sizes_across_servers(case: Case) -> None:
+    # The exact search only: with a cap per server, Belady's rule is no longer optimal (see the case below).
+    check_optimal_on_uniform_sizes(case, fallback=False)
+
+
+def check_never_worse_than_a_baseline(case: Case) -> None:
     stages, table, resident, budget, cap = case.stages, case.table, case.resident, case.budget, case.cap
     with exact_models(0):
         result = plan_pipeline(stages, table, resident, budget, max_models=cap)
@@ -234,15 +285,25 @@ def test_greedy_fallback_is_never_worse_than_any_baseline(case: Case) -> None:
     assert best is not None and plan.bytes_loaded >= best[0][0]
     timers = any(model.keep_alive_s == 0 for model in table.values())
     for strategy in ("lru", "ollama", "unload-all"):
-        if strategy == "ollama" and (cap is None or timers):
+        if strategy == "ollama" and (ollama_cap(cap, table) != cap or timers):
             continue  # the same order, but under Ollama's default cap of 3 or with models leaving on a timer
         other = plan_of(plan_pipeline(stages, table, resident, budget, strategy=strategy, max_models=cap))
         assert plan.bytes_loaded <= other.bytes_loaded
 
 
-@settings(max_examples=400, deadline=None)
-@given(instances(), st.sampled_from(STRATEGIES), st.booleans())
-def test_every_strategy_keeps_the_rules(case: Case, strategy: str, allow: bool) -> None:
+@settings(max_examples=300, deadline=None)
+@given(instances())
+def test_greedy_fallback_is_never_worse_than_any_baseline(case: Case) -> None:
+    check_never_worse_than_a_baseline(case)
+
+
+@settings(max_examples=300, deadline=None)
+@given(instances(groups=True))
+def test_greedy_fallback_is_never_worse_than_any_baseline_across_servers(case: Case) -> None:
+    check_never_worse_than_a_baseline(case)
+
+
+def check_the_rules(case: Case, strategy: str, allow: bool) -> None:
     stages, table, resident, budget, cap = case.stages, case.table, case.resident, case.budget, case.cap
     result = plan_pipeline(
         stages,
@@ -254,7 +315,7 @@ def test_every_strategy_keeps_the_rules(case: Case, strategy: str, allow: bool) 
         max_models=cap,
         durations_s=case.durations,
     )
-    effective_cap = cap if cap is not None or strategy != "ollama" else lookahead.OLLAMA_DEFAULT_MAX_LOADED
+    effective_cap = ollama_cap(cap, table) if strategy == "ollama" else cap
     if isinstance(result, PipelineRefusal):
         # Only a model too large for the budget, or pins that may not leave, refuse.
         key = stages[result.stage_index][1]
@@ -262,24 +323,38 @@ def test_every_strategy_keeps_the_rules(case: Case, strategy: str, allow: bool) 
             k for _, k in stages[: result.stage_index] if table[k].pinned
         }
         beside = sum(table[k].size for k in pins - {key})
-        count = len(pins - {key}) + 1
-        over = table[key].size + beside > budget or (effective_cap is not None and count > effective_cap)
+        over = table[key].size + beside > budget or not within_cap(pins | {key}, table, effective_cap)
         assert table[key].size > budget or (not allow and over)
         assert result.model == key and result.stage in result.reason
         return
     check_plan(result, stages, table, resident, budget, effective_cap, allow)
-    assert result.max_models == effective_cap
+    if isinstance(effective_cap, Mapping):
+        assert result.max_models is None and dict(result.caps) == effective_cap
+    else:
+        assert result.max_models == effective_cap and result.caps == ()
     if strategy == "unload-all":
         for previous, step in zip(result.stages, result.stages[1:], strict=False):
             if step.action == "hit" and not table[step.model].pinned:
                 assert previous.model == step.model  # a hit only when the previous stage used the same model
 
 
+@settings(max_examples=400, deadline=None)
+@given(instances(), st.sampled_from(STRATEGIES), st.booleans())
+def test_every_strategy_keeps_the_rules(case: Case, strategy: str, allow: bool) -> None:
+    check_the_rules(case, strategy, allow)
+
+
+@settings(max_examples=400, deadline=None)
+@given(instances(groups=True), st.sampled_from(STRATEGIES), st.booleans())
+def test_every_strategy_keeps_the_rules_across_servers(case: Case, strategy: str, allow: bool) -> None:
+    check_the_rules(case, strategy, allow)
+
+
 @contextmanager
 def exact_models(limit: int) -> Iterator[None]:
     """Force the fallback (limit 0) as on a pipeline with too many models for the exact search: the beam then
     follows only the look-ahead orders' choices, so the heuristic part is what the test sees."""
-    with patch.object(lookahead, "_EXACT_MODELS", limit), patch.object(lookahead, "_BEAM_EXHAUSTIVE", limit):
+    with patch.object(search, "_EXACT_MODELS", limit), patch.object(search, "_BEAM_EXHAUSTIVE", limit):
         yield
 
 
@@ -410,6 +485,81 @@ def test_model_cap_lookahead_keeps_the_model_needed_again_where_lru_does_not() -
     lru = plan_of(plan_pipeline(stages, table, [], 100 * GB, strategy="lru", max_models=2))
     assert (ours.loads, ours.stages[2].evict) == (3, ("b",))
     assert (lru.loads, lru.stages[2].evict) == (4, ("a",))
+
+
+# -- several servers in one plan: the budget is the machine's, a cap on loaded models is one server's ----------
+
+
+def served(*specs: tuple[str, float, str] | tuple[str, float, str, bool]) -> dict[str, PipelineModel]:
+    """(key, GB, server[, pinned]) -> models tagged with their server (group)."""
+    out: dict[str, PipelineModel] = {}
+    for spec in specs:
+        pinned = bool(spec[3]) if len(spec) > 3 else False
+        out[spec[0]] = PipelineModel(spec[0], spec[0], int(spec[1] * GB), pinned, group=spec[2])
+    return out
+
+
+@pytest.mark.parametrize("strategy", ["lookahead", "lru"])
+def test_cap_of_one_server_takes_its_victims_there_while_memory_takes_them_anywhere(strategy: str) -> None:
+    table = served(("ra", 1, "router"), ("rb", 1, "router"), ("ox", 2, "ollama"), ("oy", 2, "ollama"))
+    stages = run(["ox", "ra", "rb", "oy", "ra"])
+    plan = plan_of(plan_pipeline(stages, table, [], 4 * GB, strategy=strategy, max_models={"router": 1}))
+    check_plan(plan, stages, table, [], 4 * GB, {"router": 1}, allow_evict_pinned=False)
+    # rb needs the router's only slot: ra leaves, though ox is the least recently used and never needed again.
+    assert plan.stages[2].evict == ("ra",) and plan.stages[2].resident_after == ("ox", "rb")
+    # oy needs memory: the ollama model ox leaves (the oldest of the two never needed again).
+    assert plan.stages[3].evict == ("ox",) and plan.stages[3].resident_after == ("oy", "rb")
+    assert plan.stages[4].evict == ("rb",)
+    assert (plan.loads, plan.bytes_loaded, plan.max_models, plan.caps) == (5, 7 * GB, None, (("router", 1),))
+    data = json.loads(json.dumps(plan.to_dict()))
+    assert (data["max_models"], data["caps"]) == (None, {"router": 1})
+
+
+def test_one_cap_over_every_model_still_counts_every_server() -> None:
+    table = served(("ra", 1, "router"), ("rb", 1, "router"), ("ox", 2, "ollama"), ("oy", 2, "ollama"))
+    plan = plan_of(plan_pipeline(run(["ox", "ra", "rb"]), table, [], 100 * GB, strategy="lru", max_models=2))
+    assert plan.stages[2].evict == ("ox",) and (plan.max_models, plan.caps) == (2, ())
+
+
+def test_cap_full_of_pins_names_the_server_and_blocks_only_that_server() -> None:
+    table = served(("p1", 1, "router", True), ("p2", 2, "router", True), ("a", 1, "router"))
+    table |= served(("op", 1, "ollama", True), ("o", 1, "ollama"))
+    pins = ["p1", "p2", "op"]
+    refusal = plan_pipeline(run(["o", "a"]), table, pins, 100 * GB, max_models={"router": 2})
+    assert isinstance(refusal, PipelineRefusal)  # at "a", not at "o": the router's pins do not limit ollama
+    assert (refusal.stage_index, refusal.model, refusal.blocking_pins) == (1, "a", ("p1",))
+    assert refusal.reason == (
+        "stage 's1-a' (run 2 of 2): the server 'router' keeps at most 2 models loaded and pinned p1 would have to "
+        "leave for a; raise its --models-max, set memory.allow_evict_pinned = true, or unpin with "
+        "`sourceprep-models pin --remove`"
+    )
+    allowed = plan_pipeline(run(["o", "a"]), table, pins, 100 * GB, max_models={"router": 2}, allow_evict_pinned=True)
+    plan = plan_of(allowed)
+    assert plan.stages[0].evict == () and plan.stages[1].evict == ("p1",)  # the ollama pin stays
+    assert plan.stages[1].resident_after == ("a", "o", "op", "p2")
+    assert plan.stages[1].restore_after == ("p1",) and plan.stages[1].evict_after == ("a",)
+
+
+def test_ollama_default_cap_holds_per_server() -> None:
+    table = served(*[(key, 1, key[0]) for key in ("a1", "a2", "a3", "a4", "b1", "b2")])
+    plan = plan_of(plan_pipeline(run(["a1", "a2", "b1", "b2", "a3", "a4"]), table, [], 100 * GB, strategy="ollama"))
+    assert (plan.max_models, plan.caps) == (None, (("a", 3), ("b", 3)))
+    assert [step.evict for step in plan.stages] == [(), (), (), (), (), ("a1",)]
+    assert plan.resident_end == ("a2", "a3", "a4", "b1", "b2")
+
+
+def test_with_caps_per_server_only_the_exact_search_is_sure_to_be_optimal_on_uniform_sizes() -> None:
+    # w needs room: Belady drops x (needed last), but y is doomed anyway (b2 needs the only "b" slot first).
+    table = served(("x", 1, "a"), ("y", 1, "b"), ("b2", 1, "b"), ("w", 1, "a"))
+    stages = run(["w", "b2", "y", "x"])
+    plan = plan_of(plan_pipeline(stages, table, ["x", "y"], 2 * GB, max_models={"b": 1}))
+    assert plan.exact and plan.loads == 3 and plan.stages[0].evict == ("y",) and plan.stages[3].action == "hit"
+    assert brute_force(stages, table, ["x", "y"], 2 * GB, {"b": 1}) == ((3 * GB, 3), 3)
+
+
+def test_bad_caps_per_server_are_programming_errors() -> None:
+    with pytest.raises(ValueError, match="at least 1 \\(group 'router' has 0\\)"):
+        plan_pipeline(run(["a"]), served(("a", 1, "router")), [], GB, max_models={"router": 0})
 
 
 def test_ollama_evicts_the_shortest_keep_alive_not_the_least_recent() -> None:

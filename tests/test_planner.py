@@ -154,3 +154,77 @@ def test_model_cap_always_holds_after_the_plan(sizes: list[int], pins: list[bool
         return
     assert len(resident) - len(plan.evict) + 1 <= cap
     assert not any(victim.pinned for victim in plan.evict)
+
+
+# -- several servers of one machine: memory victims from any server, cap victims from the capped one --------
+
+
+def on(server: str, name: str, gb: float, pinned: bool = False) -> Resident:
+    return Resident(key=name, name=name, size=int(gb * GB), pinned=pinned, group=server)
+
+
+def test_cap_of_one_server_takes_its_victim_there_while_memory_takes_the_cheapest_anywhere() -> None:
+    resident = [on("router", "r1", 1), on("router", "r2", 2), on("ollama", "o1", 4), on("ollama", "o2", 3)]
+    incoming = Demand(key="r3", name="r3", size=3 * GB, group="router")
+    plan = plan_load(resident, incoming, Policy(budget=10 * GB, max_models={"router": 2}))
+    # o2 frees exactly the 3 GB needed; then the router holds r1, r2 and r3: its smallest, r1, leaves.
+    assert isinstance(plan, Plan) and [victim.name for victim in plan.evict] == ["o2", "r1"]
+    assert plan.resident_after == 9 * GB
+    # One cap over every model (the single-server reading) counts o1 too, so r2 would leave as well.
+    plan = plan_load(resident, incoming, Policy(budget=10 * GB, max_models=2))
+    assert isinstance(plan, Plan) and [victim.name for victim in plan.evict] == ["o2", "r1", "r2"]
+
+
+def test_cap_of_another_server_does_not_limit_this_load() -> None:
+    resident = [on("ollama", "o1", 1), on("ollama", "o2", 1), on("router", "r1", 1)]
+    incoming = Demand(key="r2", name="r2", size=GB, group="router")
+    plan = plan_load(resident, incoming, Policy(budget=100 * GB, max_models={"ollama": 1}))
+    assert isinstance(plan, Plan) and plan.evict == ()
+
+
+def test_cap_full_of_pins_names_the_server() -> None:
+    resident = [on("router", "p1", 1, pinned=True), on("router", "p2", 2, pinned=True), on("ollama", "p3", 1, True)]
+    incoming = Demand(key="c", name="c", size=GB, group="router")
+    refusal = plan_load(resident, incoming, Policy(budget=100 * GB, max_models={"router": 2}))
+    assert isinstance(refusal, Refusal) and names(refusal.blocking_pins) == ["p1"]
+    assert refusal.reason == (
+        "the server 'router' keeps at most 2 models loaded and pinned p1 would have to leave; raise its "
+        "--models-max, set memory.allow_evict_pinned = true, or unpin with `sourceprep-models pin --remove`"
+    )
+    allowed = Policy(budget=100 * GB, max_models={"router": 2}, allow_evict_pinned=True)
+    plan = plan_load(resident, incoming, allowed)
+    assert isinstance(plan, Plan) and names(plan.evict) == ["p1"] and names(plan.restore_after) == ["p1"]
+    assert plan.warnings == (
+        "evicting pinned p1: the server 'router' keeps at most 2 models loaded; it will be reloaded when the "
+        "heavy work is done",
+    )
+
+
+def test_single_model_mode_means_one_unpinned_model_on_the_machine() -> None:
+    resident = [on("router", "r1", 1), on("ollama", "o1", 1), on("ollama", "pin", 1, pinned=True)]
+    incoming = Demand(key="r2", name="r2", size=GB, group="router")
+    plan = plan_load(resident, incoming, Policy(budget=100 * GB, single_model=True, max_models={"router": 4}))
+    assert isinstance(plan, Plan) and names(plan.evict) == ["o1", "r1"]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    loaded=st.lists(st.tuples(st.integers(1, 5), st.booleans(), st.sampled_from(["router", "ollama"])), max_size=6),
+    server=st.sampled_from(["router", "ollama"]),
+    caps=st.dictionaries(st.sampled_from(["router", "ollama"]), st.integers(min_value=1, max_value=4)),
+)
+def test_cap_holds_for_the_incoming_server_and_takes_victims_only_there(
+    loaded: list[tuple[int, bool, str]], server: str, caps: dict[str, int]
+) -> None:
+    resident = [on(group, f"m{i}", size, pinned) for i, (size, pinned, group) in enumerate(loaded)]
+    incoming = Demand(key="new", name="new", size=GB, group=server)
+    plan = plan_load(resident, incoming, Policy(budget=100 * GB, max_models=caps))
+    mine = [model for model in resident if model.group == server]
+    if isinstance(plan, Refusal):
+        assert server in caps and sum(model.pinned for model in mine) >= caps[server]  # only pins could make room
+        return
+    assert all(victim.group == server and not victim.pinned for victim in plan.evict)
+    if server in caps:
+        assert len(mine) - len(plan.evict) + 1 <= caps[server]
+    else:
+        assert plan.evict == ()

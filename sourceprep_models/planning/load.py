@@ -12,15 +12,22 @@ is simply "plan, render, don't execute". The rules, in order:
    are then scheduled to come back after the heavy work, and the plan carries a warning;
 6. where the server caps the number of loaded models (llama.cpp ``--models-max``), the smallest
    non-pinned models leave so the cap holds, instead of the server evicting by LRU, pins included.
+
+Memory belongs to the machine, so the resident models may live on several servers (endpoints) of it, each
+model tagged with its ``group`` (the server's name; keys are unique across servers). The budget, single-model
+mode ("one non-pinned model on this machine") and the pin rules look at every group together: the victims for
+memory come from any group. A cap on loaded models is a server's own (see ``caps``): an int caps every model
+(one server), a mapping caps the named groups; the victims for a cap come from the incoming model's group only.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from itertools import combinations
 from typing import Any
 
+from sourceprep_models.planning.caps import Caps, MaxModels
 from sourceprep_models.units import human_bytes
 
 # Above this many candidates, an exhaustive search over victim sets is replaced by a greedy one.
@@ -36,7 +43,7 @@ class Resident:
     size: int
     pinned: bool = False
     options_key: str = ""  # runner options it was loaded with; a different value forces a reload
-    group: str = ""  # the server (endpoint) it is loaded on; one machine's budget spans its servers
+    group: str = ""  # the server (endpoint) it is loaded on; caps count per group
 
 
 @dataclass(frozen=True)
@@ -48,7 +55,7 @@ class Demand:
     size: int  # predicted resident size (weights + KV + compute)
     pinned: bool = False
     options_key: str = ""
-    group: str = ""
+    group: str = ""  # the server (endpoint) it will load on
 
 
 @dataclass(frozen=True)
@@ -56,15 +63,10 @@ class Policy:
     budget: int  # bytes models may occupy, headroom already taken off
     single_model: bool = False
     allow_evict_pinned: bool = False
-    # The server's cap on loaded models (llama.cpp --models-max). Over it the server evicts its least
-    # recently used model, pinned or not (servers.md §2.3), so the plan evicts one itself first.
-    # An int caps every model together (one server); a mapping caps each group (server) named in it.
-    max_models: int | Mapping[str, int] | None = None
-
-    def cap_for(self, group: str) -> int | None:
-        if self.max_models is None or isinstance(self.max_models, int):
-            return self.max_models
-        return self.max_models.get(group)
+    # The server's cap on loaded models (llama.cpp --models-max): an int over every model (one server), or a
+    # cap per group (server). Over it the server evicts its least recently used model, pinned or not
+    # (servers.md §2.3), so the plan evicts one itself first.
+    max_models: MaxModels = None
 
 
 @dataclass(frozen=True)
@@ -166,13 +168,13 @@ def plan_load(resident: Sequence[Resident], incoming: Demand, policy: Policy) ->
                 f"evicting pinned {names} to fit {incoming.name}; it will be reloaded when the heavy work is done"
             )
 
-    cap = policy.cap_for(incoming.group)
-    if cap is not None:
+    caps = Caps.of(policy.max_models)
+    scope = caps.scope(incoming.group)
+    if scope is not None:
         chosen = {id(model) for model in victims}
-        staying_now = [model for model in others if id(model) not in chosen]
-        if not isinstance(policy.max_models, int):  # a server's cap counts only that server's models
-            staying_now = [model for model in staying_now if model.group == incoming.group]
-        over = len({model.key for model in staying_now}) + 1 - cap
+        # Only the incoming model's server counts toward its cap, and only its models can make room under it.
+        staying_now = [model for model in others if id(model) not in chosen and caps.scope(model.group) == scope]
+        over = len({model.key for model in staying_now}) + 1 - caps.limits[scope]
         if over > 0:
             extra = _count_cover([model for model in staying_now if not model.pinned], over)
             if extra is None:
@@ -184,16 +186,15 @@ def plan_load(resident: Sequence[Resident], incoming: Demand, policy: Policy) ->
                     return Refusal(
                         incoming,
                         policy.budget,
-                        f"the server{_named(incoming.group)} keeps at most {cap} models loaded and pinned {names} "
-                        "would have "
-                        "to leave; raise its --models-max, set memory.allow_evict_pinned = true, or unpin with "
+                        f"{caps.says(incoming.group)} and pinned {names} would have to leave; raise its "
+                        "--models-max, set memory.allow_evict_pinned = true, or unpin with "
                         "`sourceprep-models pin --remove`",
                         blocking_pins=tuple(pin_victims),
                     )
                 extra = unpinned + pin_victims
                 warnings.append(
-                    f"evicting pinned {', '.join(pin.name for pin in pin_victims)}: the server keeps at most "
-                    f"{cap} models; it will be reloaded when the heavy work is done"
+                    f"evicting pinned {', '.join(pin.name for pin in pin_victims)}: {caps.says(incoming.group)}; "
+                    "it will be reloaded when the heavy work is done"
                 )
             victims += extra
 
@@ -250,7 +251,3 @@ def _cheapest_cover(candidates: Sequence[Resident], need: int) -> list[Resident]
         if best is not None:
             return list(best)
     return []
-
-
-def _named(group: str) -> str:
-    return f" {group!r}" if group else ""

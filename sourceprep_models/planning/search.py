@@ -1,0 +1,205 @@
+"""The lookahead strategy: the exact shortest path over resident sets, or a beam beyond the exact limit (see the
+bound in ``lookahead``'s docstring)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from itertools import combinations
+from typing import Any
+
+from sourceprep_models.planning.problem import Problem, Rank, Run, fits, shed
+from sourceprep_models.planning.strategies import final_evict, lru_rank, ollama_rank, play_lazy
+
+# Above these, the exact search gives way to the beam and the greedy plays (see ``lookahead``'s docstring).
+_EXACT_MODELS = 12
+_EXACT_STATES = 4096
+_BEAM = 128  # states kept per stage by the search beyond the exact limit
+_BEAM_EXHAUSTIVE = 6  # beyond the limit, every maximal kept set is still tried while this few models are resident
+
+
+def _next_use_ranks(problem: Problem) -> list[Rank]:
+    """Eviction orders that look ahead; each ranks a model by when it is next needed and what it costs to reload.
+
+    Furthest next use is Belady's rule (optimal when sizes are equal); with a byte budget every evicted byte costs
+    one byte to bring back, so "furthest" is the natural order. Under a count cap freeing a big model buys no more
+    room than a small one, so the other orders weigh distance by size, one way and the other, or take the cheapest
+    to reload. Models never needed again come first in every order.
+    """
+
+    def distance(key: str, index: int) -> float:
+        upcoming = problem.next_use[index].get(key)
+        return math.inf if upcoming is None else upcoming - index
+
+    def furthest(key: str, index: int, last_use: Mapping[str, float]) -> tuple[Any, ...]:
+        return (-distance(key, index), last_use.get(key, -math.inf), key)
+
+    def cheapest_per_stage(key: str, index: int, last_use: Mapping[str, float]) -> tuple[Any, ...]:
+        return (-distance(key, index) / max(problem.sizes[key], 1), last_use.get(key, -math.inf), key)
+
+    def largest_and_furthest(key: str, index: int, last_use: Mapping[str, float]) -> tuple[Any, ...]:
+        return (-distance(key, index) * problem.sizes[key], last_use.get(key, -math.inf), key)
+
+    def cheapest(key: str, index: int, last_use: Mapping[str, float]) -> tuple[Any, ...]:
+        return (problem.sizes[key] if distance(key, index) < math.inf else -1, -distance(key, index), key)
+
+    return [furthest, cheapest_per_stage, largest_and_furthest, cheapest]
+
+
+def greedy_candidates(problem: Problem) -> list[Run]:
+    beam = _search(problem, exact=False)
+    assert beam is not None
+    return [
+        beam,
+        *(play_lazy(problem, rank, readd=True) for rank in _next_use_ranks(problem)),
+        play_lazy(problem, lru_rank(problem)),
+        play_lazy(problem, ollama_rank(problem)),
+        play_lazy(problem, lru_rank(problem), reset=True),
+    ]
+
+
+def exact_run(problem: Problem) -> Run | None:
+    return _search(problem, exact=True)
+
+
+def _search(problem: Problem, *, exact: bool) -> Run | None:
+    """A shortest path over resident sets of models still needed.
+
+    Exact: every maximal kept set, every state; None beyond the limit. Otherwise a beam: the ``_BEAM`` cheapest
+    states per stage, and every maximal kept set while few models are resident, else the ones the look-ahead
+    orders choose.
+    """
+    if exact and len({demand for demand in problem.demands if demand is not None}) > _EXACT_MODELS:
+        return None
+    ranks = _next_use_ranks(problem)
+    Cost = tuple[int, int, int]
+    State = frozenset[str]
+    start: State = frozenset(key for key in problem.initial if key in live_keys(problem, 0))
+    frontier: dict[State, tuple[Cost, State | None]] = {start: ((0, 0, 0), None)}
+    layers: list[dict[State, tuple[Cost, State | None]]] = []
+    for index, demand in enumerate(problem.demands):
+        live = live_keys(problem, index)
+        step: Cost = (problem.sizes[demand], 1, 0) if demand is not None else (0, 0, 0)
+        layer: dict[State, tuple[Cost, State | None]] = {}
+        for state in sorted(frontier, key=sorted):
+            cost = frontier[state][0]
+            keep = frozenset((state & live) | ({demand} if demand is not None else set()))
+            paid = step if demand is not None and demand not in state else (0, 0, 0)
+            if exact or len(keep) <= _BEAM_EXHAUSTIVE:
+                options = _kept_sets(problem, keep, demand, index)
+            else:
+                options = _ranked_sets(problem, keep, demand, index, ranks)
+            for kept, dropped in options:
+                total = (cost[0] + paid[0], cost[1] + paid[1], cost[2] + dropped)
+                if kept not in layer or total < layer[kept][0]:
+                    layer[kept] = (total, state)
+        if exact and len(layer) > _EXACT_STATES:
+            return None
+        if not exact and len(layer) > _BEAM:
+            layer = dict(sorted(layer.items(), key=lambda item: (item[1][0], sorted(item[0])))[:_BEAM])
+        layers.append(layer)
+        frontier = layer
+    if not layers:
+        return _realise(problem, [])
+    best = min(frontier, key=lambda state: (frontier[state][0], sorted(state)))
+    chosen: list[State] = [best]
+    for layer in reversed(layers[1:]):
+        previous = layer[chosen[-1]][1]
+        assert previous is not None
+        chosen.append(previous)
+    return _realise(problem, list(reversed(chosen)))
+
+
+def live_keys(problem: Problem, index: int) -> frozenset[str]:
+    return frozenset(problem.next_use[index]) if index < len(problem.next_use) else frozenset()
+
+
+def _kept_sets(
+    problem: Problem, keep: frozenset[str], demand: str | None, index: int
+) -> list[tuple[frozenset[str], int]]:
+    """Every maximal subset of ``keep`` that fits with the stage's model, with how many it drops."""
+    room, slots = problem.room[index], problem.slots[index]
+    if fits(problem, keep, room, slots):
+        return [(keep, 0)]
+    base = [demand] if demand is not None else []
+    others = sorted(keep - set(base))
+    sizes, scope = problem.sizes, problem.scope
+    base_size = sum(sizes[key] for key in base)
+    largest = sorted((sizes[key] for key in others), reverse=True)
+    free = dict(slots)  # per cap, how many of ``others`` may stay beside the stage's model
+    for key in base:
+        if (cap := scope[key]) is not None:
+            free[cap] -= 1
+    members: dict[str | None, int] = {}
+    for key in others:
+        members[scope[key]] = members.get(scope[key], 0) + 1
+    # The most of ``others`` any kept set can hold: all of the uncapped, and each cap's free slots. A kept set
+    # with fewer has, under some cap or none, both a model left out and a slot for it.
+    most = sum(n if cap is None else min(n, max(free[cap], 0)) for cap, n in members.items())
+    options: list[tuple[frozenset[str], int]] = []
+    for count in range(most + 1):
+        if count < most and base_size + sum(largest[: count + 1]) <= room:
+            continue  # such a set also has room for even the largest model left out: none of this size is maximal
+        for combo in combinations(others, count):
+            total = base_size + sum(sizes[key] for key in combo)
+            if total > room:
+                continue
+            used: dict[str, int] = {}
+            for key in combo:
+                if (cap := scope[key]) is not None:
+                    used[cap] = used.get(cap, 0) + 1
+            if any(n > free[cap] for cap, n in used.items()):
+                continue
+            # Maximal: no model left out could have stayed, for lack of bytes or of a slot under its cap.
+            if all(
+                total + sizes[key] > room or ((cap := scope[key]) is not None and used.get(cap, 0) >= free[cap])
+                for key in others
+                if key not in combo
+            ):
+                options.append((frozenset([*base, *combo]), len(others) - count))
+    return options
+
+
+def _ranked_sets(
+    problem: Problem, keep: frozenset[str], demand: str | None, index: int, ranks: Sequence[Rank]
+) -> list[tuple[frozenset[str], int]]:
+    """The kept sets the look-ahead orders choose: evict in order until it fits, then put back what still fits."""
+    room, slots = problem.room[index], problem.slots[index]
+    if fits(problem, keep, room, slots):
+        return [(keep, 0)]
+    options: dict[frozenset[str], int] = {}
+    for rank in ranks:
+        kept = sorted(keep)
+        victims = sorted((key for key in kept if key != demand), key=lambda k: rank(k, index, {}))
+        evicted = shed(problem, kept, victims, room, slots)
+        for victim in reversed(evicted):
+            if fits(problem, [*kept, victim], room, slots):
+                kept.append(victim)
+        options[frozenset(kept)] = len(keep) - len(kept)
+    return list(options.items())
+
+
+def _realise(problem: Problem, live_sets: Sequence[frozenset[str]]) -> Run:
+    """Turn the optimal sets of still-needed models into a plan: models never needed again stay while they fit."""
+    run = Run()
+    current = list(problem.initial)
+    last_use: dict[str, float] = {key: position - len(current) for position, key in enumerate(current)}
+    for index, demand in enumerate(problem.demands):
+        live, target = live_keys(problem, index), live_sets[index]
+        upcoming = problem.next_use[index]
+        dropped = sorted((key for key in current if key in live and key not in target), key=lambda k: -upcoming[k])
+        dead = sorted((key for key in current if key not in live), key=lambda key: last_use[key])
+        # Never needed again: they stay while they fit, and the least recently used leaves first.
+        evicted = shed(problem, [*target, *dead], list(dead), problem.room[index], problem.slots[index])
+        dead = [key for key in dead if key not in evicted]
+        run.evicted.append(tuple(evicted + dropped))
+        run.expired.append(())
+        run.loaded.append(demand is not None and demand not in current)
+        current = [key for key in current if key in target or key in dead]
+        if demand is not None and demand not in current:
+            current.append(demand)
+        if demand is not None:
+            last_use[demand] = index
+        run.resident.append(frozenset(current))
+    run.final_evict = final_evict(problem, current, last_use)
+    return run
