@@ -92,7 +92,9 @@ __all__ = [
     "plan_pipeline",
 ]
 
-STRATEGIES = ("lookahead", "lru", "ollama", "unload-all")
+# The strategy names (``--strategy``); "ollama" plays Ollama's scheduler, it does not name a server here.
+LOOKAHEAD, LRU, OLLAMA_SCHEDULER, UNLOAD_ALL = "lookahead", "lru", "ollama", "unload-all"
+STRATEGIES = (LOOKAHEAD, LRU, OLLAMA_SCHEDULER, UNLOAD_ALL)
 
 OLLAMA_DEFAULT_MAX_LOADED = 3  # OLLAMA_MAX_LOADED_MODELS auto: 3 x GPUs, at least 3 (ollama.md §4.3)
 
@@ -133,7 +135,7 @@ def plan_pipeline(
             raise ValueError(f"model key {key!r} is used but missing from models")
     if durations_s is not None and (len(durations_s) != len(stages) or any(d < 0 for d in durations_s)):
         raise ValueError("durations_s needs one non-negative duration per stage")
-    if strategy == "ollama":  # every Ollama server has a cap: its default where none is given
+    if strategy == OLLAMA_SCHEDULER:  # every Ollama server has a cap: its default where none is given
         caps = caps.or_default(OLLAMA_DEFAULT_MAX_LOADED, (model.group for model in models.values()))
 
     schedule = pin_schedule(stages, models, resident, budget, caps, allow_evict_pinned)
@@ -143,11 +145,11 @@ def plan_pipeline(
     problem = build_problem(stages, models, resident, budget, caps, schedule, durations_s)
 
     exact = False
-    if strategy == "lru":
+    if strategy == LRU:
         run = play_lazy(problem, lru_rank(problem))
-    elif strategy == "ollama":
+    elif strategy == OLLAMA_SCHEDULER:
         run = play_lazy(problem, ollama_rank(problem), expiry=True)
-    elif strategy == "unload-all":
+    elif strategy == UNLOAD_ALL:
         run = play_lazy(problem, lru_rank(problem), reset=True)
     else:
         found = exact_run(problem)
