@@ -57,8 +57,9 @@ def pin(
         return config
 
     order = operations.LoadOrder(model, spec, target, None, context_length, parse_timeout(timeout))
-    change = operations.unpin if remove else operations.pin
-    result = change(app.config, order, config_edit=write, config_path=str(path), hooks=app.hooks())
+    result = operations.set_pin(
+        app.config, order, pinned=not remove, config_edit=write, config_path=str(path), hooks=app.hooks()
+    )
     for warning in result.report.warnings if result.report else []:
         out.warn(warning)
     if json_output:

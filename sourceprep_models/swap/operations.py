@@ -278,18 +278,21 @@ class PinResult:
         return {**self.report.to_dict(), **extra}
 
 
-def pin(
+def set_pin(
     config: Config,
     order: LoadOrder,
     *,
+    pinned: bool,
     config_edit: Callable[[], Config],
     config_path: str,
     hooks: Hooks | None = None,
 ) -> PinResult:
-    """Record ``order`` as always available (``config_edit`` writes the config and returns it re-read),
-    then load it and keep it forever; refused before anything is written when it can never fit."""
+    """Pin: record ``order`` as always available (``config_edit`` writes the config and returns it
+    re-read), load it and keep it forever, refused before anything is written when it can never fit.
+    Unpin: the config first, then the model's keep-alive back to an ordinary one, under the locks."""
     with open_machine(config, hooks=hooks) as machine:
-        return _pin(machine, order, config_edit, config_path, hooks)
+        change = _pin if pinned else _unpin
+        return change(machine, order, config_edit, config_path, hooks)
 
 
 def _pin(
@@ -310,26 +313,11 @@ def _pin(
     if session.provider.capabilities.pins_on_server:
         session.provider.set_pinned(name, True)  # first: if the server refuses (no admin access), the config stays
     machine.reconfigure(config_edit())
-    spec = next(
-        (s for s in machine.config.models.values() if s.name == name and s.endpoint == order.endpoint.name), None
-    )
+    spec = machine.config.models.get(order.spec.key if order.spec else order.name)
     pinned = dataclasses.replace(order, name=name, spec=spec, keep_alive=None)
     report = _load(machine, pinned, hooks=hooks)
     assert isinstance(report, LoadReport)
     return PinResult(name, order.endpoint.name, True, config_path, report)
-
-
-def unpin(
-    config: Config,
-    order: LoadOrder,
-    *,
-    config_edit: Callable[[], Config],
-    config_path: str,
-    hooks: Hooks | None = None,
-) -> PinResult:
-    """Let a pinned model expire like any other: config first, then its keep-alive (under the lock)."""
-    with open_machine(config, hooks=hooks) as machine:
-        return _unpin(machine, order, config_edit, config_path, hooks)
 
 
 def _unpin(

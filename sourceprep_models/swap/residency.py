@@ -249,13 +249,11 @@ class Machine:
         """What ``session``'s server holds; a server that is not ``required`` and is down counts as empty."""
         return session.loaded() if required else self._answer(session, session.loaded, [])
 
-    def residents(self, here: Session | None = None, loaded_here: list[LoadedModel] | None = None) -> list[Resident]:
-        """Everything holding memory on this machine; ``here``'s listing can be passed in to save a request."""
+    def residents(self, *, besides: str | None = None) -> list[Resident]:
+        """Everything holding memory on this machine (``besides``: except that endpoint's models)."""
         residents: list[Resident] = []
         for session in self.memory_sessions():
-            if here is not None and session.endpoint.name == here.endpoint.name and loaded_here is not None:
-                residents += session.residents(loaded_here)
-            else:
+            if session.endpoint.name != besides:
                 residents += session.residents(self._answer(session, session.loaded, []))
         return residents
 
@@ -276,9 +274,7 @@ class Machine:
             options_key=f"ctx={wanted}" if wanted is not None else "",
             group=here.endpoint.name,
         )
-        residents = [
-            resident for resident in self.residents(here, loaded_here) if resident.group != here.endpoint.name
-        ] + here.residents(loaded_here, wanted)
+        residents = self.residents(besides=here.endpoint.name) + here.residents(loaded_here, wanted)
         budget = self.budget()
         policy = Policy(
             budget=budget.bytes,
