@@ -1,7 +1,8 @@
 """One swap at a time per endpoint, across processes (two CI jobs, two terminals).
 
-A file lock in the user state directory, named after the endpoint's URL so two configs that name
-the same server share it. A swap on a machine with several servers may evict from any of them, so it
+A file lock in the user state directory, named after the server the endpoint's URL reaches (not the
+URL as written): ``http://127.0.0.1:11434``, ``http://localhost:11434/`` and ``http://[::1]:11434/v1``
+share one lock, so two configs (or two spellings) of one server never interleave their swaps. A swap on a machine with several servers may evict from any of them, so it
 takes every one of their locks, always in the same order (sorted by lock file): two processes that
 cross (one loading on A and evicting from B, the other the reverse) queue instead of deadlocking.
 """
@@ -25,10 +26,12 @@ LockWait = Callable[[str], None]
 
 
 def lock_path(endpoint_url: str) -> Path:
+    from sourceprep_models.config.urls import server_address
     from sourceprep_models.paths import locks_dir
 
-    slug = re.sub(r"[^A-Za-z0-9]+", "-", endpoint_url).strip("-")[:60]
-    digest = hashlib.sha256(endpoint_url.encode()).hexdigest()[:10]
+    server = server_address(endpoint_url)
+    slug = re.sub(r"[^A-Za-z0-9]+", "-", server).strip("-")[:60]
+    digest = hashlib.sha256(server.encode()).hexdigest()[:10]
     return locks_dir() / f"{slug}-{digest}.lock"
 
 
