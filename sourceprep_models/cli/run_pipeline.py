@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from sourceprep_models.cli.options import JsonOption, WarmOption
+from sourceprep_models.cli.options import JsonOption, SingleModelOption, WarmOption
 
 if TYPE_CHECKING:
     from sourceprep_models.cli.context import AppContext
@@ -42,6 +42,7 @@ def run_pipeline(
         str,
         typer.Option("--strategy", help="Eviction strategy: lookahead (ours), lru, ollama or unload-all, to compare."),
     ] = "lookahead",
+    single_model: SingleModelOption = False,
     json_output: JsonOption = False,
 ) -> None:
     """Run pipeline NAME: plan every swap in advance, prefetch, time every stage, resume safely."""
@@ -62,6 +63,7 @@ def run_pipeline(
             resume=resume,
             outputs=outputs,
             strategy=strategy,
+            single_model=single_model,
         )
     except RunStopped as stopped:
         _show(app, stopped.report, json_output, report)
@@ -71,7 +73,7 @@ def run_pipeline(
             out.json(result.to_dict())
         else:
             out.data(render.run_plan_table(result))
-            out.info(f"{result.loads} loads, {human_bytes(result.bytes_loaded)} loaded ({strategy})")
+            out.info(f"{result.loads} loads, {human_bytes(result.bytes_loaded)} loaded ({result.strategy or strategy})")
         return
     _show(app, result, json_output, report)
     out.success(

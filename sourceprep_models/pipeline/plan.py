@@ -10,7 +10,14 @@ from typing import Any
 from sourceprep_models.config.schema import Config
 from sourceprep_models.errors import DoesNotFit, ModelNotFound
 from sourceprep_models.pipeline.stages import StageRun, Target, resolve_target
-from sourceprep_models.planning.lookahead import PipelineModel, PipelinePlan, PipelineRefusal, StagePlan, plan_pipeline
+from sourceprep_models.planning.lookahead import (
+    UNLOAD_ALL,
+    PipelineModel,
+    PipelinePlan,
+    PipelineRefusal,
+    StagePlan,
+    plan_pipeline,
+)
 from sourceprep_models.swap.executor import local_identity
 from sourceprep_models.swap.residency import Machine
 
@@ -32,6 +39,11 @@ class RunPlan:
     names: dict[str, str] = field(default_factory=dict)  # key -> server name (for evictions)
     sizes: dict[str, int] = field(default_factory=dict)  # key -> predicted bytes
     groups: dict[str, str] = field(default_factory=dict)  # key -> endpoint name
+
+    @property
+    def strategy(self) -> str | None:
+        """The strategy the plan followed (single-model mode plays unload-all), None with nothing to plan."""
+        return next((plan.strategy for plan in self.plans.values()), None)
 
     @property
     def loads(self) -> int:
@@ -82,7 +94,12 @@ def plan_run(
     strategy: str = "lookahead",
     missing_pins_resident: bool = True,
 ) -> RunPlan:
-    """Plan every stage run on this machine as one; raises ``ModelNotFound`` / ``DoesNotFit`` naming the stage."""
+    """Plan every stage run on this machine as one; raises ``ModelNotFound`` / ``DoesNotFit`` naming the stage.
+
+    Single-model mode (``--single-model`` or ``memory.single_model``) keeps one non-pinned model on the
+    machine: before every stage every other non-pinned model leaves, which is the unload-all strategy."""
+    if machine.single_model or config.memory.single_model:
+        strategy = UNLOAD_ALL
     targets = {run.id: resolve_target(config, run.stage.model) for run in runs}
     keys: dict[str, str] = {}
     names: dict[str, str] = {}

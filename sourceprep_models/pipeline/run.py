@@ -23,7 +23,7 @@ import hashlib
 import json
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TextIO
 
@@ -67,6 +67,7 @@ def execute(
     resume: bool = False,
     outputs: Path | None = None,
     strategy: str = "lookahead",
+    single_model: bool = False,
 ) -> RunPlan | RunReport:
     """Plan (``dry_run``) or run pipeline ``name`` on this machine's servers; ``RunStopped`` when a run stops."""
     from sourceprep_models.planning.lookahead import STRATEGIES
@@ -77,7 +78,8 @@ def execute(
     if dry_run and resume:
         raise UsageError("--dry-run plans a whole run; leave out --resume")
     outputs = outputs or state_path(name).with_suffix(".outputs.jsonl")
-    with open_machine(config, hooks=Hooks(info=context.info, warn=context.warn)) as machine:
+    hooks = Hooks(info=context.info, warn=context.warn)
+    with open_machine(config, hooks=hooks, single_model=single_model) as machine:
         runner = PipelineRun(context, machine, config, name, resume=resume, outputs=outputs, strategy=strategy)
         return runner.plan(0) if dry_run else runner.run()
 
@@ -301,7 +303,13 @@ class PipelineRun:
         load_plan = Plan(
             incoming=Demand(key, target.name, plan.sizes.get(key, 0), group=target.endpoint.name),
             budget=next(iter(plan.plans.values())).budget,
-            evict=tuple(current[victim] for victim in step.evict if victim in current),
+            # Named as the plan names them (the config's name, e.g. "small" for the server's "small:latest"),
+            # so the run's report matches its --dry-run.
+            evict=tuple(
+                replace(current[key], name=plan.names.get(key, current[key].name))
+                for key in step.evict
+                if key in current
+            ),
         )
         report = self.machine.executor(session).load(
             session.request(target.name, target.spec),
@@ -319,6 +327,12 @@ class PipelineRun:
             row.bytes_loaded = plan.sizes.get(key, 0)
         for warning in report.warnings:
             self.ctx.warn(f"stage {run.id}: {warning}")
+        for eviction in report.evictions:
+            if eviction.pinned:
+                self.ctx.warn(
+                    f"stage {run.id}: evicted pinned {eviction.model} from {eviction.endpoint} to fit {target.name}; "
+                    "it is reloaded as soon as it fits again"
+                )
 
     def _pins_back(self, plan: RunPlan, step: StagePlan, target: Target, row: StageReport) -> None:
         """After a heavy stage: make room (``evict_after``), then reload the pins it pushed out, each on its server."""

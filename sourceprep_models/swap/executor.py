@@ -196,7 +196,8 @@ class Executor:
             report.steps,
             Step("load", request.name, self.endpoint, result.wall_s, result.server_load_s, outcome),
         )
-        self._verify(request, target.identity, before, report, wanted_ctx)
+        ours = {local_identity(victim.key) for victim in victims if self._endpoint_of(victim) == self.endpoint}
+        self._verify(request, target.identity, before, report, wanted_ctx, ours)
         report.pending_restore = [name for where, name in evicted_pins if restore and (where, name) in restore]
         return report
 
@@ -261,6 +262,7 @@ class Executor:
         before: Mapping[str, LoadedModel],
         report: LoadReport,
         wanted_ctx: int | None,
+        evicted_here: set[str],
     ) -> None:
         started = self._clock()
         after = self._resident_by_identity()
@@ -274,9 +276,9 @@ class Executor:
                 "another client may have unloaded it at once (keep_alive 0?)"
             )
         report.resident = resident
-        evicted = set(report.evicted)
+        # By identity: the plan may name a model "big" that the server lists as "big:latest" (one model).
         report.evicted_by_server = sorted(
-            model.name for key, model in before.items() if key not in after and model.name not in evicted
+            model.name for key, model in before.items() if key not in after and key not in evicted_here
         )
         if resident.size and resident.size_vram is not None and 0 < resident.size_vram < resident.size:
             report.warnings.append(
