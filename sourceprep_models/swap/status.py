@@ -11,10 +11,14 @@ from sourceprep_models.errors import ExitCode, SourceprepError
 from sourceprep_models.memory.sizing import Budget
 from sourceprep_models.providers.base import LoadedModel
 from sourceprep_models.swap.pins import Repair
-from sourceprep_models.swap.residency import Machine
+from sourceprep_models.swap.residency import Machine, Session
 
 if TYPE_CHECKING:
     from sourceprep_models.swap.operations import Hooks
+
+
+# Endpoints asked at once by `status`; more than this wait for a free worker.
+_MAX_PARALLEL = 16
 
 
 @dataclass
@@ -88,32 +92,41 @@ class StatusReport:
 
 
 def collect_status(machine: Machine, endpoints: Iterable[Endpoint], *, hardware: bool = True) -> StatusReport:
-    """Ask each endpoint for its loaded models; one failing endpoint never hides the others.
+    """Ask every endpoint for its loaded models at the same time; one failing endpoint never hides the
+    others, and a slow one costs what it costs alone, not added to the rest.
 
     Models the config keeps always available are marked so, for servers without pins of their own.
     The machine's line sums what its servers' models occupy against the budget the planner uses."""
+    from concurrent.futures import ThreadPoolExecutor
+
     pins: dict[str, set[str]] = {}
     for spec in machine.config.models.values():
         if spec.always_available:
             pins.setdefault(spec.endpoint, set()).add(spec.name)
-    statuses = []
-    for endpoint in endpoints:
-        status = EndpointStatus(
-            name=endpoint.name, kind=endpoint.kind, url=endpoint.url, pins=pins.get(endpoint.name, set())
-        )
-        try:
-            session = machine.session(endpoint)
-            status.models = session.provider.list_loaded()
-            status.server = session.provider.server_facts()
-            status.always_ready = session.provider.capabilities.always_ready
-        except SourceprepError as exc:
-            status.error = exc.message
-            status.exit_code = exc.exit_code
-        statuses.append(status)
+    statuses = [
+        EndpointStatus(name=endpoint.name, kind=endpoint.kind, url=endpoint.url, pins=pins.get(endpoint.name, set()))
+        for endpoint in endpoints
+    ]
+    # Providers are made here, in one thread; each has its own HTTP client, so each can be asked from its own thread.
+    sessions = [machine.session(status.name) for status in statuses]
+    if statuses:
+        with ThreadPoolExecutor(max_workers=min(len(statuses), _MAX_PARALLEL)) as pool:
+            list(pool.map(_ask, statuses, sessions))
     holding = [status for status in statuses if status.error is None and not status.always_ready]
     used = sum(model.size or 0 for status in holding for model in status.models if model.occupies_memory)
     host = HostStatus("local", machine.budget(), used, tuple(status.name for status in holding))
     return StatusReport(endpoints=statuses, hardware=machine.hardware if hardware else {}, hosts=[host])
+
+
+def _ask(status: EndpointStatus, session: Session) -> None:
+    """Fill one endpoint's status from its server (run in a worker thread)."""
+    try:
+        status.models = session.provider.list_loaded()
+        status.server = session.provider.server_facts()
+        status.always_ready = session.provider.capabilities.always_ready
+    except SourceprepError as exc:
+        status.error = exc.message
+        status.exit_code = exc.exit_code
 
 
 def status(
