@@ -130,7 +130,7 @@ def test_pin_evicted_for_heavy_work_comes_back_afterwards(cli: CliFn, emu, write
     assert emu.loaded()[0].keep_alive_s is None  # back as a pin: forever
 
 
-def test_pin_lost_after_a_server_restart_is_repaired(
+def test_pin_lost_after_a_server_restart_is_shown_by_status_and_put_back_by_pin_repair(
     cli: CliFn, ollama_emulator, monkeypatch, tmp_path, write_config
 ) -> None:  # type: ignore[no-untyped-def]
     first = ollama_emulator(models=MODELS, gpu_vram_mib=None, root=tmp_path / "store")
@@ -143,10 +143,20 @@ def test_pin_lost_after_a_server_restart_is_repaired(
     second = ollama_emulator(models=MODELS, gpu_vram_mib=None, root=tmp_path / "store")
     monkeypatch.setenv("OLLAMA_HOST", second.url)
     assert second.loaded_names() == []
-    result = cli("--config", str(config), "status", "--json")
-    assert result.exit_code == 0, result.stderr
-    assert "pinned pinned:4b was not kept by ollama; reloaded it" in result.stderr
-    assert [m["name"] for m in result.json()["endpoints"][0]["models"]] == ["pinned:4b"]
+    # status only looks: the lost pin is shown as lost, with the command that repairs it.
+    looked = cli("--config", str(config), "status", "--json")
+    assert looked.exit_code == 0, looked.stderr
+    assert "pinned pinned:4b is not loaded on ollama; `sourceprep-models pin --repair` puts it back" in looked.stderr
+    assert looked.json()["endpoints"][0]["lost_pins"] == [{"model": "pinned:4b", "reason": "missing"}]
+    assert second.loaded_names() == []
+
+    repaired = cli("--config", str(config), "pin", "--repair", "--json")
+
+    assert repaired.exit_code == 0, repaired.stderr
+    assert repaired.json()["repaired"] == [{"model": "pinned:4b", "endpoint": "ollama"}]
+    assert "put back pinned pinned:4b on ollama" in repaired.stderr
+    after = cli("--config", str(config), "status", "--json").json()["endpoints"][0]
+    assert ([m["name"] for m in after["models"]], after["lost_pins"]) == (["pinned:4b"], [])
     assert second.loaded()[0].keep_alive_s is None
 
 

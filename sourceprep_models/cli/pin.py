@@ -9,6 +9,7 @@ import typer
 from sourceprep_models.cli.options import EndpointOption, JsonOption, TimeoutOption
 
 if TYPE_CHECKING:
+    from sourceprep_models.cli.context import AppContext
     from sourceprep_models.config.schema import Config
 
 
@@ -18,6 +19,9 @@ def pin(
         str | None, typer.Argument(help="A model key from the config, or the server's model name.", show_default=False)
     ] = None,
     remove: Annotated[bool, typer.Option("--remove", "-r", help="Unpin: let it expire like any other model.")] = False,
+    repair: Annotated[
+        bool, typer.Option("--repair", help="Put back every pin a server lost (status only looks).")
+    ] = False,
     context_length: Annotated[
         int | None, typer.Option("--ctx", min=256, help="Context length to keep it loaded with.", show_default=False)
     ] = None,
@@ -34,6 +38,9 @@ def pin(
 
     app = ctx.obj
     out = app.output
+    if repair:
+        _repair(app, model, remove, endpoint, json_output)
+        return
     if model is None:
         if remove:
             raise UsageError("name the model to unpin: pin --remove MODEL")
@@ -70,3 +77,28 @@ def pin(
         out.success(f"unpinned {name} on {target.name} (config: {path})")
     else:
         out.success(f"pinned {name} on {target.name}: loaded and kept forever (config: {path})")
+
+
+def _repair(app: AppContext, model: str | None, remove: bool, endpoint: str | None, json_output: bool) -> None:
+    from sourceprep_models.errors import DoesNotFit, ModelNotFound, UsageError
+    from sourceprep_models.swap import operations
+    from sourceprep_models.ui import render
+
+    if model is not None or remove:
+        raise UsageError("pin --repair puts back every lost pin: leave out MODEL and --remove")
+    targets = [app.endpoint(endpoint).name] if endpoint else None
+    fixed = operations.repair_lost_pins(app.config, targets, hooks=app.hooks()).repair
+    if json_output:
+        app.output.json(operations.PinRepair(fixed).to_dict())
+    elif fixed.steps:
+        app.output.data(render.steps_table(fixed.steps))
+    for name in fixed.repaired:
+        app.output.success(f"put back pinned {name} on {fixed.where.get(name)}")
+    if not (fixed.repaired or fixed.absent or fixed.waiting):
+        app.output.info("every pin is loaded: nothing to put back")
+    if fixed.absent:
+        raise ModelNotFound(f"pinned {', '.join(fixed.absent)} is not on its server; pull it there or unpin it")
+    if fixed.waiting:
+        raise DoesNotFit(
+            f"pinned {', '.join(fixed.waiting)} does not fit beside what is loaded; unload something first"
+        )

@@ -15,8 +15,9 @@ def status(
     json_output: JsonOption = False,
     no_hardware: Annotated[bool, typer.Option("--no-hardware", help="Skip the RAM/GPU probe.")] = False,
     repair: Annotated[
-        bool, typer.Option("--repair/--no-repair", help="Reload configured pins the server has lost.")
-    ] = True,
+        bool,
+        typer.Option("--repair/--no-repair", help="First reload configured pins a server lost (status only looks)."),
+    ] = False,
 ) -> None:
     """Show the models loaded on each endpoint (size, GPU share, context, expiry), the machine's budget, RAM/GPU."""
     from sourceprep_models.swap.status import status as collect
@@ -27,7 +28,7 @@ def status(
     report, fixed = collect(
         app.config, app.endpoints(endpoint), repair=repair, hardware=not no_hardware, hooks=app.hooks()
     )
-    for line in render.repair_lines(fixed):
+    for line in render.repair_lines(fixed) + render.lost_pin_lines(report):
         out.warn(line)
     if json_output:
         out.json(report.to_dict())

@@ -14,7 +14,8 @@ def unload(
     models: Annotated[
         list[str] | None, typer.Argument(help="Model keys from the config or server model names.", show_default=False)
     ] = None,
-    all_models: Annotated[bool, typer.Option("--all", "-a", help="Unload every loaded model, pins too.")] = False,
+    all_models: Annotated[bool, typer.Option("--all", "-a", help="Unload every loaded model but the pins.")] = False,
+    include_pins: Annotated[bool, typer.Option("--include-pins", help="With --all: the pins too.")] = False,
     endpoint: EndpointOption = None,
     timeout: TimeoutOption = None,
     json_output: JsonOption = False,
@@ -29,6 +30,8 @@ def unload(
     out = app.output
     if bool(models) == all_models:
         raise UsageError("name the models to unload, or pass --all (not both)")
+    if include_pins and not all_models:
+        raise UsageError("--include-pins goes with --all; a pin named on its own is unloaded anyway")
     deadline = parse_timeout(timeout)
     # The requested names by endpoint; --all means every endpoint (or the one named).
     work: dict[str, list[str] | None] = {}
@@ -38,7 +41,9 @@ def unload(
         spec, target = app.resolve_model(model, endpoint)
         work.setdefault(target.name, [])
         work[target.name].append(spec.name if spec else model)  # type: ignore[union-attr]
-    result = operations.unload(app.config, work, deadline_s=deadline, hooks=app.hooks(), progress=out.status)
+    result = operations.unload(
+        app.config, work, deadline_s=deadline, include_pins=include_pins, hooks=app.hooks(), progress=out.status
+    )
     if json_output:
         out.json(result.to_dict())
     elif steps := [step for report in result.reports for step in report.steps]:

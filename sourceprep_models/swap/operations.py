@@ -192,9 +192,14 @@ class UnloadResult:
     reports: list[UnloadReport] = field(default_factory=list)
     restored: list[str] = field(default_factory=list)
     still_pinned: list[str] = field(default_factory=list)  # unloaded, but the config pins them
+    kept_pins: list[tuple[str, str]] = field(default_factory=list)  # (endpoint, model) `--all` left loaded
 
     def to_dict(self) -> dict[str, Any]:
-        return {"endpoints": [report.to_dict() for report in self.reports], "restored_pins": self.restored}
+        return {
+            "endpoints": [report.to_dict() for report in self.reports],
+            "restored_pins": self.restored,
+            "kept_pins": [{"model": model, "endpoint": endpoint} for endpoint, model in self.kept_pins],
+        }
 
 
 def unload(
@@ -202,19 +207,22 @@ def unload(
     work: Mapping[str, list[str] | None],
     *,
     deadline_s: float | None = None,
+    include_pins: bool = False,
     hooks: Hooks | None = None,
     progress: Callable[[str], contextlib.AbstractContextManager[Any]] | None = None,
 ) -> UnloadResult:
-    """Unload the named models per endpoint (None: everything there), then bring back evicted pins."""
+    """Unload the named models per endpoint (None: everything there but its pins, unless ``include_pins``),
+    then bring back evicted pins."""
     hooks = hooks or Hooks()
     with open_machine(config, hooks=hooks) as machine:
-        return _unload(machine, work, deadline_s, hooks, progress)
+        return _unload(machine, work, deadline_s, include_pins, hooks, progress)
 
 
 def _unload(
     machine: Machine,
     work: Mapping[str, list[str] | None],
     deadline_s: float | None,
+    include_pins: bool,
     hooks: Hooks,
     progress: Callable[[str], contextlib.AbstractContextManager[Any]] | None,
 ) -> UnloadResult:
@@ -224,15 +232,19 @@ def _unload(
     with machine.locked(timeout_s, hooks.waiting):
         for session in sessions:
             names = work[session.endpoint.name]
+            if names is None and not include_pins:
+                names, kept = _all_but_pins(session)
+                result.kept_pins += [(session.endpoint.name, name) for name in kept]
+            # The configured pins this unload takes out (named, or all of them with --include-pins).
+            leaving = {session.identity(model.name) for model in session.loaded()} if names is None else set()
+            leaving |= {session.identity(name) for name in names or []}
+            result.still_pinned += [s.name for s in session.pinned_specs() if session.identity(s.name) in leaving]
             label = "everything" if names is None else ", ".join(names)
             spinner = progress(f"unloading {label} on {session.endpoint.name}…") if progress else None
             with spinner or contextlib.nullcontext():
                 endpoint_timeout = deadline_s or session.endpoint.unload_timeout_s or DEFAULT_UNLOAD_TIMEOUT_S
                 report = machine.executor(session).unload(names, timeout_s=endpoint_timeout)
             result.reports.append(report)
-            if names is not None:
-                named = {session.identity(name) for name in names}
-                result.still_pinned += [s.name for s in session.pinned_specs() if session.identity(s.name) in named]
         if any(names is not None for names in work.values()):
             # Pins evicted earlier for heavy work come back now that memory is free, on every server.
             skip = {
@@ -245,14 +257,29 @@ def _unload(
             result.restored = repaired.repaired
     for name in result.still_pinned:
         hooks.warn(
-            f"{name} is pinned in the config; the next load or status brings it back "
+            f"{name} is pinned in the config; the next load or `sourceprep-models pin --repair` brings it back "
             f"(unpin with `sourceprep-models pin --remove {name}`)"
         )
+    for endpoint, name in result.kept_pins:
+        hooks.info(f"kept pinned {name} on {endpoint} (unload it by name, or --all --include-pins)")
     return result
 
 
+def _all_but_pins(session: Session) -> tuple[list[str] | None, list[str]]:
+    """What `unload --all` unloads on one server, and the pins it keeps (the config's and the server's own).
+
+    None when nothing is pinned there, so that a server with a one-request "unload everything" uses it."""
+    pins = session.pinned_identities()
+    loaded = session.loaded()
+    kept = [model.name for model in loaded if model.pinned or session.identity(model.name) in pins]
+    if not kept:
+        return None, []
+    return [model.name for model in loaded if model.name not in kept], kept
+
+
 def repair(machine: Machine, endpoints: list[str] | None = None, *, hooks: Hooks | None = None) -> Repair:
-    """Reload pins the servers lost (a restart, another client's keep_alive), where they fit."""
+    """Reload pins the servers lost (a restart, another client's keep_alive), where they fit; a server
+    that fails is skipped (``status --repair``: its table row reports the problem)."""
     hooks = hooks or Hooks()
     if not any(spec.always_available for spec in machine.config.models.values()):
         return Repair()
@@ -261,6 +288,29 @@ def repair(machine: Machine, endpoints: list[str] | None = None, *, hooks: Hooks
             return repair_all(machine, only=endpoints)
     except SourceprepError:
         return Repair()  # the status table reports each endpoint's own problem
+
+
+@dataclass
+class PinRepair:
+    """`pin --repair`: what came back, what does not fit beside what is loaded, what the server lacks."""
+
+    repair: Repair
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "repaired": [{"model": name, "endpoint": self.repair.where.get(name)} for name in self.repair.repaired],
+            "waiting": [{"model": name, "endpoint": self.repair.where.get(name)} for name in self.repair.waiting],
+            "absent": [{"model": name, "endpoint": self.repair.where.get(name)} for name in self.repair.absent],
+            "steps": [step.to_dict() for step in self.repair.steps],
+        }
+
+
+def repair_lost_pins(config: Config, endpoints: list[str] | None, *, hooks: Hooks | None = None) -> PinRepair:
+    """Put back every pin a server lost, where it fits beside what is loaded (nothing is evicted for it);
+    a server that cannot be asked fails the command."""
+    hooks = hooks or Hooks()
+    with open_machine(config, hooks=hooks) as machine, machine.locked(REPAIR_LOCK_TIMEOUT_S, hooks.waiting):
+        return PinRepair(repair_all(machine, only=endpoints, strict=True))
 
 
 @dataclass
@@ -378,7 +428,13 @@ def locate(config: Config, name: str, endpoint: str | None) -> tuple[ModelSpec |
 # -- helpers -----------------------------------------------------------------------------------------
 
 
-def repair_all(machine: Machine, skip: set[tuple[str, str]] | None = None, only: list[str] | None = None) -> Repair:
+def repair_all(
+    machine: Machine,
+    skip: set[tuple[str, str]] | None = None,
+    only: list[str] | None = None,
+    *,
+    strict: bool = False,
+) -> Repair:
     """Repair lost pins on every memory server of the machine (the caller holds the locks)."""
     total = Repair()
     for session in machine.memory_sessions():
@@ -390,6 +446,8 @@ def repair_all(machine: Machine, skip: set[tuple[str, str]] | None = None, only:
         try:
             part = repair_pins(session, machine.executor(session), skip=local_skip)
         except SourceprepError as exc:
+            if strict:
+                raise
             machine.note_unreachable(session.endpoint.name, exc.message)
             continue
         total.steps += part.steps

@@ -34,6 +34,8 @@ class EndpointStatus:
     server: dict[str, Any] | None = None
     pins: set[str] = field(default_factory=set)  # configured always_available models on this endpoint
     always_ready: bool = False  # a cloud endpoint: nothing it serves uses this machine's memory
+    # Configured pins the server does not keep: (name, "missing" | "expiring"); `status` only reports them.
+    lost_pins: list[tuple[str, str]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
 
@@ -45,6 +47,7 @@ class EndpointStatus:
             "error": self.error,
             "server": self.server,
             "models": [{**model.to_dict(), "always_available": model.name in self.pins} for model in self.models],
+            "lost_pins": [{"model": name, "reason": reason} for name, reason in self.lost_pins],
         }
 
 
@@ -124,6 +127,9 @@ def _ask(status: EndpointStatus, session: Session) -> None:
         status.models = session.provider.list_loaded()
         status.server = session.provider.server_facts()
         status.always_ready = session.provider.capabilities.always_ready
+        if session.pinned_specs():
+            holding = [model for model in status.models if model.occupies_memory]
+            status.lost_pins = [(spec.name, why) for spec, why in session.lost_pins(holding)]
     except SourceprepError as exc:
         status.error = exc.message
         status.exit_code = exc.exit_code

@@ -43,7 +43,7 @@ def status_table(report: StatusReport) -> Table:
             label = "(unreachable)" if endpoint.exit_code == 4 else "(error)"
             table.add_row(endpoint.name, label, "", "", "", "", "")
             continue
-        if not endpoint.models:
+        if not endpoint.models and not endpoint.lost_pins:
             table.add_row(endpoint.name, "(nothing loaded)", "", "", "", "", "")
         for model in endpoint.models:
             table.add_row(
@@ -55,7 +55,20 @@ def status_table(report: StatusReport) -> Table:
                 str(model.context_length or ""),
                 until(model.expires_at),
             )
+        for name, reason in endpoint.lost_pins:
+            if reason == "missing":
+                table.add_row(endpoint.name, name, "lost (pinned)", "", "", "", "not loaded")
     return table
+
+
+def lost_pin_lines(report: StatusReport) -> list[str]:
+    """Pins a server no longer keeps, each with the command that puts it back (status itself only looks)."""
+    lines = []
+    for endpoint in report.endpoints:
+        for name, reason in endpoint.lost_pins:
+            what = "is not loaded" if reason == "missing" else "is loaded with an expiry another client set"
+            lines.append(f"pinned {name} {what} on {endpoint.name}; `sourceprep-models pin --repair` puts it back")
+    return lines
 
 
 def host_lines(report: StatusReport) -> list[str]:
