@@ -130,9 +130,7 @@ def hardware_lines(hardware: Mapping[str, Any]) -> list[str]:
         total, free = gpu.get("total_bytes"), gpu.get("free_bytes")
         amount = f"{human_bytes(free)} free of {human_bytes(total)}" if free is not None else human_bytes(total)
         lines.append(f"GPU {gpu.get('index', 0)}   {gpu.get('name')}: {amount}")
-    budget = hardware.get("budget_bytes")
-    if budget is not None:
-        lines.append(f"BUDGET  {human_bytes(budget)} for models ({hardware.get('budget_source')})")
+    # The planner's budget (config and headroom applied) is the MACHINE line; the probe's raw figure stays in --json.
     for unknown in hardware.get("unknowns") or []:
         lines.append(f"unknown {unknown.get('item')}: {unknown.get('reason')}")
     return lines
