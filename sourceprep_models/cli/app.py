@@ -21,6 +21,7 @@ from sourceprep_models.cli import pin as pin_cmd
 from sourceprep_models.cli import run_pipeline as run_pipeline_cmd
 from sourceprep_models.cli import status as status_cmd
 from sourceprep_models.cli import unload as unload_cmd
+from sourceprep_models.cli import wait as wait_cmd
 from sourceprep_models.cli.context import AppContext
 from sourceprep_models.constants import ENV_CONFIG, ENV_QUIET, ENV_VERBOSE
 from sourceprep_models.errors import ExitCode, SourceprepError
@@ -107,6 +108,7 @@ app.command(name="pin", epilog=EPILOG)(pin_cmd.pin)
 app.command(name="run-pipeline", epilog=EPILOG)(run_pipeline_cmd.run_pipeline)
 app.command(name="doctor", epilog=EPILOG)(doctor_cmd.doctor)
 app.command(name="bench", epilog=EPILOG)(bench_cmd.bench)
+app.command(name="wait", epilog=EPILOG)(wait_cmd.wait)
 
 
 def main() -> None:

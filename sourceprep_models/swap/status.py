@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -12,6 +13,7 @@ from sourceprep_models.memory.sizing import Budget
 from sourceprep_models.providers.base import LoadedModel
 from sourceprep_models.swap.pins import Repair
 from sourceprep_models.swap.residency import Machine, Session
+from sourceprep_models.units import format_seconds
 
 if TYPE_CHECKING:
     from sourceprep_models.swap.operations import Hooks
@@ -145,3 +147,62 @@ def status(
     with open_machine(config, hooks=hooks) as machine:
         fixed = repair_pins(machine, [endpoint.name for endpoint in endpoints], hooks=hooks) if repair else Repair()
         return collect_status(machine, endpoints, hardware=hardware), fixed
+
+
+@dataclass
+class WaitResult:
+    """`wait`: when each endpoint first answered, seconds after the wait began."""
+
+    answered_after_s: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "endpoints": [{"name": name, "answered_after_s": round(s, 3)} for name, s in self.answered_after_s.items()]
+        }
+
+
+def wait_until_answering(
+    config: Config,
+    endpoints: list[Endpoint],
+    *,
+    timeout_s: float,
+    hooks: Hooks | None = None,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> WaitResult:
+    """Ask every endpoint until each has answered once (a server still starting in CI), or
+    ``ServerUnreachable`` (exit 4) naming those that never did and their last error."""
+    from sourceprep_models.errors import ServerUnreachable
+    from sourceprep_models.swap.operations import Hooks, open_machine
+
+    hooks = hooks or Hooks()
+    result = WaitResult()
+    started = clock()
+    last_error: dict[str, str] = {}
+    interval = 0.05
+    with open_machine(config, hooks=hooks, hardware={}) as machine:
+        pending = [machine.session(endpoint) for endpoint in endpoints]
+        while True:
+            for session in list(pending):
+                try:
+                    session.provider.list_loaded()
+                except SourceprepError as exc:
+                    last_error[session.endpoint.name] = exc.message
+                    continue
+                result.answered_after_s[session.endpoint.name] = clock() - started
+                hooks.info(f"{session.endpoint.name} answers ({format_seconds(clock() - started)})")
+                pending.remove(session)
+            if not pending:
+                return result
+            waited = clock() - started
+            if waited >= timeout_s:
+                names = ", ".join(session.endpoint.name for session in pending)
+                last = last_error[pending[0].endpoint.name]
+                raise ServerUnreachable(
+                    f"{names} did not answer within {format_seconds(timeout_s)} (last: {last}); start it, or wait "
+                    "longer with --timeout"
+                )
+            if not result.answered_after_s and interval == 0.05:
+                hooks.info(f"waiting for {', '.join(session.endpoint.name for session in pending)} to answer…")
+            sleep(min(interval, max(0.0, timeout_s - waited)))
+            interval = min(interval * 2, 1.0)  # a server that comes up is seen within a second
