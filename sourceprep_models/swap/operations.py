@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,8 +17,8 @@ from sourceprep_models.config.schema import Config, Endpoint, ModelSpec
 from sourceprep_models.constants import DEFAULT_UNLOAD_TIMEOUT_S
 from sourceprep_models.errors import DoesNotFit, SourceprepError
 from sourceprep_models.memory.sizing import Budget, Prediction
-from sourceprep_models.planning.load import Plan, Refusal
-from sourceprep_models.providers.base import LoadedModel, Provider
+from sourceprep_models.planning.load import Plan, Refusal, Resident
+from sourceprep_models.providers.base import LoadedModel, LoadRequest, Provider
 from sourceprep_models.swap.executor import LoadReport, UnloadReport
 from sourceprep_models.swap.pins import Repair, repair_pins
 from sourceprep_models.swap.residency import Machine, Session
@@ -119,72 +119,135 @@ class LoadPreview:
 
 def load(
     config: Config,
-    order: LoadOrder,
+    orders: Sequence[LoadOrder],
     *,
     dry_run: bool = False,
     warm: bool = True,
     single_model: bool = False,
     hooks: Hooks | None = None,
-) -> LoadReport | LoadPreview | None:
-    """Plan and (unless ``dry_run``) make one model resident; None for a dry run on a cloud endpoint."""
+) -> list[LoadReport | LoadPreview | None]:
+    """Plan and (unless ``dry_run``) make every model of ``orders`` resident, one result each (None: a dry
+    run on a cloud endpoint). Several models are planned together first: if one cannot fit beside the
+    ones before it, nothing is touched."""
     with open_machine(config, hooks=hooks, single_model=single_model) as machine:
-        return _load(machine, order, dry_run=dry_run, warm=warm, hooks=hooks)
+        return _load(machine, orders, dry_run=dry_run, warm=warm, hooks=hooks)
 
 
 def _load(
-    machine: Machine, order: LoadOrder, *, dry_run: bool = False, warm: bool = True, hooks: Hooks | None = None
-) -> LoadReport | LoadPreview | None:
+    machine: Machine,
+    orders: Sequence[LoadOrder],
+    *,
+    dry_run: bool = False,
+    warm: bool = True,
+    hooks: Hooks | None = None,
+) -> list[LoadReport | LoadPreview | None]:
     hooks = hooks or Hooks()
-    session = machine.session(order.endpoint)
-    request = session.request(
-        order.name,
-        order.spec,
-        keep_alive=order.keep_alive,
-        context_length=order.context_length,
-        deadline_s=order.deadline_s,
-    )
-    if session.provider.capabilities.always_ready:
-        session.provider.describe(request.name)  # an unknown model is still exit 3
-        if dry_run:
-            hooks.info(f"{session.endpoint.name} is always ready: nothing to plan for {request.name}")
-            return None
-        return LoadReport(model=request.name, endpoint=session.endpoint.name, outcome="always-ready")
-    with machine.locked(request.deadline_s, hooks.waiting):
-        repaired = None if dry_run else repair_all(machine)
-        loaded = session.loaded()
-        plan, prediction, budget = session.plan(request, loaded)
-        if dry_run:
-            return LoadPreview(
-                plan, prediction, budget, _loaded_everywhere(machine, session, loaded), session.endpoint.name
-            )
-        if isinstance(plan, Refusal):
-            raise DoesNotFit(plan.reason + " (nothing was unloaded)")
-        for victim in plan.evict:
-            if victim.group and victim.group != session.endpoint.name:
-                hooks.info(
-                    f"evicting {victim.name} from {victim.group} to fit {request.name} on {session.endpoint.name} "
-                    f"(one budget for this machine's servers: {_human(budget.bytes)})"
-                )
-        paths = session.weight_paths(request.name) if warm else []
-        report = machine.executor(session).load(
-            request,
-            plan,
-            warm=_warmer(paths),
-            restore=machine.restore_requests(),
-            unload_timeout_s=session.endpoint.unload_timeout_s or DEFAULT_UNLOAD_TIMEOUT_S,
+    results: list[LoadReport | LoadPreview | None] = []
+    local: list[tuple[int, Session, LoadRequest]] = []
+    for order in orders:
+        session = machine.session(order.endpoint)
+        request = session.request(
+            order.name,
+            order.spec,
+            keep_alive=order.keep_alive,
+            context_length=order.context_length,
+            deadline_s=order.deadline_s,
         )
-        if repaired is not None:
-            report.steps[:0] = repaired.steps
-            report.warnings.extend(_repair_warnings(repaired))
-        if report.resident is not None:
-            session.remember(session.identity(request.name), prediction.num_ctx, report.resident.size)
-        for name in report.pending_restore:
-            report.warnings.append(
-                f"pinned {name} was evicted to make room for {request.name}; it is reloaded when "
-                f"{request.name} is unloaded (`sourceprep-models unload {request.name}`)"
+        results.append(None)
+        if session.provider.capabilities.always_ready:
+            session.provider.describe(request.name)  # an unknown model is still exit 3
+            if dry_run:
+                hooks.info(f"{session.endpoint.name} is always ready: nothing to plan for {request.name}")
+            else:
+                results[-1] = LoadReport(model=request.name, endpoint=session.endpoint.name, outcome="always-ready")
+            continue
+        local.append((len(results) - 1, session, request))
+    if not local:
+        return results
+    with machine.locked(max(request.deadline_s for _, _, request in local), hooks.waiting):
+        repaired = None if dry_run else repair_all(machine)
+        previews = _plan_together(machine, local)
+        refused = next((preview.refused for preview in previews.values() if preview.refused is not None), None)
+        if refused is not None and not dry_run:
+            raise DoesNotFit(refused.reason + " (nothing was unloaded)")
+        if dry_run:
+            for index, preview in previews.items():
+                results[index] = preview
+            return results
+        protected: frozenset[str] = frozenset()
+        for index, session, request in local:
+            report, key = _load_one(machine, session, request, protected, warm=warm, hooks=hooks)
+            protected |= {key}
+            if repaired is not None and index == local[0][0]:
+                report.steps[:0] = repaired.steps
+                report.warnings.extend(_repair_warnings(repaired))
+            results[index] = report
+    return results
+
+
+def _plan_together(machine: Machine, local: list[tuple[int, Session, LoadRequest]]) -> dict[int, LoadPreview]:
+    """Each load's plan on the machine as the loads before it will have left it (earlier ones protected);
+    the first that cannot fit refuses them all before anything is touched."""
+    previews: dict[int, LoadPreview] = {}
+    world: list[Resident] | None = None
+    protected: frozenset[str] = frozenset()
+    for index, session, request in local:
+        loaded = session.loaded()
+        demand, _, wanted = machine.demand(session, request)
+        current = world if world is not None else machine.world(session, loaded, wanted)
+        plan, prediction, budget = machine.plan(session, request, loaded, protect=protected, residents=current)
+        previews[index] = LoadPreview(
+            plan, prediction, budget, _loaded_everywhere(machine, session, loaded), session.endpoint.name
+        )
+        if isinstance(plan, Refusal):
+            if len(local) > 1:
+                others = ", ".join(other.name for _, _, other in local if other is not request)
+                plan = dataclasses.replace(plan, reason=f"{plan.reason} (planned together with {others})")
+                previews[index] = dataclasses.replace(previews[index], plan=plan)
+            return previews
+        leaving = {victim.key for victim in plan.evict}
+        world = [resident for resident in current if resident.key not in leaving and resident.key != demand.key]
+        world.append(Resident(demand.key, demand.name, demand.size, True, demand.options_key, group=demand.group))
+        protected |= {demand.key}
+    return previews
+
+
+def _load_one(
+    machine: Machine,
+    session: Session,
+    request: LoadRequest,
+    protected: frozenset[str],
+    *,
+    warm: bool,
+    hooks: Hooks,
+) -> tuple[LoadReport, str]:
+    """One load, its models loaded earlier by this command ``protected``: plan, say what leaves, execute."""
+    plan, prediction, budget = session.plan(request, session.loaded(), protect=protected)
+    if isinstance(plan, Refusal):
+        raise DoesNotFit(plan.reason + " (nothing was unloaded)")
+    for victim in plan.evict:
+        if victim.group and victim.group != session.endpoint.name:
+            hooks.info(
+                f"evicting {victim.name} from {victim.group} to fit {request.name} on {session.endpoint.name} "
+                f"(one budget for this machine's servers: {_human(budget.bytes)})"
             )
-        report.prediction = prediction.bytes
-    return report
+    paths = session.weight_paths(request.name) if warm else []
+    report = machine.executor(session).load(
+        request,
+        plan,
+        warm=_warmer(paths),
+        restore=machine.restore_requests(),
+        unload_timeout_s=session.endpoint.unload_timeout_s or DEFAULT_UNLOAD_TIMEOUT_S,
+    )
+    if report.resident is not None:
+        session.remember(session.identity(request.name), prediction.num_ctx, report.resident.size)
+    for name in report.pending_restore:
+        report.warnings.append(
+            f"pinned {name} was evicted to make room for {request.name}; it is reloaded when "
+            f"{request.name} is unloaded (`sourceprep-models unload {request.name}`)"
+        )
+    report.prediction = prediction.bytes
+    return report, plan.incoming.key
 
 
 @dataclass
@@ -365,7 +428,7 @@ def _pin(
     machine.reconfigure(config_edit())
     spec = machine.config.models.get(order.spec.key if order.spec else order.name)
     pinned = dataclasses.replace(order, name=name, spec=spec, keep_alive=None)
-    report = _load(machine, pinned, hooks=hooks)
+    (report,) = _load(machine, [pinned], hooks=hooks)
     assert isinstance(report, LoadReport)
     return PinResult(name, order.endpoint.name, True, config_path, report)
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,7 +26,7 @@ from sourceprep_models.memory.sizing import Budget, Prediction, SizeBook, memory
 from sourceprep_models.planning.load import Demand, Plan, Policy, Refusal, Resident, plan_load
 from sourceprep_models.providers.base import LoadedModel, LoadRequest, Provider
 from sourceprep_models.swap.executor import Executor, Step, machine_key
-from sourceprep_models.units import KeepAlive
+from sourceprep_models.units import KeepAlive, human_bytes
 
 if TYPE_CHECKING:
     from sourceprep_models.swap.locks import LockWait
@@ -146,9 +146,11 @@ class Session:
             lambda: self.provider.gguf_metadata(request.name),
         )
 
-    def plan(self, request: LoadRequest, loaded: list[LoadedModel]) -> tuple[Plan | Refusal, Prediction, Budget]:
+    def plan(
+        self, request: LoadRequest, loaded: list[LoadedModel], *, protect: frozenset[str] = frozenset()
+    ) -> tuple[Plan | Refusal, Prediction, Budget]:
         """What must leave, on any server of this machine, so ``request`` fits here."""
-        return self.machine.plan(self, request, loaded)
+        return self.machine.plan(self, request, loaded, protect=protect)
 
     def max_loaded(self) -> int | None:
         """The server's own cap on loaded models (llama.cpp --models-max), if it has and reports one."""
@@ -258,8 +260,45 @@ class Machine:
         return residents
 
     def plan(
-        self, here: Session, request: LoadRequest, loaded_here: list[LoadedModel]
+        self,
+        here: Session,
+        request: LoadRequest,
+        loaded_here: list[LoadedModel],
+        *,
+        protect: frozenset[str] = frozenset(),
+        residents: list[Resident] | None = None,
     ) -> tuple[Plan | Refusal, Prediction, Budget]:
+        """What must leave, on any server of the machine, so ``request`` fits on ``here``.
+
+        ``protect``: keys that must stay (models loaded earlier by the same command); ``residents``: the
+        machine as it will be (a plan for several loads simulates the earlier ones), instead of as it is."""
+        demand, prediction, wanted = self.demand(here, request)
+        world = residents if residents is not None else self.world(here, loaded_here, wanted)
+        world = [replace(resident, pinned=True) if resident.key in protect else resident for resident in world]
+        budget = self.budget()
+        policy = Policy(
+            budget=budget.bytes,
+            single_model=self.single_model or self.config.memory.single_model,
+            allow_evict_pinned=self.config.memory.allow_evict_pinned,
+            max_models=self.caps(),
+        )
+        plan = plan_load(world, demand, policy)
+        held = [resident for resident in world if resident.key in protect]
+        evicts_held = not isinstance(plan, Refusal) and any(victim.key in protect for victim in plan.evict)
+        blocked_by_held = isinstance(plan, Refusal) and any(pin.key in protect for pin in plan.blocking_pins)
+        if held and (evicts_held or blocked_by_held):
+            # Never evict what this command just loaded; say so in the command's own words, not as a pin.
+            names = ", ".join(resident.name for resident in held)
+            plan = Refusal(
+                demand,
+                budget.bytes,
+                f"{demand.name} does not fit beside {names}, loaded by the same command (the budget is "
+                f"{human_bytes(budget.bytes)}); load fewer models at once, or raise memory.budget",
+            )
+        return plan, prediction, budget
+
+    def demand(self, here: Session, request: LoadRequest) -> tuple[Demand, Prediction, int | None]:
+        """``request`` as the planner sees it, its predicted size, and the context it must run with."""
         prediction = here.predict(request)
         wanted_ctx = request.options.get("num_ctx")
         # Where the server fixes the context (llama.cpp), a different --ctx cannot force a reload.
@@ -274,15 +313,11 @@ class Machine:
             options_key=f"ctx={wanted}" if wanted is not None else "",
             group=here.endpoint.name,
         )
-        residents = self.residents(besides=here.endpoint.name) + here.residents(loaded_here, wanted)
-        budget = self.budget()
-        policy = Policy(
-            budget=budget.bytes,
-            single_model=self.single_model or self.config.memory.single_model,
-            allow_evict_pinned=self.config.memory.allow_evict_pinned,
-            max_models=self.caps(),
-        )
-        return plan_load(residents, demand, policy), prediction, budget
+        return demand, prediction, wanted
+
+    def world(self, here: Session, loaded_here: list[LoadedModel], wanted: int | None = None) -> list[Resident]:
+        """Everything holding memory on the machine now, ``here``'s models with the context a load wants."""
+        return self.residents(besides=here.endpoint.name) + here.residents(loaded_here, wanted)
 
     def restore_requests(self) -> dict[tuple[str, str], LoadRequest]:
         """Every configured pin on the machine, by (endpoint, server name), with the request that reloads it."""
