@@ -9,14 +9,13 @@ from typing import TYPE_CHECKING, Any
 from sourceprep_models.units import format_seconds, human_bytes, processor, until
 
 if TYPE_CHECKING:
-    from rich.table import Table
-
     from sourceprep_models.pipeline.plan import RunPlan
     from sourceprep_models.pipeline.report import RunReport
     from sourceprep_models.swap.executor import LoadReport, Step, UnloadReport
     from sourceprep_models.swap.operations import LoadPreview
     from sourceprep_models.swap.pins import Repair
     from sourceprep_models.swap.status import StatusReport
+    from sourceprep_models.ui.render.flex import FlexTable
 
 
 # -- dicts ---------------------------------------------------------------------------------------
@@ -25,17 +24,14 @@ if TYPE_CHECKING:
 # -- tables --------------------------------------------------------------------------------------
 
 
-def _table(*headers: str) -> Table:
-    from rich.table import Table
+def _table(*headers: str) -> FlexTable:
+    """A table whose figures, names and statuses are never cut (see ``flex``)."""
+    from sourceprep_models.ui.render.flex import FlexTable
 
-    table = Table(box=None, show_header=True, header_style="bold", pad_edge=False, show_edge=False)
-    for header in headers:
-        justify = "right" if header in {"SIZE", "CONTEXT", "WALL", "SERVER", "TOTAL", "BEFORE", "AFTER"} else "left"
-        table.add_column(header, justify=justify, no_wrap=True)  # type: ignore[arg-type]
-    return table
+    return FlexTable(headers)
 
 
-def status_table(report: StatusReport) -> Table:
+def status_table(report: StatusReport) -> FlexTable:
     table = _table("ENDPOINT", "MODEL", "STATE", "SIZE", "PROCESSOR", "CONTEXT", "UNTIL")
     for endpoint in report.endpoints:
         if endpoint.error:
@@ -136,7 +132,7 @@ def hardware_lines(hardware: Mapping[str, Any]) -> list[str]:
     return lines
 
 
-def steps_table(steps: list[Step]) -> Table:
+def steps_table(steps: list[Step]) -> FlexTable:
     table = _table("STEP", "MODEL", "ENDPOINT", "WALL", "SERVER", "DETAIL")
     for step in steps:
         table.add_row(
@@ -178,7 +174,7 @@ def unload_summary(report: UnloadReport) -> list[str]:
     return lines
 
 
-def plan_table(preview: LoadPreview) -> Table:
+def plan_table(preview: LoadPreview) -> FlexTable:
     """`load --dry-run`: every model loaded on the machine's servers, what leaves, what comes in, the budget."""
     from sourceprep_models.planning.load import Refusal
 
@@ -214,17 +210,22 @@ def plan_table(preview: LoadPreview) -> Table:
 # -- pipelines --------------------------------------------------------------------------------------
 
 
-def run_plan_table(plan: RunPlan) -> Table:
-    """`run-pipeline --dry-run`: per stage what loads, what leaves, what is prefetched, memory in use."""
-    table = _table("STAGE", "MODEL", "ENDPOINT", "ACTION", "EVICT", "PREFETCH", "RESIDENT", "PREDICTED")
-    for row in plan.to_dict()["stages"]:
+def run_plan_table(plan: RunPlan) -> FlexTable:
+    """`run-pipeline --dry-run`: per stage what loads and what leaves first (ACTION, as in the run's own
+    table), what is prefetched, memory in use. ENDPOINT appears when the pipeline uses more than one
+    server (the JSON always has it)."""
+    rows = plan.to_dict()["stages"]
+    several = len({row["endpoint"] for row in rows}) > 1
+    table = _table("STAGE", "MODEL", *(["ENDPOINT"] if several else []), "ACTION", "PREFETCH", "RESIDENT", "PREDICTED")
+    for row in rows:
+        action = row["action"] + (f", evict {', '.join(row['evict'])}" if row["evict"] else "")
+        if row["restore_after"]:
+            action += f", back after: {', '.join(row['restore_after'])}"
         table.add_row(
             row["stage"],
             row["model"],
-            row["endpoint"],
-            row["action"],
-            ", ".join(row["evict"])
-            + (f" (back after: {', '.join(row['restore_after'])})" if row["restore_after"] else ""),
+            *([row["endpoint"]] if several else []),
+            action,
             row["prefetch"] or "",
             ", ".join(row["resident"]),
             human_bytes(row["predicted_bytes"]) if row["predicted_bytes"] else "",
@@ -232,7 +233,7 @@ def run_plan_table(plan: RunPlan) -> Table:
     return table
 
 
-def run_table(report: RunReport) -> Table:
+def run_table(report: RunReport) -> FlexTable:
     """The run's timing table: what each stage cost in swapping and in work, and the swap penalty."""
     table = _table("STAGE", "MODEL", "ACTION", "UNLOAD", "LOAD", "CACHE", "WORK", "TTFT", "TOK/S", "STATUS")
     for row in report.stages:

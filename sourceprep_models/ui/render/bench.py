@@ -8,12 +8,11 @@ from sourceprep_models.ui.render import _table
 from sourceprep_models.units import format_seconds
 
 if TYPE_CHECKING:
-    from rich.table import Table
-
     from sourceprep_models.bench import Alternation, ModelBench
+    from sourceprep_models.ui.render.flex import FlexTable
 
 
-def bench_table(results: list[ModelBench]) -> Table:
+def bench_table(results: list[ModelBench]) -> FlexTable:
     table = _table("MODEL", "COLD LOAD", "WARM LOAD", "TTFT", "TOK/S", "CACHE")
     for row in results:
         table.add_row(
@@ -27,7 +26,7 @@ def bench_table(results: list[ModelBench]) -> Table:
     return table
 
 
-def alternation_table(result: Alternation) -> Table:
+def alternation_table(result: Alternation) -> FlexTable:
     """Call by call, as the server behaves now (BEFORE) and with both models resident (AFTER)."""
     table = _table("CALL", "MODEL", "BEFORE", "AFTER")
     for call in result.calls:

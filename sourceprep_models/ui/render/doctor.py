@@ -5,21 +5,18 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from rich.table import Table
-
     from sourceprep_models.doctor.records import DoctorReport
+    from sourceprep_models.ui.render.flex import FlexTable
 
 _STYLES = {"ok": "green", "warning": "yellow", "problem": "bold red", "skipped": "dim"}
 
 
-def doctor_table(report: DoctorReport) -> Table:
-    """STATUS, CHECK, DETAIL: one line per check, the fix after the summary."""
-    from rich.table import Table
+def doctor_table(report: DoctorReport) -> FlexTable:
+    """STATUS, CHECK, DETAIL / FIX: one row per check, the fix after the summary; the detail wraps, the
+    status and the check's name are never cut."""
+    from sourceprep_models.ui.render.flex import FlexTable
 
-    table = Table(box=None, show_header=True, header_style="bold", pad_edge=False, show_edge=False)
-    table.add_column("STATUS", no_wrap=True)
-    table.add_column("CHECK", no_wrap=True)
-    table.add_column("DETAIL / FIX", no_wrap=True)
+    table = FlexTable(("STATUS", "CHECK", "DETAIL / FIX"))
     for check in report.checks:
         detail = check.summary + (f" -> fix: {check.fix}" if check.fix else "")
         table.add_row(check.status, check.id, detail, style=_STYLES[check.status])
