@@ -488,10 +488,20 @@ def test_unload_is_asynchronous(ollama_emulator: EmulatorFactory) -> None:
     started = time.monotonic()
     assert post(emu, "/api/generate", {"model": "a:1b", "keep_alive": 0}).json()["done_reason"] == "unload"
     assert time.monotonic() - started < 0.2  # answered without waiting for the unload
-    stopping = ps(emu)[0]  # still listed, expiring now ("Stopping...")
-    expires = datetime.fromisoformat(stopping["expires_at"].replace("Z", "+00:00"))
-    assert expires <= datetime.now().astimezone()
-    wait_until(lambda: ps(emu) == [], what="the runner to leave the loaded set")
+    assert emu.loaded()[0].stopping  # the process is still exiting ...
+    # ... and /api/ps waits for that exit, then no longer lists it: Ollama never shows a
+    # half-stopped idle runner (sched.go processCompleted closes it holding loadedMu, which
+    # loadedModels needs; this corrects ollama.md §2.4).
+    assert ps(emu) == []
+    assert emu.loaded() == []
+    # "Stopping..." (expires_at now) is what a busy runner shows after an unload request.
+    post(emu, "/api/generate", {"model": "a:1b"})
+    with emu.hold("a:1b"):
+        post(emu, "/api/generate", {"model": "a:1b", "keep_alive": 0})
+        stopping = ps(emu)[0]
+        expires = datetime.fromisoformat(stopping["expires_at"].replace("Z", "+00:00"))
+        assert expires <= datetime.now().astimezone()
+    assert ps(emu) == []
 
 
 def test_busy_unload_waits_and_a_positive_keep_alive_cancels_it(ollama_emulator: EmulatorFactory) -> None:
