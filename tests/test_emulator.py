@@ -836,7 +836,8 @@ def test_a_runner_crash_without_out_of_memory_is_not_retried(ollama_emulator: Em
     post(emu, "/api/generate", {"model": "a:1b"})
     emu.faults.crash_log = {"b:1b": "llama_model_load: error loading model: unknown model architecture: 'x'"}
     reply = post(emu, "/api/generate", {"model": "b:1b"})
-    expected = "llama-server process has terminated: exit status 1: error loading model: unknown model architecture: 'x'"
+    kept = "error loading model: unknown model architecture: 'x'"
+    expected = f"llama-server process has terminated: exit status 1: {kept}"
     assert (reply.status_code, reply.json()) == (500, {"error": expected})
     assert [a for a in emu.load_attempts if a[0] == "b:1b"] == [("b:1b", 4096, ("a:1b",))]
     assert emu.loaded_names() == ["a:1b"]
