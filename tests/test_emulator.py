@@ -722,15 +722,24 @@ def test_a_request_during_a_pending_expiry_is_served_by_the_dying_runner(ollama_
     set, so getRunner/useLoadedRunner hand it to a new request; the expiry, re-sent every 10 ms
     while the runner is busy, then unloads it whatever keep_alive that request carried. An
     unload followed by a preload of the same model can end with the model NOT loaded."""
-    emu = ollama_emulator(models=[small("a:1b")], expiry_delay_s=1.0, unload_delay_s=0.01)
+    emu = ollama_emulator(models=[small("a:1b")], unload_delay_s=0.01)
     post(emu, "/api/generate", {"model": "a:1b", "keep_alive": "5m"})
+    emu.faults.hold_expiries = True  # the scheduler is busy elsewhere: the expiry waits in its queue
     assert post(emu, "/api/generate", {"model": "a:1b", "keep_alive": 0}).json()["done_reason"] == "unload"
     preload = post(emu, "/api/generate", {"model": "a:1b", "keep_alive": -1})
     assert preload.json()["done_reason"] == "load"
     assert emu.load_count["a:1b"] == 1  # served by the expiring runner, not a new load
     assert emu.loaded()[0].keep_alive_s is None  # it took the pin ...
+    emu.faults.hold_expiries = False
     wait_until(lambda: emu.loaded_names() == [], what="the queued expiry")  # ... and unloads all the same
     assert emu.load_count["a:1b"] == 1
+
+    # The same with a realistic delay instead of the switch (``expiry_delay_s``), idle timer path.
+    emu = ollama_emulator(models=[small("a:1b")], unload_delay_s=0.01, expiry_delay_s=30)
+    post(emu, "/api/generate", {"model": "a:1b", "keep_alive": 1e-6})  # the timer fires at once
+    wait_until(lambda: bool(emu.loaded()) and emu.loaded()[0].stopping, what="the idle timer to fire")
+    assert post(emu, "/api/generate", {"model": "a:1b", "keep_alive": "1h"}).json()["done_reason"] == "load"
+    assert emu.load_count["a:1b"] == 1 and emu.loaded()[0].stopping
 
 
 def test_ps_waits_for_an_exiting_runner_and_does_not_list_it(ollama_emulator: EmulatorFactory) -> None:

@@ -30,6 +30,7 @@ DISCONNECT_POLL_S = 0.02  # how often a waiting handler checks whether its clien
 # threading.TIMEOUT_MAX (about 9.22e9 s), and a keep_alive may legitimately be that long.
 REAPER_MAX_WAIT_S = 3600.0
 EXPIRY_RETRY_S = 0.01  # sched.go processCompleted: an expiry of a busy runner is re-sent every 10 ms
+EXPIRY_HELD_POLL_S = 0.02  # how soon the reaper notices Faults.hold_expiries turned off
 DEFAULT_BATCH = 512  # api/types.go DefaultOptions: NumBatch 512 (what an automatic request compares with)
 FIT_FRACTION = 0.8  # ollama.md §4.4: fits iff prediction <= 80 % of available VRAM
 AUTO_MAX_LOADED = 3  # ollama.md §4.3 step 3 / §4.10: 3 x GPUs, minimum 3
@@ -146,6 +147,10 @@ class Faults:
     # with "llama-server process has terminated: exit status 1: <its error lines>" (llm/status.go
     # keeps the lines); an out-of-memory needle in them makes it an out of memory (retried).
     crash_log: dict[str, str] = field(default_factory=dict)
+    # Queued expiries wait while this is on (Ollama's processCompleted busy elsewhere, e.g. with
+    # another runner's VRAM settle): requests meanwhile attach to the expiring runner. Turning it
+    # off lets the scheduler act on them within EXPIRY_HELD_POLL_S.
+    hold_expiries: bool = False
     error_mid_stream: bool = False
     # The runner runs out of memory while generating: the request fails, and every loaded runner
     # is expired (sched.go expireRunnersForRuntimeOOM).
@@ -703,7 +708,7 @@ class Scheduler:
             return  # a duplicate expired event is ignored
         runner.expiring = True
         runner.expire_due = time.monotonic() + self.config.expiry_delay_s
-        if self.config.expiry_delay_s <= 0:
+        if self.config.expiry_delay_s <= 0 and not self._faults().hold_expiries:
             self._process_expiry(runner, runner.expire_due)
         self._cond.notify_all()
 
@@ -730,7 +735,9 @@ class Scheduler:
                             continue
                         due = runner.remove_at
                     elif runner.expiring:
-                        if now >= runner.expire_due:
+                        if self._faults().hold_expiries:
+                            due = now + EXPIRY_HELD_POLL_S
+                        elif now >= runner.expire_due:
                             self._process_expiry(runner, now)
                             due = runner.remove_at if runner.closing else runner.expire_due
                         else:
