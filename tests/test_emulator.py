@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 import threading
 import time
@@ -488,10 +489,20 @@ def test_unload_is_asynchronous(ollama_emulator: EmulatorFactory) -> None:
     started = time.monotonic()
     assert post(emu, "/api/generate", {"model": "a:1b", "keep_alive": 0}).json()["done_reason"] == "unload"
     assert time.monotonic() - started < 0.2  # answered without waiting for the unload
-    stopping = ps(emu)[0]  # still listed, expiring now ("Stopping...")
-    expires = datetime.fromisoformat(stopping["expires_at"].replace("Z", "+00:00"))
-    assert expires <= datetime.now().astimezone()
-    wait_until(lambda: ps(emu) == [], what="the runner to leave the loaded set")
+    assert emu.loaded()[0].stopping  # the process is still exiting ...
+    # ... and /api/ps waits for that exit, then no longer lists it: Ollama never shows a
+    # half-stopped idle runner (sched.go processCompleted closes it holding loadedMu, which
+    # loadedModels needs; this corrects ollama.md §2.4).
+    assert ps(emu) == []
+    assert emu.loaded() == []
+    # "Stopping..." (expires_at now) is what a busy runner shows after an unload request.
+    post(emu, "/api/generate", {"model": "a:1b"})
+    with emu.hold("a:1b"):
+        post(emu, "/api/generate", {"model": "a:1b", "keep_alive": 0})
+        stopping = ps(emu)[0]
+        expires = datetime.fromisoformat(stopping["expires_at"].replace("Z", "+00:00"))
+        assert expires <= datetime.now().astimezone()
+    assert ps(emu) == []
 
 
 def test_busy_unload_waits_and_a_positive_keep_alive_cancels_it(ollama_emulator: EmulatorFactory) -> None:
@@ -623,3 +634,296 @@ def test_stop_is_clean_with_a_load_and_held_requests(ollama_emulator: EmulatorFa
     with pytest.raises(httpx.ConnectError):
         httpx.get(emu.url)
     emu.stop()  # idempotent; the fixture stops it once more
+
+
+# -- rules read from Ollama's source (server/sched.go, server/routes.go, api/types.go,
+#    envconfig/config.go, llm/status.go at the commit ollama.md §0 names) -----------------------
+def test_keep_alive_beyond_go_int64_nanoseconds(ollama_emulator: EmulatorFactory) -> None:
+    """api/types.go Duration.UnmarshalJSON and Go's time.ParseDuration: a string beyond int64
+    nanoseconds is a 400; a number beyond it overflows (amd64: the minimum int64, a negative
+    duration that sched.go processCompleted treats as "expire when idle"). Neither may stop the
+    emulator's timers."""
+    emu = ollama_emulator(models=[small("a:1b"), small("b:1b")], gpu_vram_mib=None, unload_delay_s=0.01)
+    for value in ("3000000h", "2562048h", "9223372037s"):
+        reply = post(emu, "/api/generate", {"model": "a:1b", "keep_alive": value})
+        assert (reply.status_code, reply.json()) == (400, {"error": f'time: invalid duration "{value}"'})
+    assert emu.loaded_names() == []
+    post(emu, "/api/generate", {"model": "a:1b", "keep_alive": "2562047h"}).raise_for_status()
+    assert emu.loaded()[0].keep_alive_s == 2562047 * 3600  # the largest whole hour Go accepts
+    post(emu, "/api/generate", {"model": "a:1b", "keep_alive": 9e9}).raise_for_status()
+    assert emu.loaded()[0].keep_alive_s == 9e9  # below the limit: finite, about 285 years
+
+    overflowing = post(emu, "/api/generate", {"model": "b:1b", "keep_alive": 1e10})
+    assert overflowing.json()["done_reason"] == "load"  # not the unload shortcut: the duration is not 0
+    wait_until(lambda: emu.loaded_names() == ["a:1b"], what="b to expire once idle")
+    # The timers still run: an unload finishes and the next load works.
+    post(emu, "/api/generate", {"model": "a:1b", "keep_alive": 0})
+    wait_until(lambda: emu.loaded_names() == [], what="the unload of a")
+    assert post(emu, "/api/generate", {"model": "a:1b"}).json()["done_reason"] == "load"
+
+
+def test_keep_alive_below_one_nanosecond_is_zero(ollama_emulator: EmulatorFactory) -> None:
+    """api/types.go Duration.UnmarshalJSON truncates seconds x 1e9 to an integer, and Go's
+    time.ParseDuration drops fractions of a nanosecond: below 1 ns is 0, which routes.go
+    GenerateHandler takes as the unload shortcut."""
+    emu = ollama_emulator(models=[small("a:1b")], unload_delay_s=0.01)
+    for tiny in (1e-10, "0.5ns", "0.0000000001s"):
+        post(emu, "/api/generate", {"model": "a:1b"}).raise_for_status()
+        reply = post(emu, "/api/generate", {"model": "a:1b", "keep_alive": tiny})
+        assert reply.json()["done_reason"] == "unload"
+        wait_until(lambda: emu.loaded_names() == [], what=f"the unload by keep_alive {tiny!r}")
+    assert post(emu, "/api/generate", {"model": "a:1b", "keep_alive": 1e-9}).json()["done_reason"] == "load"
+    wait_until(lambda: emu.loaded_names() == [], what="the 1 ns keep-alive to expire")
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [("bogus", 300), ("1.5", 300), ("", 300), ("3600", 3600), (" '10m' ", 600), ("-1", None), ("9999999999", None)],
+)
+def test_ollama_keep_alive_env(ollama_emulator: EmulatorFactory, env: str, expected: float | None) -> None:
+    """envconfig/config.go KeepAlive (and Var, which trims spaces and quotes): a Go duration,
+    else integer seconds (multiplied in int64, so a huge one wraps negative = forever), else
+    the 5 minute default; negative = forever."""
+    emu = ollama_emulator(models=[small("a:1b")], default_keep_alive=env)
+    post(emu, "/api/generate", {"model": "a:1b"}).raise_for_status()
+    assert emu.loaded()[0].keep_alive_s == expected
+
+
+def test_out_of_memory_at_load_is_retried_once(ollama_emulator: EmulatorFactory) -> None:
+    """sched.go load (reduceAutoNumCtxForLoadOOM, oomRetryAttempted) and processPending
+    (evictAllAndWait): ONE retry in total. An automatic context is lowered for it and, with
+    other runners loaded, all of them are evicted before it, together; an explicit context is
+    retried only to evict the others; then the error goes to the client."""
+    emu = ollama_emulator(models=[small("a:1b"), small("b:1b")], gpu_vram_mib=24 * 1024, unload_delay_s=0.01)
+
+    def attempts_for_b(**body: Any) -> tuple[int, list[tuple[str, int, tuple[str, ...]]]]:
+        emu.load_attempts.clear()
+        reply = post(emu, "/api/generate", {"model": "b:1b", **body})
+        return reply.status_code, [attempt for attempt in emu.load_attempts if attempt[0] == "b:1b"]
+
+    emu.faults.oom_on_load = {"b:1b"}
+    post(emu, "/api/generate", {"model": "a:1b"})  # the 24 GiB tier: automatic context 32768
+    assert attempts_for_b() == (500, [("b:1b", 32768, ("a:1b",)), ("b:1b", 4096, ())])
+    assert attempts_for_b() == (500, [("b:1b", 32768, ()), ("b:1b", 4096, ())])  # alone: lower only
+    post(emu, "/api/generate", {"model": "a:1b"})
+    explicit = {"options": {"num_ctx": 8192}}
+    assert attempts_for_b(**explicit) == (500, [("b:1b", 8192, ("a:1b",)), ("b:1b", 8192, ())])  # evict only
+    assert attempts_for_b(**explicit) == (500, [("b:1b", 8192, ())])  # alone and explicit: no retry
+
+    emu.faults.oom_on_load = set()
+    emu.faults.oom_above_ctx = {"b:1b": 4096}  # fits once the context is lowered
+    post(emu, "/api/generate", {"model": "a:1b"})
+    assert attempts_for_b() == (200, [("b:1b", 32768, ("a:1b",)), ("b:1b", 4096, ())])
+    assert [(m["name"], m["context_length"]) for m in ps(emu)] == [("b:1b", 4096)]
+
+
+def test_a_request_during_a_pending_expiry_is_served_by_the_dying_runner(ollama_emulator: EmulatorFactory) -> None:
+    """sched.go processCompleted: an expiry waiting in expiredCh leaves the runner in the loaded
+    set, so getRunner/useLoadedRunner hand it to a new request; the expiry, re-sent every 10 ms
+    while the runner is busy, then unloads it whatever keep_alive that request carried. An
+    unload followed by a preload of the same model can end with the model NOT loaded."""
+    emu = ollama_emulator(models=[small("a:1b")], unload_delay_s=0.01)
+    post(emu, "/api/generate", {"model": "a:1b", "keep_alive": "5m"})
+    emu.faults.hold_expiries = True  # the scheduler is busy elsewhere: the expiry waits in its queue
+    assert post(emu, "/api/generate", {"model": "a:1b", "keep_alive": 0}).json()["done_reason"] == "unload"
+    preload = post(emu, "/api/generate", {"model": "a:1b", "keep_alive": -1})
+    assert preload.json()["done_reason"] == "load"
+    assert emu.load_count["a:1b"] == 1  # served by the expiring runner, not a new load
+    assert emu.loaded()[0].keep_alive_s is None  # it took the pin ...
+    emu.faults.hold_expiries = False
+    wait_until(lambda: emu.loaded_names() == [], what="the queued expiry")  # ... and unloads all the same
+    assert emu.load_count["a:1b"] == 1
+
+    # The same with a realistic delay instead of the switch (``expiry_delay_s``), idle timer path.
+    emu = ollama_emulator(models=[small("a:1b")], unload_delay_s=0.01, expiry_delay_s=30)
+    post(emu, "/api/generate", {"model": "a:1b", "keep_alive": 1e-6})  # the timer fires at once
+    wait_until(lambda: bool(emu.loaded()) and emu.loaded()[0].stopping, what="the idle timer to fire")
+    assert post(emu, "/api/generate", {"model": "a:1b", "keep_alive": "1h"}).json()["done_reason"] == "load"
+    assert emu.load_count["a:1b"] == 1 and emu.loaded()[0].stopping
+
+
+def test_ps_waits_for_an_exiting_runner_and_does_not_list_it(ollama_emulator: EmulatorFactory) -> None:
+    """sched.go processCompleted closes an expired idle runner while holding loadedMu, and
+    loadedModels (routes.go PsHandler) needs loadedMu: /api/ps answers once the process has
+    exited, without it. ollama.md §2.4 says the opposite; its Corrections section is right."""
+    emu = ollama_emulator(models=[small("a:1b"), small("b:1b")], unload_delay_s=0.3)
+    post(emu, "/api/generate", {"model": "a:1b"})
+    post(emu, "/api/generate", {"model": "b:1b"})
+    post(emu, "/api/generate", {"model": "a:1b", "keep_alive": 0})
+    assert [m["name"] for m in ps(emu)] == ["b:1b"]
+    assert emu.loaded_names() == ["b:1b"]  # a's process had exited by the time ps answered
+
+
+def test_reload_triggers_beyond_num_ctx(ollama_emulator: EmulatorFactory) -> None:
+    """sched.go needsReload with routes.go modelOptions and api/types.go Runner: main_gpu is a
+    pointer (unset differs from 0); any negative request num_gpu is automatic; draft_num_predict
+    counts (0 when unset on a model without a draft); an automatic batch compares as
+    DefaultOptions' 512 against a runner's explicit one; use_mmap compares as set (the
+    automatic case is on CPU-only, below); a failed health ping reloads."""
+    emu = ollama_emulator(models=[small("a:1b", context_length=16384)], gpu_vram_mib=4096, unload_delay_s=0.01)
+
+    def loads(**options: Any) -> int:
+        post(emu, "/api/generate", {"model": "a:1b", "options": options}).raise_for_status()
+        return emu.load_count["a:1b"]
+
+    assert loads() == 1
+    assert loads(main_gpu=0) == 2  # unset vs 0
+    assert loads(main_gpu=0) == 2
+    assert loads() == 3  # 0 vs unset
+    assert loads(num_gpu=-2) == 3  # any negative num_gpu is automatic
+    assert loads(num_gpu=99) == 4
+    assert loads(num_gpu=-7) == 4  # a negative request is not compared even with an explicit runner
+    assert loads(draft_num_predict=8) == 5
+    assert loads(draft_num_predict=8) == 5
+    assert loads() == 6  # 8 vs unset (0: the model has no draft)
+    assert loads(draft_num_predict=0) == 6
+    assert loads(num_ctx=8192, num_batch=1024) == 7
+    assert loads(num_ctx=8192) == 8  # the request's automatic batch compares as 512
+    assert loads(num_ctx=8192, num_batch=1024) == 8  # the runner's automatic batch at 8192 is 1024
+    assert loads(num_ctx=8192, use_mmap=False) == 9  # on a GPU the runner's use_mmap is unset
+    emu.crash_runner("a:1b")
+    assert [m["name"] for m in ps(emu)] == ["a:1b"]  # a dead runner is still listed ...
+    assert loads(num_ctx=8192, use_mmap=False) == 10  # ... until a request's health ping fails
+
+
+def test_cpu_only_use_mmap_reload_rule(ollama_emulator: EmulatorFactory) -> None:
+    """sched.go applyLlamaServerMmapDefaults / disableMmapDefaultReason ("cpu") and needsReload
+    (useMMapAuto): a CPU-only load without use_mmap gets false from the scheduler; a request
+    asking false matches it, true reloads; a runner loaded with an explicit value is compared
+    with the request's as given, so omitting it then reloads."""
+    emu = ollama_emulator(models=[small("a:1b")], gpu_vram_mib=None, unload_delay_s=0.01)
+
+    def loads(**options: Any) -> int:
+        post(emu, "/api/generate", {"model": "a:1b", "options": options}).raise_for_status()
+        return emu.load_count["a:1b"]
+
+    assert loads() == 1
+    assert loads(use_mmap=False) == 1
+    assert loads(use_mmap=True) == 2
+    assert loads() == 3
+
+
+@pytest.mark.parametrize(
+    ("stderr", "kept"),
+    [
+        (
+            "ggml_backend_cuda_buffer_type_alloc_buffer: allocating 512.00 MiB on device 0: "
+            "cudaMalloc failed: out of device memory",
+            "cudaMalloc failed: out of device memory",
+        ),
+        (
+            "ggml_backend_cpu_buffer_type_alloc_buffer: failed to allocate buffer of size 536870912",
+            "ggml_backend_cpu_buffer_type_alloc_buffer: failed to allocate buffer of size 536870912",
+        ),
+        ("ggml_hip: hipMalloc failed for 1 GiB", "ggml_hip: hipMalloc failed for 1 GiB"),
+        (
+            "load_tensors: loading model\nllama_init_from_model: not enough memory for the KV cache",
+            "llama_init_from_model: not enough memory for the KV cache",
+        ),
+        ("main: Error: insufficient memory to load the model", "Error: insufficient memory to load the model"),
+    ],
+)
+def test_runner_out_of_memory_texts(ollama_emulator: EmulatorFactory, stderr: str, kept: str) -> None:
+    """llm/llama_server.go WaitUntilRunning: a runner that dies while loading fails the load with
+    "llama-server process has terminated: exit status N: <kept lines>", where llm/status.go
+    StatusWriter keeps a line from its earliest error prefix on, or whole when it holds an
+    out-of-memory needle; IsOutOfMemory then finds the needle, so sched.go load retries it as
+    an out of memory (here: evicting the other runner first)."""
+    emu = ollama_emulator(models=[small("a:1b"), small("b:1b")], gpu_vram_mib=None, unload_delay_s=0.01)
+    post(emu, "/api/generate", {"model": "a:1b"})
+    emu.faults.crash_log = {"b:1b": stderr}
+    reply = post(emu, "/api/generate", {"model": "b:1b"})
+    expected = f"llama-server process has terminated: exit status 1: {kept}"
+    assert (reply.status_code, reply.json()) == (500, {"error": expected})
+    assert [a for a in emu.load_attempts if a[0] == "b:1b"] == [("b:1b", 4096, ("a:1b",)), ("b:1b", 4096, ())]
+
+
+def test_a_runner_crash_without_out_of_memory_is_not_retried(ollama_emulator: EmulatorFactory) -> None:
+    """llm/status.go: "error loading model" is an error prefix but no out-of-memory needle, so
+    sched.go load returns the error at once and the other runner stays."""
+    emu = ollama_emulator(models=[small("a:1b"), small("b:1b")], gpu_vram_mib=None)
+    post(emu, "/api/generate", {"model": "a:1b"})
+    emu.faults.crash_log = {"b:1b": "llama_model_load: error loading model: unknown model architecture: 'x'"}
+    reply = post(emu, "/api/generate", {"model": "b:1b"})
+    kept = "error loading model: unknown model architecture: 'x'"
+    expected = f"llama-server process has terminated: exit status 1: {kept}"
+    assert (reply.status_code, reply.json()) == (500, {"error": expected})
+    assert [a for a in emu.load_attempts if a[0] == "b:1b"] == [("b:1b", 4096, ("a:1b",))]
+    assert emu.loaded_names() == ["a:1b"]
+
+
+def test_explicit_num_batch_adds_to_the_fit_check(ollama_emulator: EmulatorFactory) -> None:
+    """sched.go load (predictedForLoad) and generationBatchSurcharge: a completion model's batch
+    adds 768 MiB at 1024 and 2 GiB at 2048 to the 80 % fit check; automaticGenerationBatch steps
+    an automatic batch down until it fits, so that one never evicts by itself; embedding models
+    pay no surcharge."""
+    models = [small("a:1b"), small("b:1b", context_length=16384), small("e:1b", capabilities=["embedding"])]
+    emu = ollama_emulator(models=models, gpu_vram_mib=600, unload_delay_s=0.01)
+    post(emu, "/api/generate", {"model": "a:1b"})  # 1 MiB + 16 MiB KV
+    post(emu, "/api/generate", {"model": "b:1b", "options": {"num_ctx": 8192}})  # 33 MiB, automatic batch
+    assert sorted(emu.loaded_names()) == ["a:1b", "b:1b"]
+    post(emu, "/api/embed", {"model": "e:1b", "options": {"num_batch": 2048}})
+    assert sorted(emu.loaded_names()) == ["a:1b", "b:1b", "e:1b"]
+    post(emu, "/api/generate", {"model": "b:1b", "options": {"num_ctx": 8192, "num_batch": 1024}})
+    # 33 MiB + 768 MiB > 0.8 x the free 600 - 17 - 16.5 MiB: the others are evicted.
+    assert emu.loaded_names() == ["b:1b"]
+
+    emu = ollama_emulator(models=models[:2], gpu_vram_mib=2500, unload_delay_s=0.01)
+    post(emu, "/api/generate", {"model": "a:1b"})
+    post(emu, "/api/generate", {"model": "b:1b", "options": {"num_batch": 1024}})  # 785 MiB <= 0.8 x 2483
+    assert sorted(emu.loaded_names()) == ["a:1b", "b:1b"]
+    post(emu, "/api/generate", {"model": "b:1b", "options": {"num_batch": 2048}})  # 2065 MiB > 0.8 x 2483
+    assert emu.loaded_names() == ["b:1b"]
+
+
+def test_embed_checks_its_input_before_the_model(ollama_emulator: EmulatorFactory) -> None:
+    """routes.go EmbedHandler: the input's type is checked before the model is looked up."""
+    emu = ollama_emulator(models=[small("e:1b", capabilities=["embedding"])])
+    bad = post(emu, "/api/embed", {"model": "missing", "input": 5})
+    assert (bad.status_code, bad.json()) == (400, {"error": "invalid input type"})
+    bad = post(emu, "/api/embed", {"model": "missing", "input": ["x", 1]})
+    assert (bad.status_code, bad.json()) == (400, {"error": "invalid input type"})
+    unknown = post(emu, "/api/embed", {"model": "missing", "input": "x"})
+    assert (unknown.status_code, unknown.json()) == (404, {"error": 'model "missing" not found, try pulling it first'})
+
+
+def test_ps_order_among_equal_expiries_is_not_stable(ollama_emulator: EmulatorFactory) -> None:
+    """routes.go PsHandler sorts stably by expires_at in whole seconds, but its input is
+    sched.go loadedModels iterating a Go map: random order. The emulator alternates between
+    calls, so a client relying on the order of ties fails every time, not by chance."""
+    emu = ollama_emulator(models=[small("a:1b"), small("b:1b")])
+    for _ in range(10):
+        for name in ("a:1b", "b:1b"):
+            post(emu, "/api/generate", {"model": name, "keep_alive": -1}).raise_for_status()
+        seconds = {math.floor(view.expires_at.timestamp()) for view in emu.loaded()}
+        if len(seconds) == 1:
+            break  # both expire in the same second: a tie
+    assert len(seconds) == 1
+    first, second = ([m["name"] for m in ps(emu)] for _ in range(2))
+    assert sorted(first) == sorted(second) == ["a:1b", "b:1b"] and first != second
+
+
+def test_a_fresh_load_shows_now_plus_keep_alive_until_its_first_request_ends(
+    ollama_emulator: EmulatorFactory,
+) -> None:
+    """sched.go loadedModels: a runner's expiresAt is set when a request ends (processCompleted);
+    until its first request ends it is zero, and ps answers now + keep_alive, computed anew at
+    each call. Afterwards it stays put until the next request ends."""
+    emu = ollama_emulator(models=[small("a:1b")])
+    with emu.hold("a:1b", load=True, keep_alive=600):
+        first = ps(emu)[0]["expires_at"]
+        wait_until(lambda: ps(emu)[0]["expires_at"] != first, what="expires_at to move with the clock")
+    settled = ps(emu)[0]["expires_at"]
+    assert all(ps(emu)[0]["expires_at"] == settled for _ in range(3))
+
+
+def test_runtime_out_of_memory_expires_every_runner(ollama_emulator: EmulatorFactory) -> None:
+    """routes.go GenerateHandler calls sched.go expireRunnersForRuntimeOOM when generation fails
+    with an out-of-memory text: every loaded runner, pinned ones too, expires when idle."""
+    emu = ollama_emulator(models=[small("a:1b"), small("b:1b")], gpu_vram_mib=None, unload_delay_s=0.01)
+    post(emu, "/api/generate", {"model": "a:1b"})
+    post(emu, "/api/generate", {"model": "b:1b", "keep_alive": -1})
+    emu.faults.runtime_oom = True
+    reply = post(emu, "/api/generate", {"model": "a:1b", "prompt": "hi"})
+    assert reply.status_code == 500 and "out of memory" in reply.json()["error"]
+    wait_until(lambda: emu.loaded_names() == [], what="every runner to expire")

@@ -26,6 +26,12 @@ from .store import MIB, ModelStore, StoredModel, normalize
 FOREVER = math.inf
 READ_CHUNK = MIB
 DISCONNECT_POLL_S = 0.02  # how often a waiting handler checks whether its client left
+# The reaper re-evaluates at least this often: Condition.wait() rejects a timeout above
+# threading.TIMEOUT_MAX (about 9.22e9 s), and a keep_alive may legitimately be that long.
+REAPER_MAX_WAIT_S = 3600.0
+EXPIRY_RETRY_S = 0.01  # sched.go processCompleted: an expiry of a busy runner is re-sent every 10 ms
+EXPIRY_HELD_POLL_S = 0.02  # how soon the reaper notices Faults.hold_expiries turned off
+DEFAULT_BATCH = 512  # api/types.go DefaultOptions: NumBatch 512 (what an automatic request compares with)
 FIT_FRACTION = 0.8  # ollama.md §4.4: fits iff prediction <= 80 % of available VRAM
 AUTO_MAX_LOADED = 3  # ollama.md §4.3 step 3 / §4.10: 3 x GPUs, minimum 3
 GO_MAX_DURATION = timedelta(microseconds=(2**63 - 1) // 1000)  # ollama.md §3.3: "forever" ~ year 2318
@@ -35,11 +41,26 @@ SINGLE_SLOT_ARCHS = frozenset({
     "nemotron_h", "nemotron_h_moe", "nemotron_h_omni",
 })  # fmt: skip
 LAST_LOG_LINE = "llama_model_load: loading model tensors, this can take a while... (mmap = true)"
+OOM_LOG_LINE = (
+    "ggml_backend_cuda_buffer_type_alloc_buffer: allocating 1024.00 MiB on device 0: cudaMalloc failed: out of memory"
+)
+RUNTIME_OOM_ERROR = "an error was encountered while running the model: CUDA error: out of memory"
+# llm/status.go errorPrefixes and outOfMemorySubstrings (matched case-insensitively).
+STATUS_ERROR_PREFIXES = (
+    "mlx:", "MLX:", "panic:", "fatal error:", "error:", "Error:", "CUDA error", "ROCm error", "cudaMalloc failed",
+    '"ERR"', "error loading model", "GGML_ASSERT", "Deepseek2 does not support K-shift",
+    "signal arrived during cgo execution", "llama_init_from_model:",
+)  # fmt: skip
+OUT_OF_MEMORY_NEEDLES = (
+    "out of memory", "out of device memory", "cudaMalloc failed", "hipMalloc failed", "failed to allocate",
+    "allocation failed", "not enough memory", "insufficient memory", "vk_error_out_of_device_memory",
+    "erroroutofmemory",
+)  # fmt: skip
 
 # Ollama's api.Options fields by type (ollama.md §4.7: a wrong type is a 500).
 _INT_OPTIONS = frozenset({
     "num_keep", "seed", "num_predict", "top_k", "repeat_last_n", "num_ctx", "num_batch", "num_gpu",
-    "main_gpu", "num_thread",
+    "main_gpu", "num_thread", "draft_num_predict",
 })  # fmt: skip
 _FLOAT_OPTIONS = frozenset({
     "temperature", "top_p", "min_p", "typical_p", "repeat_penalty", "presence_penalty", "frequency_penalty",
@@ -56,6 +77,29 @@ def local_now() -> datetime:
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
+
+
+def is_out_of_memory(message: str) -> bool:
+    """llm/status.go IsOutOfMemoryMessage: any needle, case-insensitively, anywhere in the text."""
+    lowered = message.lower()
+    return any(needle.lower() in lowered for needle in OUT_OF_MEMORY_NEEDLES)
+
+
+def captured_errors(log: str) -> str:
+    """llm/status.go StatusWriter: the runner's error lines as Ollama keeps them. A line with an
+    error prefix is kept from the earliest prefix on, else an out-of-memory line whole; kept
+    lines are joined with newlines (AppendError)."""
+    kept: list[str] = []
+    for raw in log.split("\n"):
+        line = raw.rstrip(" \t\r")
+        if not line:
+            continue
+        starts = [(line.find(p), p) for p in STATUS_ERROR_PREFIXES if p in line]
+        if starts:
+            kept.append(line[min(starts)[0] :].rstrip(" \t\r"))
+        elif is_out_of_memory(line):
+            kept.append(line)
+    return "\n".join(kept)
 
 
 class SchedulerError(Exception):
@@ -77,10 +121,6 @@ def busy_error() -> SchedulerError:
     return SchedulerError(503, "server busy, please try again.  maximum pending requests exceeded")
 
 
-class _OutOfMemory(Exception):
-    pass
-
-
 class _Stopped(Exception):
     pass
 
@@ -97,9 +137,24 @@ class Faults:
     refuse_connections: bool = False
     error_500: str | None = None
     busy_503: int = 0
+    # llama-server reports out of memory while starting (ollama.md §4.9): every load attempt.
     oom_on_load: set[str] = field(default_factory=set)
+    # Out of memory only when the attempt's context is above the value: an automatic context
+    # lowered by the retry (sched.go reduceAutoNumCtxForLoadOOM) then loads.
+    oom_above_ctx: dict[str, int] = field(default_factory=dict)
     die_on_load: set[str] = field(default_factory=set)
+    # The runner process dies while loading after printing this text on stderr: the load fails
+    # with "llama-server process has terminated: exit status 1: <its error lines>" (llm/status.go
+    # keeps the lines); an out-of-memory needle in them makes it an out of memory (retried).
+    crash_log: dict[str, str] = field(default_factory=dict)
+    # Queued expiries wait while this is on (Ollama's processCompleted busy elsewhere, e.g. with
+    # another runner's VRAM settle): requests meanwhile attach to the expiring runner. Turning it
+    # off lets the scheduler act on them within EXPIRY_HELD_POLL_S.
+    hold_expiries: bool = False
     error_mid_stream: bool = False
+    # The runner runs out of memory while generating: the request fails, and every loaded runner
+    # is expired (sched.go expireRunnersForRuntimeOOM).
+    runtime_oom: bool = False
     stall_load_s: float = 0
     slow_load_s: float = 0
 
@@ -121,6 +176,11 @@ class SchedulerConfig:
     context_length_env: int
     num_parallel: int
     load_timeout_s: float
+    # How long an expiry waits before the scheduler acts on it. In Ollama that is the moment
+    # processCompleted reads it from expiredCh: at once when idle, later when it is busy with
+    # another runner (closing it, waiting up to 5 s for its VRAM). A request in between is
+    # served by the expiring runner (sched.go; ollama.md Corrections §4.6).
+    expiry_delay_s: float = 0.0
 
     @property
     def vram_bytes(self) -> int:
@@ -141,12 +201,14 @@ class RunnerOptions:
     ctx_explicit: bool  # from the request or OLLAMA_CONTEXT_LENGTH; False = automatic
     num_batch: int
     batch_explicit: bool
-    num_gpu: int  # -1 = automatic
-    main_gpu: int
+    num_gpu: int  # any negative value = automatic (sched.go needsReload)
+    main_gpu: int | None  # None = unset: a pointer in api.Runner, so unset and 0 differ
     use_mmap: bool | None  # None = automatic
     num_thread: int
     shift: bool
     parallel: int
+    draft_num_predict: int = 0  # routes.go modelOptions: 0 unless set (the model has no draft)
+    use_mmap_auto: bool = False  # the scheduler chose use_mmap (sched.go applyLlamaServerMmapDefaults)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -156,6 +218,7 @@ class RunnerOptions:
             "main_gpu": self.main_gpu,
             "use_mmap": self.use_mmap,
             "num_thread": self.num_thread,
+            "draft_num_predict": self.draft_num_predict,
             "shift": self.shift,
             "num_parallel": self.parallel,
         }
@@ -175,7 +238,7 @@ class RunnerView:
     expires_at: datetime
     active_requests: int
     options: dict[str, Any]
-    stopping: bool = False  # expired, waiting for the emulated process exit
+    stopping: bool = False  # expired: unloads once idle (or its process is exiting)
 
 
 @dataclass(eq=False)
@@ -184,12 +247,21 @@ class Runner:
     opts: RunnerOptions
     size: int
     size_vram: int
-    keep_alive: float
-    expires_at: datetime
+    keep_alive: float  # seconds; inf = forever; <= 0 = expire when idle
+    # None until its first request ends: /api/ps then shows now + keep_alive, computed at each
+    # call (sched.go loadedModels, expiresAt.IsZero()).
+    expires_at: datetime | None
     active: int = 0
     deadline: float | None = None  # monotonic time the idle timer fires; None = not running
-    stopping: bool = False
+    expiring: bool = False  # an expiry is queued: unloads once idle, still serves requests
+    expire_due: float = 0.0  # monotonic time the scheduler acts on that expiry
+    closing: bool = False  # the process is exiting (sched.go processCompleted holds loadedMu)
     remove_at: float = 0.0
+    crashed: bool = False  # the process died: its next health ping fails (needsReload)
+
+    @property
+    def stopping(self) -> bool:
+        return self.expiring or self.closing
 
     @property
     def blob_path(self) -> Path:
@@ -204,7 +276,7 @@ class Runner:
             size_vram=self.size_vram,
             context_length=self.opts.num_ctx,
             keep_alive_s=None if math.isinf(self.keep_alive) else self.keep_alive,
-            expires_at=self.expires_at,
+            expires_at=self.expires_at or expiry_after(self.keep_alive),
             active_requests=self.active,
             options=self.opts.as_dict(),
             stopping=self.stopping,
@@ -229,6 +301,7 @@ class _Pending:
     done: bool = False
     lease: Lease | None = None
     error: SchedulerError | None = None
+    oom_retried: bool = False  # sched.go LlmRequest.oomRetryAttempted: one retry in total
 
 
 class LoadCounts(dict[str, int]):
@@ -256,6 +329,40 @@ class LoadCounts(dict[str, int]):
 def expiry_after(seconds: float) -> datetime:
     now = local_now()
     return now + (GO_MAX_DURATION if math.isinf(seconds) else timedelta(seconds=seconds))
+
+
+def victim_order(runner: Runner) -> tuple[int, str]:
+    """sched.go ByDurationAndName: the duration as uint64 (so an overflowed negative one sorts
+    after forever), then the blob path."""
+    ns = 2**63 - 1 if math.isinf(runner.keep_alive) else round(runner.keep_alive * 1e9)
+    return ns % 2**64, str(runner.blob_path)
+
+
+def batch_surcharge(batch: int) -> int:
+    """sched.go generationBatchSurcharge: 768 MiB for 1024, 2 GiB for 2048 (and above)."""
+    return 2048 * MIB if batch >= 2048 else 768 * MIB if batch >= 1024 else 0
+
+
+def batch_fits(batch: int, predicted: int, available: int) -> bool:
+    """sched.go generationBatchFits (with generationBatchHasHeadroom)."""
+    if predicted == 0 or available == 0:
+        return True
+    threshold = available * 80 // 100
+    if predicted > threshold:
+        return False
+    if batch >= 2048 and predicted > available * 60 // 100:
+        return False
+    if 1024 <= batch < 2048 and predicted > available * 75 // 100:
+        return False
+    return batch_surcharge(batch) <= threshold - predicted
+
+
+def automatic_batch(context: int, predicted: int, available: int) -> int:
+    """sched.go automaticGenerationBatch (flash attention on): by context, stepped down to fit."""
+    batch = 2048 if context > 32768 else 1024 if context > 4096 else DEFAULT_BATCH
+    while batch > DEFAULT_BATCH and not batch_fits(batch, predicted, available):
+        batch = 1024 if batch > 1024 else DEFAULT_BATCH
+    return batch
 
 
 def parse_options(raw: dict[str, Any] | None) -> dict[str, Any]:
@@ -309,13 +416,16 @@ class Scheduler:
         self.config = config
         self._faults = faults
         self._cond = threading.Condition()
-        self._loaded: dict[Path, Runner] = {}  # insertion order = load order (stable ps ties)
+        self._loaded: dict[Path, Runner] = {}  # insertion order = load order
         self._queue: deque[_Pending] = deque()
         self._loading: _Pending | None = None
         self._stopping = False
         self._threads: list[threading.Thread] = []
+        self._ps_calls = 0
         self.load_count = LoadCounts(store)
         self.aborted_loads = 0
+        # Every start of a llama-server: (model, num_ctx, models loaded at that moment).
+        self.load_attempts: list[tuple[str, int, tuple[str, ...]]] = []
         # ollama.md §4.3 step 3: 0 = automatic, 3 x GPUs with a minimum of 3.
         self.max_loaded = config.max_loaded_models or AUTO_MAX_LOADED
 
@@ -341,9 +451,26 @@ class Scheduler:
 
     # -- views ---------------------------------------------------------------------------------
     def views(self) -> list[RunnerView]:
+        """Every runner in the set, a closing one included (for tests), latest expiry first."""
         with self._cond:
             runners = [r.view() for r in self._loaded.values()]
-        # ollama.md §2.4: latest expiry first, at one-second granularity, stable.
+        # ollama.md §2.4: latest expiry first, at one-second granularity.
+        return sorted(runners, key=lambda v: -math.floor(v.expires_at.timestamp()))
+
+    def ps_views(self) -> list[RunnerView]:
+        """What /api/ps answers (routes.go PsHandler, sched.go loadedModels).
+
+        While a runner's process exits, processCompleted holds loadedMu, so ps waits; the runner
+        is gone from the set by the time it answers. Ties within one second: PsHandler's sort is
+        stable, but its input comes from iterating a Go map, whose order is random; the emulator
+        alternates load order and its reverse between calls, so a client that relies on that
+        order fails every other call instead of by chance."""
+        with self._cond:
+            self._cond.wait_for(lambda: self._stopping or not any(r.closing for r in self._loaded.values()))
+            runners = [r.view() for r in self._loaded.values() if not r.closing]
+            self._ps_calls += 1
+            if self._ps_calls % 2 == 0:
+                runners.reverse()
         return sorted(runners, key=lambda v: -math.floor(v.expires_at.timestamp()))
 
     def queue_depth(self) -> int:
@@ -368,38 +495,51 @@ class Scheduler:
         else:
             ctx, ctx_explicit = self.config.default_context, False
         ctx = max(4, min(ctx, trained))
-        # ollama.md §4.4: automatic num_batch is 512, 1024 above 4096 ctx, 2048 above 32768.
-        auto_batch = 2048 if ctx > 32768 else 1024 if ctx > 4096 else 512
         embedding_only = "embedding" in spec.capabilities and "completion" not in spec.capabilities
         # ollama.md §2.7/§4.8: embedding models and some architectures get one slot.
         parallel = 1 if embedding_only or spec.family in SINGLE_SLOT_ARCHS else max(1, self.config.num_parallel)
+        # An automatic batch is chosen at load (automatic_batch); until then, by context alone.
+        auto_batch = automatic_batch(ctx * parallel, 0, 0)
         return RunnerOptions(
             num_ctx=ctx,
             ctx_explicit=ctx_explicit,
             num_batch=opts.get("num_batch", auto_batch),
             batch_explicit="num_batch" in opts,
             num_gpu=opts.get("num_gpu", -1),
-            main_gpu=opts.get("main_gpu", 0),
+            main_gpu=opts.get("main_gpu"),
             use_mmap=opts.get("use_mmap"),
             num_thread=opts.get("num_thread", 0),
             shift=True if shift is None else shift,
             parallel=parallel,
+            draft_num_predict=opts.get("draft_num_predict", 0),
         )
 
     @staticmethod
     def needs_reload(runner: Runner, new: RunnerOptions) -> bool:
-        """ollama.md §4.7: a differing runner option means unload and load again."""
+        """sched.go needsReload (ollama.md §4.7): a differing runner option means unload and load again."""
+        if runner.crashed:
+            return True  # the health ping fails
         old = runner.opts
         # Automatic contexts on both sides are not compared; explicit vs omitted is (#18129).
         if (old.ctx_explicit or new.ctx_explicit) and old.num_ctx != new.num_ctx:
             return True
-        if (old.batch_explicit or new.batch_explicit) and old.num_batch != new.num_batch:
+        # Automatic batches on both sides are not compared; otherwise an automatic request
+        # carries DefaultOptions' 512 and the runner the batch it was loaded with.
+        new_batch = new.num_batch if new.batch_explicit else DEFAULT_BATCH
+        if (old.batch_explicit or new.batch_explicit) and old.num_batch != new_batch:
             return True
-        if new.num_gpu != -1 and new.num_gpu != old.num_gpu:  # num_gpu -1 is never a difference
+        # A use_mmap the scheduler chose (CPU-only: false) stands in for an omitted one.
+        new_mmap = old.use_mmap if old.use_mmap_auto and new.use_mmap is None else new.use_mmap
+        if new_mmap != old.use_mmap:
             return True
-        if (old.use_mmap is not None or new.use_mmap is not None) and old.use_mmap != new.use_mmap:
+        if new.num_gpu >= 0 and new.num_gpu != old.num_gpu:  # any negative num_gpu: not compared
             return True
-        return (old.main_gpu, old.num_thread, old.shift) != (new.main_gpu, new.num_thread, new.shift)
+        return (old.main_gpu, old.num_thread, old.draft_num_predict, old.shift) != (
+            new.main_gpu,
+            new.num_thread,
+            new.draft_num_predict,
+            new.shift,
+        )
 
     @staticmethod
     def _file_size(model: StoredModel) -> int:
@@ -409,15 +549,34 @@ class Scheduler:
             return 0  # the load itself reports the missing blob (ollama.md §4.9)
 
     def _predicted(self, model: StoredModel, opts: RunnerOptions) -> int:
-        # ollama.md §4.4: file size + KV for num_ctx x parallel. The batch surcharge is left out:
-        # emulated models are MiB-sized and a fixed 768 MiB/2 GiB term would swamp them.
+        # ollama.md §4.4 / sched.go load (llm.PredictServerVRAM): file size + KV for num_ctx x parallel.
         return self._file_size(model) + kv_cache_bytes(model, opts.num_ctx * opts.parallel)
 
     def _partial_offload(self, model: StoredModel, opts: RunnerOptions) -> bool:
+        # sched.go explicitPartialGPUOffload; num_gpu 0 (CPU only) skips the fit check as well.
         return 0 <= opts.num_gpu < model.spec.block_count + 1
 
     def _vram_used(self) -> int:
         return sum(r.size_vram for r in self._loaded.values())
+
+    def _uses_gpu(self, opts: RunnerOptions) -> bool:
+        return self.config.gpu_vram_mib is not None and opts.num_gpu != 0
+
+    def _launch_options(self, pending: _Pending) -> RunnerOptions:
+        """sched.go load: the automatic batch for the memory available now, and use_mmap false
+        on CPU-only loads (applyLlamaServerMmapDefaults, reason "cpu")."""
+        opts = pending.opts
+        if not opts.batch_explicit and self._completion(pending.model):
+            available = max(self.config.vram_bytes - self._vram_used(), 0) if self._uses_gpu(opts) else 0
+            batch = automatic_batch(opts.num_ctx * opts.parallel, self._predicted(pending.model, opts), available)
+            opts = replace(opts, num_batch=batch)
+        if opts.use_mmap is None and not self._uses_gpu(opts):
+            opts = replace(opts, use_mmap=False, use_mmap_auto=True)
+        return opts
+
+    @staticmethod
+    def _completion(model: StoredModel) -> bool:
+        return "completion" in model.spec.capabilities
 
     # -- admission (request threads) ----------------------------------------------------------
     def acquire(
@@ -429,13 +588,15 @@ class Scheduler:
         conn: socket.socket | None = None,
     ) -> Lease:
         with self._cond:
+            # sched.go getRunner takes loadedMu, which processCompleted holds while a process exits.
+            self._cond.wait_for(lambda: self._stopping or not any(r.closing for r in self._loaded.values()))
             if self._stopping:
                 raise SchedulerError(500, "server shutting down")
             runner = self._loaded.get(model.blob_path)
-            # ollama.md §4.2: loaded and no reload needed -> attach at once, bypassing the queue.
-            # A stopping runner is not reused: in Ollama it leaves the set within milliseconds
-            # (§2.4), so a later request loads afresh after waiting for the exit (§4.6).
-            if runner is not None and not runner.stopping and not self.needs_reload(runner, opts):
+            # ollama.md §4.2: loaded and no reload needed -> attach at once, bypassing the queue;
+            # an expiring runner too (sched.go: it is still in the loaded set): it serves the
+            # request and unloads afterwards, whatever keep_alive the request carried.
+            if runner is not None and not self.needs_reload(runner, opts):
                 return self._attach(runner, keep_alive)
             faults = self._faults()
             if faults.busy_503:
@@ -468,7 +629,8 @@ class Scheduler:
     def _attach(self, runner: Runner, keep_alive: float | None) -> Lease:
         runner.active += 1
         # ollama.md §3.2: a given keep_alive replaces the runner's; an absent one keeps it.
-        # ollama.md §4.6: so a positive value cancels a pending unload of a busy runner.
+        # ollama.md §4.6: so a positive value cancels a pending unload of a busy runner (but
+        # not a queued expiry: that one unloads once idle whatever the value).
         if keep_alive is not None:
             runner.keep_alive = keep_alive
         runner.deadline = None  # ollama.md §3.3: timer stopped while requests run
@@ -478,7 +640,7 @@ class Scheduler:
     def hold(self, model: StoredModel, keep_alive: float | None) -> Lease:
         with self._cond:
             runner = self._loaded.get(model.blob_path)
-            if runner is None or runner.stopping:
+            if runner is None or runner.closing:
                 raise LookupError(f"{model.short} is not loaded")
             return self._attach(runner, keep_alive)
 
@@ -495,9 +657,10 @@ class Scheduler:
             return  # stopped or already gone
         runner.active -= 1
         if runner.active == 0:
-            if runner.keep_alive == 0:
-                # ollama.md §3.3/§4.6: keep_alive 0 (or a pending unload) expires on going idle.
-                self._begin_stopping(runner)
+            if runner.keep_alive <= 0:
+                # sched.go processCompleted: a duration <= 0 (0, a pending unload, or an
+                # overflowed number) expires on going idle; expires_at is left as it was.
+                self._send_expiry(runner)
             else:
                 # ollama.md §3.3: sliding timer, expires_at = end of last request + keep_alive.
                 runner.expires_at = expiry_after(runner.keep_alive)
@@ -505,29 +668,57 @@ class Scheduler:
         self._cond.notify_all()
 
     def unload(self, model: StoredModel) -> None:
-        """ollama.md §2.5 step 5 / §4.6: expire the runner; never waits."""
+        """ollama.md §2.5 step 5 / sched.go expireRunner: expire the runner; never waits."""
         with self._cond:
             runner = self._loaded.get(model.blob_path)
             # ollama.md §4.6: a model still loading is not in the loaded set -> no-op.
-            if runner is None or runner.stopping:
+            if runner is None or runner.closing:
                 return
+            runner.expires_at = local_now()  # ollama.md §3.3: "Stopping..." until removed
             self._expire(runner)
 
+    def crash(self, model: StoredModel) -> None:
+        """The runner's process dies: it stays listed, and its next health ping fails."""
+        with self._cond:
+            runner = self._loaded.get(model.blob_path)
+            if runner is None:
+                raise LookupError(f"{model.short} is not loaded")
+            runner.crashed = True
+
+    def expire_all_for_runtime_oom(self) -> None:
+        """sched.go expireRunnersForRuntimeOOM: every loaded runner expires when idle."""
+        with self._cond:
+            for runner in list(self._loaded.values()):
+                if not runner.closing:
+                    self._expire(runner)
+
     def _expire(self, runner: Runner) -> None:
-        # ollama.md §4.5/§4.6: stop the timer, keep-alive 0; idle -> unload now, busy -> when idle.
+        # sched.go: stop the timer, duration 0; idle -> send the expiry now, busy -> when idle.
         runner.keep_alive = 0.0
         runner.deadline = None
-        runner.expires_at = local_now()  # ollama.md §3.3: "Stopping..." until removed
         if runner.active == 0:
-            self._begin_stopping(runner)
+            self._send_expiry(runner)
         self._cond.notify_all()
 
-    def _begin_stopping(self, runner: Runner) -> None:
-        # ollama.md §4.6: process exit takes a while; the runner leaves the set afterwards.
-        runner.stopping = True
+    def _send_expiry(self, runner: Runner) -> None:
+        # sched.go expiredCh: processCompleted acts on it after expiry_delay_s; until then the
+        # runner stays in the set and a request may still attach to it.
         runner.deadline = None
-        runner.expires_at = local_now()
-        runner.remove_at = time.monotonic() + self.config.unload_delay_s
+        if runner.expiring or runner.closing:
+            return  # a duplicate expired event is ignored
+        runner.expiring = True
+        runner.expire_due = time.monotonic() + self.config.expiry_delay_s
+        if self.config.expiry_delay_s <= 0 and not self._faults().hold_expiries:
+            self._process_expiry(runner, runner.expire_due)
+        self._cond.notify_all()
+
+    def _process_expiry(self, runner: Runner, now: float) -> None:
+        if runner.active:
+            runner.expire_due = now + EXPIRY_RETRY_S  # busy: re-sent every 10 ms until idle
+            return
+        # ollama.md §4.6: close the process; it leaves the set once it has exited.
+        runner.closing = True
+        runner.remove_at = now + self.config.unload_delay_s
         self._cond.notify_all()
 
     # -- timers ---------------------------------------------------------------------------------
@@ -535,26 +726,32 @@ class Scheduler:
         with self._cond:
             while not self._stopping:
                 now = time.monotonic()
-                wake: float | None = None
+                wake = now + REAPER_MAX_WAIT_S
                 for runner in list(self._loaded.values()):
-                    if runner.stopping:
-                        if runner.active:
-                            continue
+                    if runner.closing:
                         if now >= runner.remove_at:
                             del self._loaded[runner.blob_path]
                             self._cond.notify_all()
                             continue
                         due = runner.remove_at
+                    elif runner.expiring:
+                        if self._faults().hold_expiries:
+                            due = now + EXPIRY_HELD_POLL_S
+                        elif now >= runner.expire_due:
+                            self._process_expiry(runner, now)
+                            due = runner.remove_at if runner.closing else runner.expire_due
+                        else:
+                            due = runner.expire_due
                     elif runner.active == 0 and runner.deadline is not None:
                         if now >= runner.deadline:  # ollama.md §3.3: idle timer fired
-                            self._begin_stopping(runner)
-                            due = runner.remove_at
+                            self._send_expiry(runner)
+                            due = now
                         else:
                             due = runner.deadline
                     else:
                         continue
-                    wake = due if wake is None else min(wake, due)
-                self._cond.wait(None if wake is None else max(wake - now, 0.001))
+                    wake = min(wake, due)
+                self._cond.wait(max(wake - now, 0.001))
 
     # -- the loader (one thread: ollama.md §4.2 serialized loads, head-of-line) -----------------
     def _loader(self) -> None:
@@ -586,21 +783,20 @@ class Scheduler:
         )
 
     def _pick_victim(self) -> Runner:
-        # ollama.md §4.5: keep_alive ascending (forever last), ties by blob path; first idle
-        # one, else the first (and wait for its requests). Recency plays no role.
-        candidates = sorted(
-            (r for r in self._loaded.values() if not r.stopping), key=lambda r: (r.keep_alive, str(r.blob_path))
-        )
+        # ollama.md §4.5 / sched.go findRunnerToUnload: duration ascending (forever last), ties by
+        # blob path; first idle one, else the first (and wait for its requests). No recency.
+        candidates = sorted((r for r in self._loaded.values() if not r.stopping), key=victim_order)
         return next((r for r in candidates if r.active == 0), candidates[0])
 
     def _serve(self, pending: _Pending) -> Lease:
-        model, opts = pending.model, pending.opts
+        """sched.go processPending for one request."""
+        model = pending.model
         while True:
             if self._stopping:
                 raise _Stopped
             runner = self._loaded.get(model.blob_path)
-            # ollama.md §4.3 step 1: reuse a loaded runner that needs no reload.
-            if runner is not None and not runner.stopping and not self.needs_reload(runner, opts):
+            # ollama.md §4.3 step 1: reuse a loaded runner that needs no reload (an expiring one too).
+            if runner is not None and not runner.closing and not self.needs_reload(runner, pending.opts):
                 if pending.canceled:
                     raise canceled_error()
                 return self._attach(runner, pending.keep_alive)
@@ -624,61 +820,70 @@ class Scheduler:
             if len(live) >= self.max_loaded:  # ollama.md §4.3 step 2: count limit -> victim
                 self._evict_one()
                 continue
-            gpu = self.config.gpu_vram_mib is not None
+            opts = self._launch_options(pending)
             # ollama.md §4.3 steps 4-6: nothing loaded -> no fit check; CPU-only or an explicit
-            # partial offload -> count limit only; otherwise the 80 % fit rule (§4.4).
-            if live and gpu and not self._partial_offload(model, opts):
+            # partial offload -> count limit only; otherwise the 80 % fit rule (§4.4), with the
+            # batch surcharge of a completion model (sched.go load, generationBatchSurcharge).
+            if live and self._uses_gpu(opts) and not self._partial_offload(model, opts):
                 available = self.config.vram_bytes - self._vram_used()
-                if self._predicted(model, opts) > FIT_FRACTION * available:
-                    self._evict_one()
+                surcharge = batch_surcharge(opts.num_batch) if self._completion(model) else 0
+                if self._predicted(model, opts) + surcharge > FIT_FRACTION * available:
+                    if pending.oom_retried:
+                        self._evict_all()  # sched.go processPending: the retry evicts every other runner
+                    else:
+                        self._evict_one()
                     continue
-            return self._load(pending)
+            lease = self._load(pending, opts)
+            if lease is not None:
+                return lease
+            # sched.go processPending: a load that asks for its one out-of-memory retry; with other
+            # runners loaded, all of them go first (evictAllAndWait), then the same loop retries.
+            self._evict_all()
 
     def _evict_one(self) -> None:
         victim = self._pick_victim()
         self._expire(victim)
         self._wait_gone(victim)
 
-    def _load(self, pending: _Pending) -> Lease:
-        opts = pending.opts
-        retried_ctx = retried_evict = False
-        while True:
-            self._loading = pending
-            outcome: Exception | None = None
-            self._cond.release()  # the weights are read without holding the lock
-            try:
-                self._load_io(pending)
-            except (_OutOfMemory, SchedulerError, _Stopped) as exc:
-                outcome = exc
-            finally:
-                self._cond.acquire()
-                self._loading = None
-            if isinstance(outcome, SchedulerError) and outcome.status == 499:
-                self.aborted_loads += 1
-            oom = isinstance(outcome, _OutOfMemory)
-            if outcome is not None and not oom:
-                raise outcome
-            if not oom:
-                return self._install(pending, opts)
-            # ollama.md §4.9: OOM with automatic num_ctx -> retry once with a smaller context.
-            if not opts.ctx_explicit and opts.num_ctx > 4096 and not retried_ctx:
-                retried_ctx = True
-                opts = replace(opts, num_ctx=32768 if opts.num_ctx > 32768 else 4096)
-                continue
-            # ollama.md §4.9: OOM with other models loaded -> evict all of them, wait, retry once.
-            others = [r for r in self._loaded.values() if not r.stopping]
-            if others and not retried_evict:
-                retried_evict = True
-                for runner in others:
-                    self._expire(runner)
-                self._wait(lambda: not self._loaded)
-                continue
-            mib = self._predicted(pending.model, opts) / MIB
-            raise SchedulerError(
-                500,
-                "llama-server reported out-of-memory during startup: ggml_backend_cuda_buffer_type_alloc_buffer: "
-                f"allocating {mib:.2f} MiB on device 0: cudaMalloc failed: out of memory",
-            )
+    def _evict_all(self) -> None:
+        """sched.go evictAllAndWait: expire every loaded runner and wait for all of them to go."""
+        victims = [r for r in self._loaded.values() if not r.closing]
+        for runner in victims:
+            self._expire(runner)
+        self._wait(lambda: all(self._loaded.get(r.blob_path) is not r for r in victims))
+
+    def _load(self, pending: _Pending, opts: RunnerOptions) -> Lease | None:
+        """sched.go load: start llama-server; None = retry once after an out-of-memory."""
+        others = tuple(sorted(r.model.short for r in self._loaded.values()))
+        self.load_attempts.append((pending.model.short, opts.num_ctx, others))
+        self._loading = pending
+        outcome: SchedulerError | _Stopped | None = None
+        self._cond.release()  # the weights are read without holding the lock
+        try:
+            self._load_io(pending, opts)
+        except (SchedulerError, _Stopped) as exc:
+            outcome = exc
+        finally:
+            self._cond.acquire()
+            self._loading = None
+        if outcome is None:
+            return self._install(pending, opts)
+        if isinstance(outcome, SchedulerError) and outcome.status == 499:
+            self.aborted_loads += 1
+        if isinstance(outcome, _Stopped) or pending.oom_retried or not is_out_of_memory(outcome.message):
+            raise outcome
+        # sched.go load / reduceAutoNumCtxForLoadOOM: ONE retry in total. An automatic context is
+        # lowered (to 32768, else 4096) for it; with other runners loaded, all of them are evicted
+        # before it (both together when both apply); an explicit context alone loaded: no retry.
+        lower = 32768 if opts.num_ctx > 32768 else 4096 if opts.num_ctx > 4096 else None
+        if not opts.ctx_explicit and lower is not None:
+            pending.oom_retried = True
+            pending.opts = replace(pending.opts, num_ctx=lower)  # the batch follows in _launch_options
+            return None
+        if others:
+            pending.oom_retried = True
+            return None
+        raise outcome
 
     def _pause(self, pending: _Pending, seconds: float) -> None:
         """Let emulated time pass; a stop or the client leaving interrupts it (lock not held)."""
@@ -693,7 +898,7 @@ class Scheduler:
         if pending.canceled:  # ollama.md §4.9: the load runs under the request's context
             raise canceled_error()
 
-    def _load_io(self, pending: _Pending) -> None:
+    def _load_io(self, pending: _Pending, opts: RunnerOptions) -> None:
         """The llama-server start-up: read the weights, then the start-up faults (ollama.md §4.9)."""
         model, faults = pending.model, self._faults()
         rate = self.config.load_mib_per_s
@@ -719,16 +924,31 @@ class Scheduler:
                 raise SchedulerError(500, f"timed out waiting for llama-server to start - {LAST_LOG_LINE}")
             self._pause(pending, faults.stall_load_s)
         names = {model.short, normalize(pending.as_sent)}
-        if names & {normalize(n) for n in faults.die_on_load}:
+
+        def hit(keys: Any) -> str | None:
+            return next((k for k in keys if normalize(k) in names), None)
+
+        if hit(faults.die_on_load):
             raise SchedulerError(500, "llama-server process has terminated: exit status 1")
-        if names & {normalize(n) for n in faults.oom_on_load}:
-            raise _OutOfMemory
+        crashed = hit(faults.crash_log)
+        if crashed is not None:
+            # llm/llama_server.go WaitUntilRunning: the process exited; its kept error lines follow.
+            kept = captured_errors(faults.crash_log[crashed])
+            raise SchedulerError(
+                500, "llama-server process has terminated: exit status 1" + (f": {kept}" if kept else "")
+            )
+        above = hit(faults.oom_above_ctx)
+        if hit(faults.oom_on_load) or (above is not None and opts.num_ctx > faults.oom_above_ctx[above]):
+            # llm/llama_server.go WaitUntilRunning: status error with an out-of-memory line.
+            raise SchedulerError(
+                500, f"llama-server reported out-of-memory during startup: {captured_errors(OOM_LOG_LINE)}"
+            )
 
     def _install(self, pending: _Pending, opts: RunnerOptions) -> Lease:
         model = pending.model
         size = self._file_size(model) + kv_cache_bytes(model, opts.num_ctx * opts.parallel)
         free = max(self.config.vram_bytes - self._vram_used(), 0)
-        if self.config.gpu_vram_mib is None or opts.num_gpu == 0:
+        if not self._uses_gpu(opts):
             size_vram = 0  # ollama.md §2.4: 0 = CPU only
         elif self._partial_offload(model, opts):
             size_vram = min(size * opts.num_gpu // (model.spec.block_count + 1), free)
@@ -742,7 +962,7 @@ class Scheduler:
             size=size,
             size_vram=size_vram,
             keep_alive=keep_alive,  # ollama.md §3.2: fresh load -> request's value, else the default
-            expires_at=expiry_after(keep_alive),  # ollama.md §3.3: before the first request ends
+            expires_at=None,  # sched.go: set when the first request ends; ps computes it until then
         )
         # ollama.md §2.4: a runner joins the loaded set only once it is ready.
         self._loaded[model.blob_path] = runner

@@ -11,7 +11,6 @@ import hashlib
 import ipaddress
 import json
 import math
-import re
 import socket
 import socketserver
 import sys
@@ -27,7 +26,9 @@ from pathlib import Path
 from typing import Any, ClassVar, NamedTuple
 from urllib.parse import unquote, urlsplit
 
+from .goduration import api_duration_ns, env_keep_alive_ns, ns_to_seconds
 from .scheduler import (
+    RUNTIME_OOM_ERROR,
     Faults,
     Lease,
     RunnerView,
@@ -106,63 +107,40 @@ def ndjson(payload: Any) -> bytes:
 
 
 # -- request decoding (ollama.md §1: Go's encoding/json semantics) -----------------------------
-_GO_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "μs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
-_NUMBER_RE = re.compile(r"[0-9]*(\.[0-9]*)?")
-_UNIT_RE = re.compile(r"[^0-9.]*")
-
-
-def parse_go_duration(text: str) -> float:
-    """Go's time.ParseDuration, in seconds (ollama.md §3.1)."""
-    rest, negative = text, False
-    if rest[:1] in ("+", "-"):
-        negative, rest = rest[0] == "-", rest[1:]
-    if rest == "0":
-        return 0.0
-    if not rest:
-        raise ValueError(f'time: invalid duration "{text}"')
-    total = 0.0
-    while rest:
-        number = _NUMBER_RE.match(rest).group(0)  # type: ignore[union-attr]
-        if not any(ch.isdigit() for ch in number):
-            raise ValueError(f'time: invalid duration "{text}"')
-        rest = rest[len(number) :]
-        unit = _UNIT_RE.match(rest).group(0)  # type: ignore[union-attr]
-        if not unit:
-            raise ValueError(f'time: missing unit in duration "{text}"')
-        if unit not in _GO_UNITS:
-            raise ValueError(f'time: unknown unit "{unit}" in duration "{text}"')
-        total += float(number) * _GO_UNITS[unit]
-        rest = rest[len(unit) :]
-    return -total if negative else total
-
-
-def parse_keep_alive(value: Any) -> float | None:
-    """api.Duration (ollama.md §3.1): seconds; negative = forever (inf); None = not given."""
+def parse_keep_alive(value: Any, struct: str = "GenerateRequest") -> float | None:
+    """api.Duration (api/types.go UnmarshalJSON, ollama.md §3.1): seconds as Go computes them
+    (goduration.py); negative = forever (inf); None = not given."""
     if value is None:
         return None
     if isinstance(value, bool):
         raise ApiError(400, "Unsupported type: 'bool'")
     if isinstance(value, int | float):
-        return math.inf if value < 0 else float(value)
+        try:
+            number = float(value)
+        except OverflowError:
+            number = math.inf
+        if math.isinf(number):
+            # Go's decoder cannot hold it in a float64 (encoding/json UnmarshalTypeError).
+            raise ApiError(
+                400, f"json: cannot unmarshal number {value} into Go struct field {struct}.keep_alive of type float64"
+            )
+        return ns_to_seconds(api_duration_ns(number))
     if isinstance(value, str):
         try:
-            seconds = parse_go_duration(value)
+            return ns_to_seconds(api_duration_ns(value))
         except ValueError as exc:
-            raise ApiError(400, str(exc)) from None
-        return math.inf if seconds < 0 else seconds
+            raise ApiError(400, str(exc)) from None  # e.g. beyond int64 ns: 'time: invalid duration "3000000h"'
     kind = "[]interface {}" if isinstance(value, list) else "map[string]interface {}"
     raise ApiError(400, f"Unsupported type: '{kind}'")
 
 
 def parse_env_keep_alive(value: str | float) -> float:
-    """OLLAMA_KEEP_ALIVE (ollama.md §3.1): Go duration first, else integer seconds; negative = forever."""
+    """OLLAMA_KEEP_ALIVE (envconfig.KeepAlive, ollama.md §3.1): Go duration, else integer
+    seconds, else (invalid) the 5m default; negative = forever. A number given by a test is
+    taken as seconds."""
     if isinstance(value, int | float):
         return math.inf if value < 0 else float(value)
-    try:
-        seconds = parse_go_duration(value)
-    except ValueError:
-        seconds = float(int(value))
-    return math.inf if seconds < 0 else seconds
+    return ns_to_seconds(env_keep_alive_ns(value))
 
 
 # Go type of each request field (api/types.go); "duration" and "think" have custom decoders.
@@ -256,7 +234,7 @@ def decode_request(body: bytes, struct: str) -> dict[str, Any]:
         if gotype is None or value is None:
             continue  # unknown fields are ignored; null leaves the zero value
         if gotype == "duration":
-            out[key] = parse_keep_alive(value)
+            out[key] = parse_keep_alive(value, struct)
             continue
         if gotype == "think" and not isinstance(value, bool | str):
             raise ApiError(400, f"invalid think value: {json.dumps(value)}")
@@ -407,7 +385,7 @@ class Api:
 
     def ps(self, call: Call) -> Reply:
         models = []
-        for view in self.emu.loaded():  # ollama.md §2.4: already sorted, latest expiry first
+        for view in self.sched.ps_views():  # ollama.md §2.4: already sorted, latest expiry first
             model = self.store.lookup(view.name)
             details = model.details(with_lengths=False) if model else {}
             models.append(
@@ -574,7 +552,14 @@ class Api:
         else:
             prompt_text = str(req.get("prompt", ""))
         prompt_tokens = max(len(prompt_text.split()), 1)
-        fault = self.emu.faults.error_mid_stream
+        faults = self.emu.faults
+        fault = faults.error_mid_stream or faults.runtime_oom
+        error = RUNTIME_OOM_ERROR if faults.runtime_oom else MID_STREAM_ERROR
+
+        def fail() -> str:
+            if faults.runtime_oom:
+                self.sched.expire_all_for_runtime_oom()  # routes.go: on the completion error
+            return error
 
         def chunk(text: str, think_text: str = "") -> dict[str, Any]:
             out: dict[str, Any] = {"model": name, "created_at": rfc3339(utc_now())}
@@ -607,10 +592,11 @@ class Api:
             return out
 
         if req.get("stream") is False:
+            message = fail() if fault else ""
             self.sched.release(lease)
             if fault:
                 # ollama.md §2.5: nothing written yet -> a plain 500 with {"error": ...}.
-                return error_reply(500, MID_STREAM_ERROR)
+                return error_reply(500, message)
             return json_reply(200, final("".join(pieces), FAKE_THINKING if thinking else ""))
 
         def lines() -> Iterator[bytes]:
@@ -620,7 +606,7 @@ class Api:
                 yield ndjson(chunk(piece))
                 if fault and index == 0:
                     # ollama.md §2.5: once streaming started the status stays 200; one error line.
-                    yield ndjson({"error": MID_STREAM_ERROR})
+                    yield ndjson({"error": fail()})
                     return
             yield ndjson(final("", ""))
 
@@ -634,7 +620,9 @@ class Api:
         name: str = req.get("model", "")
         if not name:
             raise ApiError(404, "model '' not found")  # ollama.md §5
-        model = self._resolve(name, f'model "{name}" not found, try pulling it first')
+        if parse_name(name) is None:
+            raise ApiError(400, "invalid model name")
+        # routes.go EmbedHandler: the input is checked before the model is looked up.
         if value is None or value == "":
             inputs: list[str] = []
         elif isinstance(value, str):
@@ -643,6 +631,7 @@ class Api:
             inputs = list(value)
         else:
             raise ApiError(400, "invalid input type")
+        model = self._resolve(name, f'model "{name}" not found, try pulling it first')
         # No unload shortcut here: empty input with keep_alive 0 loads, then expires when done.
         lease = self._schedule(model, name, req, call)
         load_ns = max(time.monotonic_ns() - started, 1)
@@ -832,6 +821,7 @@ class OllamaEmulator:
         context_length_env: int = 0,
         num_parallel: int = 1,
         load_timeout_s: float = 300,
+        expiry_delay_s: float = 0.0,
         version: str = "0.33.0-rc2",
     ) -> None:
         self.root = Path(root)
@@ -855,6 +845,7 @@ class OllamaEmulator:
             context_length_env=context_length_env,
             num_parallel=num_parallel,
             load_timeout_s=load_timeout_s,
+            expiry_delay_s=expiry_delay_s,
         )
         self.scheduler = Scheduler(self.store, config, lambda: self._faults)
         self.api = Api(self)
@@ -944,6 +935,19 @@ class OllamaEmulator:
         return self.scheduler.load_count
 
     @property
+    def load_attempts(self) -> list[tuple[str, int, tuple[str, ...]]]:
+        """Every llama-server start: (model, num_ctx, names loaded at that moment), in order."""
+        return self.scheduler.load_attempts
+
+    def crash_runner(self, name: str) -> None:
+        """The runner's process dies: still listed, its next health ping fails, so the next
+        request for it reloads (sched.go needsReload)."""
+        model = self.store.lookup(name)
+        if model is None:
+            raise LookupError(f"model {name!r} not in the store")
+        self.scheduler.crash(model)
+
+    @property
     def aborted_loads(self) -> int:
         """Loads aborted because their client disconnected (ollama.md §4.2/§4.9)."""
         return self.scheduler.aborted_loads
@@ -968,15 +972,21 @@ class OllamaEmulator:
         return model.blob_path
 
     @contextmanager
-    def hold(self, name: str, *, keep_alive: float | None = None) -> Iterator[RunnerView]:
+    def hold(self, name: str, *, keep_alive: float | None = None, load: bool = False) -> Iterator[RunnerView]:
         """An in-flight request on the loaded runner of ``name`` until the block exits.
 
-        Raises LookupError when that model is not loaded. ``keep_alive`` (seconds, negative =
-        forever) is applied like a request's (ollama.md §3.2)."""
+        Raises LookupError when that model is not loaded, unless ``load``: then the request is
+        scheduled like an API request with default options (it may load the model, and is then
+        the fresh runner's first request). ``keep_alive`` (seconds, negative = forever) is
+        applied like a request's (ollama.md §3.2)."""
         model = self.store.lookup(name)
         if model is None:
             raise LookupError(f"model {name!r} not in the store")
-        lease = self.scheduler.hold(model, None if keep_alive is None else parse_keep_alive(keep_alive))
+        given = None if keep_alive is None else parse_keep_alive(keep_alive)
+        if load:
+            lease = self.scheduler.acquire(model, name, self.scheduler.effective_options(model, None, None), given)
+        else:
+            lease = self.scheduler.hold(model, given)
         try:
             yield lease.runner.view()
         finally:
