@@ -49,6 +49,7 @@ _BYTES = _W * _W
 _PRUNE_AGAINST = 8  # a state is checked against this many of the cheapest survivors (more prunes little more)
 _MIN_REPEATS = 2  # a block is skipped ahead only when it repeats at least this often
 _MAX_BLOCK = 256  # the longest block looked for (stages)
+_CYCLE_WINDOW = 64  # the repetitions remembered: a fixed point is a cycle of at most this many
 
 Layer = dict[int, int] | None  # each state's predecessor; None: every state is its own (nothing changed)
 
@@ -174,6 +175,8 @@ def exact_sets(problem: Problem, most_states: int) -> list[frozenset[str]] | Non
                 seen.clear()
                 continue
             seen[shape] = (done, base)
+            if len(seen) > _CYCLE_WINDOW:
+                del seen[next(iter(seen))]
             for _ in range(period):
                 frontier = _step(tables, index, frontier, layers)
                 if len(frontier) > most_states:

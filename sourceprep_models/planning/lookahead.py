@@ -59,7 +59,7 @@ How, and the bound:
   The search runs in ``exact``, which finds the same plan as the plain search while skipping work: cached
   transitions, states dropped when another state provably loads fewer bytes from there on, and repeated blocks
   of stages (``repeat``) run only until the plan over a block reaches its fixed point. 10,000 stages over 12
-  models plan in about a second (``benchmarks/planning.py``); the guarantee above is unchanged.
+  models plan in about a second on 2 cores (``benchmarks/planning.py``); the guarantee above is unchanged.
 - Beyond the limit: a beam search over the same graph (the ``_BEAM`` (128) cheapest states per stage; every
   maximal kept set while at most ``_BEAM_EXHAUSTIVE`` (6) models are resident, else the sets four look-ahead
   eviction orders choose: furthest next use (Belady), next use / size, next use x size, cheapest to reload),
