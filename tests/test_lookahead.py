@@ -129,6 +129,10 @@ def check_plan(
     loads = 0
     loaded_bytes = 0
     assert len(plan.stages) == len(stages)
+    next_load: list[str | None] = [None] * len(stages)  # the model of the first stage after each that loads
+    for index in range(len(stages) - 2, -1, -1):
+        after = plan.stages[index + 1]
+        next_load[index] = after.model if after.action == "load" else next_load[index + 1]
     for index, (step, (stage, key)) in enumerate(zip(plan.stages, stages, strict=True)):
         assert (step.index, step.stage, step.model) == (index, stage, key)
         for gone in step.expired:
@@ -149,8 +153,7 @@ def check_plan(
         within(held)
         assert set(step.resident_after) == held and list(step.resident_after) == sorted(held)
         assert step.bytes_resident == sum(table[k].size for k in held) <= budget
-        later = [s.model for s in plan.stages[index + 1 :] if s.action == "load"]
-        assert step.prefetch == (later[0] if later else None)
+        assert step.prefetch == next_load[index]
         # Right after the stage: what must leave for the pins to come back, then the pins.
         if step.evict_after:
             assert step.restore_after and too_full(held | set(step.restore_after))
@@ -642,3 +645,111 @@ def test_many_models_fall_back_to_the_greedy_plan() -> None:
     plan = plan_of(plan_pipeline(stages, table, [], 10 * GB))
     assert not plan.exact
     check_plan(plan, stages, table, [], 10 * GB, None, allow_evict_pinned=False)
+
+
+# -- the fast exact search: the plain search's plan, at any length ------------------------------------------
+
+
+@contextmanager
+def plain_exact_search() -> Iterator[None]:
+    """Plan with the plain exact search (every state of every stage, nothing skipped) instead of the fast one."""
+    with patch.object(lookahead, "exact_run", search.reference_run):
+        yield
+
+
+@st.composite
+def repeated_instances(draw: st.DrawFn) -> Case:
+    """Small pipelines made of repeated blocks (groups with ``repeat``), as well as loose stages."""
+    case = draw(instances(groups=True))
+    keys = sorted(case.table)
+    blocks = draw(
+        st.lists(
+            st.tuples(st.lists(st.sampled_from(keys), min_size=1, max_size=4), st.integers(min_value=1, max_value=12)),
+            max_size=4,
+        )
+    )
+    order = [key for block, times in blocks for key in block * times] + [key for _, key in case.stages]
+    return Case(run(order), case.table, case.resident, case.budget, case.cap, [0.0] * len(order))
+
+
+@settings(max_examples=300, deadline=None)
+@given(repeated_instances(), st.booleans())
+def test_fast_exact_search_finds_the_plain_searchs_plan(case: Case, allow: bool) -> None:
+    stages, table, resident, budget, cap = case.stages, case.table, case.resident, case.budget, case.cap
+    fast = plan_pipeline(stages, table, resident, budget, allow_evict_pinned=allow, max_models=cap)
+    with plain_exact_search():
+        plain = plan_pipeline(stages, table, resident, budget, allow_evict_pinned=allow, max_models=cap)
+    assert fast == plain
+    if isinstance(fast, PipelinePlan) and not allow:
+        best = brute_force(stages, table, resident, budget, cap)
+        assert best is not None and (fast.bytes_loaded, fast.loads) == best[0]
+
+
+def belady_loads(keys: Sequence[str], room: int) -> int:
+    """Fewest loads for equal-sized models, ``room`` at a time, from an empty machine: on a miss with no room,
+    evict the model needed again furthest in the future (Belady's rule, optimal for equal sizes)."""
+    upcoming: list[dict[str, int]] = []
+    later: dict[str, int] = {}
+    for index in range(len(keys) - 1, -1, -1):
+        upcoming.append(dict(later))
+        later[keys[index]] = index
+    upcoming.reverse()
+    held: set[str] = set()
+    loads = 0
+    for index, key in enumerate(keys):
+        if key in held:
+            continue
+        loads += 1
+        if len(held) == room:
+            held.remove(max(held, key=lambda other: upcoming[index].get(other, len(keys))))
+        held.add(key)
+    return loads
+
+
+def long_pipeline(count: int, keys: Sequence[str], seed: int) -> list[str]:
+    """Blocks like the reference pipelines (a trace, embed then rerank, an agent loop) over models drawn from
+    ``keys``, each block repeated up to 40 times, and some loose stages in between."""
+    import random
+
+    rng = random.Random(seed)
+    out: list[str] = []
+    while len(out) < count:
+        a, b, c = rng.sample(list(keys), 3)
+        block = rng.choice([[a, b, a, c, a, b, c, a], [a, b] * rng.randint(2, 10), [a, c, b, c, c, b, a]])
+        out += block * rng.randint(1, 40) + [rng.choice(list(keys)) for _ in range(rng.randint(0, 5))]
+    return out[:count]
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_ten_thousand_stages_over_twelve_models_plan_exactly(seed: int) -> None:
+    table = models(*[(f"m{i:02}", 1) for i in range(12)])
+    keys = long_pipeline(10_000, sorted(table), seed)
+    stages = run(keys)
+    plan = plan_of(plan_pipeline(stages, table, [], 5 * GB))
+    assert plan.exact and len(plan.stages) == 10_000
+    check_plan(plan, stages, table, [], 5 * GB, None, allow_evict_pinned=False)
+    assert plan.loads == belady_loads(keys, 5)  # equal sizes: Belady's count is the optimum
+
+
+def test_ten_thousand_random_stages_over_twelve_models_plan_exactly() -> None:
+    import random
+
+    rng = random.Random(13)
+    table = models(*[(f"m{i:02}", 2) for i in range(12)])
+    keys = [rng.choice(sorted(table)) for _ in range(10_000)]
+    stages = run(keys)
+    plan = plan_of(plan_pipeline(stages, table, [], 9 * GB, max_models=3))
+    assert plan.exact
+    check_plan(plan, stages, table, [], 9 * GB, 3, allow_evict_pinned=False)
+    assert plan.loads == belady_loads(keys, 3)
+
+
+def test_retrieval_repeated_five_thousand_times_loads_each_model_once() -> None:
+    table = models(("embed", 1), ("rerank", 2), ("other", 3))
+    keys = ["other", *["embed", "rerank"] * 5_000, "other"]
+    plan = plan_of(plan_pipeline(run(keys), table, [], 6 * GB))
+    assert plan.exact and (plan.loads, plan.bytes_loaded) == (3, 6 * GB)
+    assert all(step.action == "hit" for step in plan.stages[3:])
+    tight = plan_of(plan_pipeline(run(keys), table, [], 3 * GB))  # only embed and rerank fit together
+    assert (tight.loads, tight.bytes_loaded) == (4, 9 * GB)
+    assert tight.stages[1].evict == ("other",) and tight.stages[-1].evict == ("embed", "rerank")

@@ -56,6 +56,10 @@ How, and the bound:
   size / smallest model size)**, because loads x smallest <= bytes = optimal bytes <= bytes of the
   fewest-loads plan <= its loads x largest. With uniform sizes both are optimal. All of this holds across
   servers too: caps per server, like the budget, only forbid sets, so keeping a superset still never costs more.
+  The search runs in ``exact``, which finds the same plan as the plain search while skipping work: cached
+  transitions, states dropped when another state provably loads fewer bytes from there on, and repeated blocks
+  of stages (``repeat``) run only until the plan over a block reaches its fixed point. 10,000 stages over 12
+  models plan in about a second on 2 cores (``benchmarks/planning.py``); the guarantee above is unchanged.
 - Beyond the limit: a beam search over the same graph (the ``_BEAM`` (128) cheapest states per stage; every
   maximal kept set while at most ``_BEAM_EXHAUSTIVE`` (6) models are resident, else the sets four look-ahead
   eviction orders choose: furthest next use (Belady), next use / size, next use x size, cheapest to reload),
@@ -208,9 +212,11 @@ def _assemble(problem: Problem, schedule: PinSchedule, run: Run, strategy: str, 
     expired = [list(keys) for keys in run.expired]
     evict = [list(run.evicted[index] + pin_evictions[index]) for index in range(count)]
     evict_after = _evictions_for_restores(problem, schedule, run, restores, expired, evict)
+    prefetch: list[str | None] = [None] * count  # the model of the next stage that loads, after each stage
+    for index in range(count - 2, -1, -1):
+        prefetch[index] = problem.keys[index + 1] if actions[index + 1] == "load" else prefetch[index + 1]
     stages: list[StagePlan] = []
     for index, key in enumerate(problem.keys):
-        later = next((problem.keys[j] for j in range(index + 1, count) if actions[j] == "load"), None)
         resident = tuple(sorted(run.resident[index] | schedule.pins[index]))
         loaded = (sizes[key] if actions[index] == "load" else 0) + sum(sizes[pin] for pin in restores[index])
         stages.append(
@@ -221,7 +227,7 @@ def _assemble(problem: Problem, schedule: PinSchedule, run: Run, strategy: str, 
                 action=actions[index],
                 evict=tuple(evict[index]),
                 restore_after=restores[index],
-                prefetch=later,
+                prefetch=prefetch[index],
                 resident_after=resident,
                 bytes_resident=sum(sizes[k] for k in resident),
                 expired=tuple(expired[index]),

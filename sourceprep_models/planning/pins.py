@@ -42,6 +42,9 @@ def pin_schedule(
     total = len(stages)
     for index, (stage, key) in enumerate(stages):
         model = models[key]
+        if model.size <= budget and not model.pinned and not wanted:  # no pins anywhere: nothing to decide
+            per_stage.append(here)
+            continue
         where = f"stage '{stage}' (run {index + 1} of {total})"
         if model.size > budget:
             return PipelineRefusal(

@@ -1,5 +1,6 @@
 """The lookahead strategy: the exact shortest path over resident sets, or a beam beyond the exact limit (see the
-bound in ``lookahead``'s docstring)."""
+bound in ``lookahead``'s docstring). The exact search runs through ``exact`` (the same path, found faster); the
+plain one here is the reference it is tested against, and the beam."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from collections.abc import Mapping, Sequence
 from itertools import combinations
 from typing import Any
 
+from sourceprep_models.planning.exact import exact_sets
 from sourceprep_models.planning.problem import Problem, Rank, Run, fits, shed
 from sourceprep_models.planning.strategies import final_evict, lru_rank, ollama_rank, play_lazy
 
@@ -59,6 +61,15 @@ def greedy_candidates(problem: Problem) -> list[Run]:
 
 
 def exact_run(problem: Problem) -> Run | None:
+    """The optimal plan, or None beyond the exact limit."""
+    if len({demand for demand in problem.demands if demand is not None}) > _EXACT_MODELS:
+        return None
+    sets = exact_sets(problem, _EXACT_STATES)
+    return None if sets is None else _realise(problem, sets)
+
+
+def reference_run(problem: Problem) -> Run | None:
+    """The plain exact search, every state of every stage: what ``exact_run`` must equal, plan for plan."""
     return _search(problem, exact=True)
 
 
