@@ -61,6 +61,7 @@ def run_pipeline(
             dry_run=dry_run,
             resume=resume,
             outputs=outputs,
+            report=report,
             strategy=strategy,
         )
     except RunStopped as stopped:
