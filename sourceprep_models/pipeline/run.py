@@ -509,8 +509,12 @@ def check_writable(state: Path, report: Path | None, outputs: str | None) -> Non
 
 def _probe_directory(directory: Path) -> None:
     """Create ``directory`` if needed and create (and remove) a file in it: the only sure test."""
+    import errno
     import tempfile
 
+    existing = next(parent for parent in (directory, *directory.parents) if parent.exists())
+    if not existing.is_dir():  # mkdir would only say "File exists"
+        raise NotADirectoryError(errno.ENOTDIR, f"{existing} is not a directory")
     directory.mkdir(parents=True, exist_ok=True)
     fd, name = tempfile.mkstemp(dir=directory, prefix=".probe.")
     os.close(fd)

@@ -21,10 +21,11 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import IO, Any
 
 import httpx
 
@@ -137,11 +138,12 @@ def run_command(command: str, env: Mapping[str, str], cwd: str | None = None) ->
         start_new_session=_POSIX,  # the terminal's Ctrl-C reaches us only: we end the group ourselves
     )
     watcher = _watch(process.pid) if _POSIX else None
+    assert process.stdout is not None
+    # The output is copied by a thread, so that the stage ends when the shell does, even when
+    # something it started in the background still holds the pipe (it is ended just below).
+    copier = threading.Thread(target=_copy_lines, args=(process.stdout,), daemon=True)
+    copier.start()
     try:
-        assert process.stdout is not None
-        for raw in iter(process.stdout.readline, b""):
-            sys.stderr.write(raw.decode(errors="replace"))
-            sys.stderr.flush()
         code = process.wait()
         if _POSIX:
             # What the command left running in the background. The group's id stays taken while any
@@ -153,9 +155,16 @@ def run_command(command: str, env: Mapping[str, str], cwd: str | None = None) ->
     finally:
         if watcher is not None:
             _dismiss(watcher)
-        if process.stdout is not None:
+        copier.join(_GRACE_S)
+        if not copier.is_alive():
             process.stdout.close()
     return CommandResult(command=command, exit_code=code, seconds=time.monotonic() - started)
+
+
+def _copy_lines(stream: IO[bytes]) -> None:
+    for raw in iter(stream.readline, b""):
+        sys.stderr.write(raw.decode(errors="replace"))
+        sys.stderr.flush()
 
 
 _POSIX = os.name == "posix"
