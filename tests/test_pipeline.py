@@ -506,11 +506,11 @@ def test_a_stage_commands_background_children_end_with_its_stage(
     cli: CliFn, emu: Any, write_config: Callable[[str], Path], tmp_path: Path
 ) -> None:
     pid_file = tmp_path / "child.pid"
+    command = f"sleep 60 > /dev/null 2>&1 & echo $! > {pid_file}"
     path = str(
         write_config(
             '[models.fast]\nname = "fast:1b"\n'
-            "[pipelines.p]\n"
-            f'stages = [{{ name = "bg", model = "fast", command = "sleep 60 & echo $! > {pid_file}" }}]\n'
+            f'[pipelines.p]\nstages = [{{ name = "bg", model = "fast", command = "{command}" }}]\n'
         )
     )
 
