@@ -137,13 +137,15 @@ def run_command(command: str, env: Mapping[str, str], cwd: str | None = None) ->
         stderr=subprocess.STDOUT,
         start_new_session=_POSIX,  # the terminal's Ctrl-C reaches us only: we end the group ourselves
     )
-    watcher = _watch(process.pid) if _POSIX else None
     assert process.stdout is not None
+    watcher: subprocess.Popen[bytes] | None = None
     # The output is copied by a thread, so that the stage ends when the shell does, even when
     # something it started in the background still holds the pipe (it is ended just below).
     copier = threading.Thread(target=_copy_lines, args=(process.stdout,), daemon=True)
-    copier.start()
     try:
+        # Inside the try: a Ctrl-C the command sends at once may land while the watcher starts.
+        watcher = _watch(process.pid) if _POSIX else None
+        copier.start()
         code = process.wait()
         if _POSIX:
             # What the command left running in the background. The group's id stays taken while any
@@ -155,7 +157,8 @@ def run_command(command: str, env: Mapping[str, str], cwd: str | None = None) ->
     finally:
         if watcher is not None:
             _dismiss(watcher)
-        copier.join(_GRACE_S)
+        if copier.is_alive():
+            copier.join(_GRACE_S)
         if not copier.is_alive():
             process.stdout.close()
     return CommandResult(command=command, exit_code=code, seconds=time.monotonic() - started)
