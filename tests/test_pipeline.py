@@ -428,3 +428,111 @@ def test_unknown_pipeline_and_missing_prompts_file(cli: CliFn, emu: Any, write_c
     assert missing.exit_code == 1 and "cannot read prompts file" in missing.stderr and "missing.jsonl" in missing.stderr
     assert "stage 'ask'" in missing.stderr and "--resume" in missing.stderr
     assert "Traceback" not in missing.stderr
+
+
+def test_ctrl_c_in_a_heavy_stage_brings_the_pin_back_before_saying_so(
+    cli: CliFn, emu: Any, write_config: Callable[[str], Path], tmp_path: Path
+) -> None:
+    size = sizes(cli, write_config, "fast:1b", "reason:14b")
+    once = tmp_path / "interrupted-once"
+    interrupt = f"test -f {once} || {{ touch {once}; kill -INT $PPID; sleep 30; }}"
+    # reason fits only with the pinned fast gone; Ctrl-C arrives during reason's stage.
+    text = (
+        '[models.fast]\nname = "fast:1b"\nalways_available = true\n[models.reason]\nname = "reason:14b"\n'
+        "[pipelines.p]\nstages = [\n"
+        '  { name = "one", model = "fast", command = "true" },\n'
+        f'  {{ name = "two", model = "reason", command = "{interrupt}" }},\n'
+        '  { name = "three", model = "fast", command = "true" },\n]\n'
+        f'[memory]\nbudget = "{size["reason:14b"] + 1}"\nheadroom = "0"\nallow_evict_pinned = true\n'
+    )
+    path = str(write_config(text))
+
+    result = cli("--config", path, "run-pipeline", "p")
+
+    assert result.exit_code == 130
+    assert "interrupted; pinned fast:1b restored (listed as loaded); continue with" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert emu.loaded_names() == ["fast:1b"]  # the heavy model made room for the pin again
+
+
+def test_a_failing_heavy_stage_brings_the_pin_back(cli: CliFn, emu: Any, write_config: Callable[[str], Path]) -> None:
+    size = sizes(cli, write_config, "fast:1b", "reason:14b")
+    text = (
+        '[models.fast]\nname = "fast:1b"\nalways_available = true\n[models.reason]\nname = "reason:14b"\n'
+        "[pipelines.p]\nstages = [\n"
+        '  { name = "one", model = "fast", command = "true" },\n'
+        '  { name = "two", model = "reason", command = "exit 4" },\n'
+        '  { name = "three", model = "fast", command = "true" },\n]\n'
+        f'[memory]\nbudget = "{size["reason:14b"] + 1}"\nheadroom = "0"\nallow_evict_pinned = true\n'
+    )
+    path = str(write_config(text))
+
+    result = cli("--config", path, "run-pipeline", "p")
+
+    assert result.exit_code == 4
+    assert "stage 'two' failed (exit status 4); pinned fast:1b restored (listed as loaded); fix it" in result.stderr
+    assert emu.loaded_names() == ["fast:1b"]
+
+
+@pytest.mark.parametrize("option", ["--report", "--outputs", "state"])
+def test_an_output_path_that_cannot_be_written_fails_before_anything_loads(
+    cli: CliFn, emu: Any, write_config: Callable[[str], Path], tmp_path: Path, option: str
+) -> None:
+    path = str(
+        write_config(
+            '[models.fast]\nname = "fast:1b"\n'
+            '[pipelines.p]\nstages = [{ name = "ask", model = "fast", prompts = ["hi"], max_tokens = 2 }]\n'
+        )
+    )
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory\n")
+    args = ["--config", path, "run-pipeline", "p"]
+    env = None
+    if option == "state":
+        env = {"XDG_STATE_HOME": str(blocker / "state")}  # a directory under a regular file
+    else:
+        args += [option, str(blocker / "out.json")]
+
+    result = cli(*args, env=env)
+
+    assert result.exit_code == (1 if option == "state" else 2)
+    [line] = result.stderr.strip().splitlines()
+    assert f"{blocker} is not a directory" in line
+    assert ("XDG_STATE_HOME" if option == "state" else "name a file in a writable directory") in line
+    assert emu.load_count == {}  # nothing was loaded
+
+
+def test_a_stage_commands_background_children_end_with_its_stage(
+    cli: CliFn, emu: Any, write_config: Callable[[str], Path], tmp_path: Path
+) -> None:
+    pid_file = tmp_path / "child.pid"
+    command = f"sleep 60 > /dev/null 2>&1 & echo $! > {pid_file}"
+    path = str(
+        write_config(
+            '[models.fast]\nname = "fast:1b"\n'
+            f'[pipelines.p]\nstages = [{{ name = "bg", model = "fast", command = "{command}" }}]\n'
+        )
+    )
+
+    result = cli("--config", path, "run-pipeline", "p")
+
+    assert result.exit_code == 0, result.stderr
+    child = int(pid_file.read_text())
+    assert wait_gone(child), "the stage's background child outlived the run"
+
+
+def wait_gone(pid: int, limit_s: float = 20.0) -> bool:
+    """True once ``pid`` has exited (a zombie counts: it no longer runs); False after ``limit_s``."""
+    import time
+
+    import psutil
+
+    end = time.monotonic() + limit_s
+    while time.monotonic() < end:
+        try:
+            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+                return True
+        except psutil.NoSuchProcess:
+            return True
+        time.sleep(0.05)
+    return False

@@ -62,6 +62,7 @@ def run_pipeline(
             dry_run=dry_run,
             resume=resume,
             outputs=outputs,
+            report=report,
             strategy=strategy,
             single_model=single_model,
         )

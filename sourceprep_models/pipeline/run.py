@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import os
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -37,7 +38,7 @@ from sourceprep_models.pipeline.work import PromptClient, WorkResult, model_envi
 from sourceprep_models.planning.load import Demand, Plan
 from sourceprep_models.planning.lookahead import StagePlan
 from sourceprep_models.swap.executor import Step
-from sourceprep_models.swap.pins import repair_pins
+from sourceprep_models.swap.pins import bring_back, repair_pins
 from sourceprep_models.swap.residency import Machine, Session
 from sourceprep_models.warming.prefetch import Prefetch, cache_state, warm_paths
 
@@ -66,10 +67,14 @@ def execute(
     dry_run: bool = False,
     resume: bool = False,
     outputs: Path | None = None,
+    report: Path | None = None,
     strategy: str = "lookahead",
     single_model: bool = False,
 ) -> RunPlan | RunReport:
-    """Plan (``dry_run``) or run pipeline ``name`` on this machine's servers; ``RunStopped`` when a run stops."""
+    """Plan (``dry_run``) or run pipeline ``name`` on this machine's servers; ``RunStopped`` when a run stops.
+
+    ``report``: where the caller writes the report afterwards; checked, with the outputs and the state
+    directory, before anything is loaded, so that a path that cannot be written fails the run at once."""
     from sourceprep_models.planning.lookahead import STRATEGIES
     from sourceprep_models.swap.operations import Hooks, open_machine
 
@@ -81,7 +86,10 @@ def execute(
     hooks = Hooks(info=context.info, warn=context.warn)
     with open_machine(config, hooks=hooks, single_model=single_model) as machine:
         runner = PipelineRun(context, machine, config, name, resume=resume, outputs=outputs, strategy=strategy)
-        return runner.plan(0) if dry_run else runner.run()
+        if dry_run:
+            return runner.plan(0)
+        check_writable(runner.path, report, runner.state.outputs)
+        return runner.run()
 
 
 class PipelineRun:
@@ -115,6 +123,8 @@ class PipelineRun:
         self.report = RunReport(pipeline=name, outputs=self.state.outputs)
         self.machine = machine
         self._fingerprint = _fingerprint(config)
+        # Pins this run evicted, as (endpoint, name): if the run stops early, they come back at once.
+        self._evicted_pins: set[tuple[str, str]] = set()
 
     def plan(self, start: int = 0) -> RunPlan:
         self.machine.reconfigure(self.config)
@@ -142,6 +152,8 @@ class PipelineRun:
         start = pending[0]
         self.state.status = "running"
         plan = self._plan_or_pause(start)
+        # Saved before any stage starts: a run killed outright (kill -9) during its first stage is resumable.
+        save_state(self.path, self.state)
         previous_failed = bool(start and self.state.finished.get(self.runs[start - 1].id, {}).get("status") == "failed")
         prefetch: _PrefetchHandle | None = None
         try:
@@ -162,11 +174,12 @@ class PipelineRun:
                 self._finish(run, row, done=not previous_failed or handled)
                 if previous_failed and not handled:
                     code = row.exit_code or 1
+                    pins = self._put_pins_back()
                     self.state.status = "failed"
                     self.state.message = f"stage {run.id!r} failed (exit status {code})"
                     save_state(self.path, self.state)
                     raise RunStopped(
-                        f"{self.state.message}; fix it and continue with `sourceprep-models run-pipeline "
+                        f"{self.state.message}{pins}; fix it and continue with `sourceprep-models run-pipeline "
                         f"{self.name} --resume`",
                         code,
                         self._stopped("failed"),
@@ -180,12 +193,12 @@ class PipelineRun:
         except KeyboardInterrupt:
             if prefetch is not None:
                 prefetch.stop()
-            self._restore_pins_at_end()
+            pins = self._put_pins_back()
             self.state.status = "interrupted"
             self.state.message = "interrupted"
             save_state(self.path, self.state)
             raise RunStopped(
-                f"interrupted; pins restored; continue with `sourceprep-models run-pipeline {self.name} --resume`",
+                f"interrupted{pins}; continue with `sourceprep-models run-pipeline {self.name} --resume`",
                 130,
                 self._stopped("interrupted"),
             ) from None
@@ -196,12 +209,13 @@ class PipelineRun:
             if prefetch is not None:
                 prefetch.stop()
             current = next((run.id for run in self.runs if run.id not in self.state.finished), "?")
-            self._restore_pins_at_end()
+            pins = self._put_pins_back()
             self.state.status = "failed"
             self.state.message = f"stage {current!r}: {exc.message}"
             save_state(self.path, self.state)
             raise RunStopped(
-                f"{self.state.message}; fix it and continue with `sourceprep-models run-pipeline {self.name} --resume`",
+                f"{self.state.message}{pins}; fix it and continue with `sourceprep-models run-pipeline {self.name} "
+                "--resume`",
                 exc.exit_code,
                 self._stopped("failed"),
             ) from None
@@ -318,6 +332,7 @@ class PipelineRun:
             restore=self.machine.restore_requests(),
             unload_timeout_s=target.endpoint.unload_timeout_s or 120.0,
         )
+        self._evicted_pins.update((e.endpoint, e.model) for e in report.evictions if e.pinned)
         row.action = "load" if report.outcome != "already-loaded" else "hit"
         here = target.endpoint.name
         row.evicted = [e.model if e.endpoint == here else f"{e.model}@{e.endpoint}" for e in report.evictions]
@@ -392,6 +407,39 @@ class PipelineRun:
         work.seconds = time.monotonic() - started
         return work
 
+    def _put_pins_back(self) -> str:
+        """The run stops early: the pins it evicted come back now (confirmed listed), then the other lost
+        pins are repaired; returns the clause that says so for the run's last message."""
+        restored: list[str] = []
+        lost: dict[str, str] = {}
+        by_endpoint: dict[str, list[str]] = {}
+        for endpoint, name in sorted(self._evicted_pins):
+            by_endpoint.setdefault(endpoint, []).append(name)
+        for endpoint, names in by_endpoint.items():
+            session = self.machine.session(endpoint)
+            where = "" if len(self.machine.memory_sessions()) == 1 else f" on {endpoint}"
+            try:
+                with self._locked():
+                    back = bring_back(
+                        session,
+                        names,
+                        restore=self.machine.restore_requests(),
+                        timeout_s=session.endpoint.unload_timeout_s or 120.0,
+                    )
+            except SourceprepError as exc:
+                lost.update({name + where: exc.message for name in names})
+                continue
+            except KeyboardInterrupt:
+                lost.update({name + where: "interrupted again" for name in names})
+                continue
+            restored += [name + where for name in back.restored]
+            lost.update({name + where: why for name, why in back.lost.items()})
+        self._restore_pins_at_end()
+        text = f"; pinned {', '.join(restored)} restored (listed as loaded)" if restored else ""
+        for name, why in lost.items():
+            text += f"; could not restore pinned {name}: {why}"
+        return text
+
     def _restore_pins_at_end(self) -> None:
         """Pins the plan moved out for heavy stages come back before the run returns, on every server."""
         for session in self.machine.memory_sessions():
@@ -402,6 +450,8 @@ class PipelineRun:
                     repair_pins(session, self.machine.executor(session))
             except SourceprepError as exc:
                 self.ctx.warn(f"could not restore pins on {session.endpoint.name}: {exc.message}")
+            except KeyboardInterrupt:
+                self.ctx.warn(f"pins on {session.endpoint.name} not checked: interrupted again")
 
 
 @dataclass
@@ -445,3 +495,58 @@ def _fingerprint(config: Config) -> str:
             (sorted(config.endpoints.items()), sorted(config.models.items()), config.memory, config.pipelines)
         ).encode()
     ).hexdigest()
+
+
+def check_writable(state: Path, report: Path | None, outputs: str | None) -> None:
+    """Before anything is loaded: the run state's directory, ``--report`` and ``--outputs`` can be written.
+
+    The options are exit 2 (another value is the fix); the state directory is exit 1 (it comes from
+    the environment, XDG_STATE_HOME, not from the command line)."""
+    try:
+        _probe_directory(state.parent)
+    except OSError as exc:
+        raise SourceprepError(
+            f"cannot write the run state in {state.parent} ({exc.strerror or exc}); make it writable or set "
+            "XDG_STATE_HOME to a writable directory"
+        ) from None
+    for option, value, appends in (("--report", report, False), ("--outputs", outputs, True)):
+        if value is None:
+            continue
+        path = Path(value)
+        try:
+            _probe_file(path, appends=appends)
+        except OSError as exc:
+            raise UsageError(
+                f"{option} {path}: cannot write there ({exc.strerror or exc}); name a file in a writable directory"
+            ) from None
+
+
+def _probe_directory(directory: Path) -> None:
+    """Create ``directory`` if needed and create (and remove) a file in it: the only sure test."""
+    import errno
+    import tempfile
+
+    existing = next(parent for parent in (directory, *directory.parents) if parent.exists())
+    if not existing.is_dir():  # mkdir would only say "File exists"
+        raise NotADirectoryError(errno.ENOTDIR, f"{existing} is not a directory")
+    directory.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(dir=directory, prefix=".probe.")
+    os.close(fd)
+    os.unlink(name)
+
+
+def _probe_file(path: Path, *, appends: bool) -> None:
+    """A file the run will write: replaced whole (the report, through the atomic write, which follows a
+    link to its target) or appended to (the outputs)."""
+    import errno
+
+    target = Path(os.path.realpath(path))
+    if target.is_dir():
+        raise IsADirectoryError(errno.EISDIR, "is a directory")
+    if target.exists() and not target.is_file() and not (appends and str(target) == os.devnull):
+        raise OSError(errno.EINVAL, "not a regular file")
+    if appends and target.exists():
+        with open(target, "a", encoding="utf-8"):
+            pass
+        return
+    _probe_directory(target.parent)

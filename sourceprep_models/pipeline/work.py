@@ -15,14 +15,17 @@ output goes to stderr, so the tool's stdout stays reserved for the run's data (t
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import IO, Any
 
 import httpx
 
@@ -120,25 +123,115 @@ def model_environment(
 def run_command(command: str, env: Mapping[str, str], cwd: str | None = None) -> CommandResult:
     """Run ``command`` through the shell; its stdout and stderr both go to our stderr, line by line.
 
-    Ctrl-C stops the command too (it shares the terminal's process group; otherwise it is killed)."""
+    The command runs in a process group of its own, and nothing of it outlives its stage: when the
+    shell exits, whatever it left running in the group is ended; Ctrl-C or an error ends the whole
+    group (SIGTERM, then SIGKILL); and if this process is killed outright (kill -9), a small watcher
+    process sees its pipe from us close and ends the group (``_WATCHER``)."""
     started = time.monotonic()
     process = subprocess.Popen(
-        command, shell=True, env=dict(env), cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        command,
+        shell=True,
+        env=dict(env),
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=_POSIX,  # the terminal's Ctrl-C reaches us only: we end the group ourselves
     )
+    assert process.stdout is not None
+    watcher: subprocess.Popen[bytes] | None = None
+    # The output is copied by a thread, so that the stage ends when the shell does, even when
+    # something it started in the background still holds the pipe (it is ended just below).
+    copier = threading.Thread(target=_copy_lines, args=(process.stdout,), daemon=True)
     try:
-        assert process.stdout is not None
-        for raw in iter(process.stdout.readline, b""):
-            sys.stderr.write(raw.decode(errors="replace"))
-            sys.stderr.flush()
+        # Inside the try: a Ctrl-C the command sends at once may land while the watcher starts.
+        watcher = _watch(process.pid) if _POSIX else None
+        copier.start()
         code = process.wait()
+        if _POSIX:
+            # What the command left running in the background. The group's id stays taken while any
+            # process is in it, so this cannot reach another group.
+            _signal_group(process.pid, signal.SIGTERM)
     except BaseException:
-        process.kill()
-        process.wait()
+        _end_group(process)
         raise
     finally:
-        if process.stdout is not None:
+        if watcher is not None:
+            _dismiss(watcher)
+        if copier.is_alive():
+            copier.join(_GRACE_S)
+        if not copier.is_alive():
             process.stdout.close()
     return CommandResult(command=command, exit_code=code, seconds=time.monotonic() - started)
+
+
+def _copy_lines(stream: IO[bytes]) -> None:
+    for raw in iter(stream.readline, b""):
+        sys.stderr.write(raw.decode(errors="replace"))
+        sys.stderr.flush()
+
+
+_POSIX = os.name == "posix"
+# How long a command's group gets between SIGTERM and SIGKILL.
+_GRACE_S = 5.0
+# The watcher of one command's process group. Its stdin is a pipe whose write end only the tool
+# holds: "done" means the tool ended the command itself; end of file without it means the tool
+# died (even by SIGKILL, which no handler sees), so the watcher ends the group. A pipe rather than
+# PR_SET_PDEATHSIG: it works on macOS too, and needs no preexec_fn (unsafe beside the prefetch
+# threads). Started with -I -S so that it costs milliseconds; in its own session, so that the
+# terminal's Ctrl-C leaves it to wait for the pipe.
+_WATCHER = """
+import os, signal, sys, time
+group = int(sys.argv[1])
+if sys.stdin.buffer.read() != b"done":
+    try:
+        os.killpg(group, signal.SIGTERM)
+        end = time.monotonic() + float(sys.argv[2])
+        while time.monotonic() < end:
+            time.sleep(0.05)
+            os.killpg(group, 0)
+        os.killpg(group, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+"""
+
+
+def _watch(group: int) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-I", "-S", "-c", _WATCHER, str(group), str(_GRACE_S)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+
+
+def _dismiss(watcher: subprocess.Popen[bytes]) -> None:
+    """Tell the watcher the group is taken care of, and let it exit."""
+    assert watcher.stdin is not None
+    try:
+        watcher.stdin.write(b"done")
+        watcher.stdin.close()
+    except OSError:
+        pass  # it is gone already
+    watcher.wait()
+
+
+def _end_group(process: subprocess.Popen[bytes]) -> None:
+    """Ctrl-C or an error: the command's whole group gets SIGTERM, then SIGKILL after a grace period."""
+    if not _POSIX:
+        process.kill()
+        process.wait()
+        return
+    _signal_group(process.pid, signal.SIGTERM)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.wait(timeout=_GRACE_S)
+    _signal_group(process.pid, signal.SIGKILL)  # the leader is gone, but not always all of its group
+    process.wait()
+
+
+def _signal_group(group: int, signum: int) -> None:
+    # Nothing left in it: ProcessLookupError (PermissionError on macOS for a group of zombies).
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(group, signum)
 
 
 class PromptClient:

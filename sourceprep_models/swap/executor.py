@@ -11,6 +11,7 @@ and a pin evicted there is restored there.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -18,7 +19,7 @@ from typing import Any
 
 from sourceprep_models.errors import DeadlineExceeded, ModelNotFound, ServerError, SourceprepError
 from sourceprep_models.planning.load import Plan, Resident
-from sourceprep_models.providers.base import LoadedModel, LoadRequest, Provider
+from sourceprep_models.providers.base import LoadedModel, LoadOutcome, LoadRequest, Provider
 from sourceprep_models.units import format_seconds, percent
 
 # Joins an endpoint name and a model identity into a key unique across the machine's servers.
@@ -95,6 +96,21 @@ class LoadReport:
             "predicted_size": self.prediction,
             "warnings": self.warnings,
         }
+
+
+@dataclass
+class PutBack:
+    """Pins reloaded after a failed or interrupted swap (each confirmed listed), and those that were not."""
+
+    restored: list[str] = field(default_factory=list)
+    lost: dict[str, str] = field(default_factory=dict)  # pin -> why it is not back
+
+    def summary(self) -> str:
+        """The clause appended to the failure's message."""
+        text = f"; restored pinned {', '.join(self.restored) or 'nothing'}"
+        for name, why in self.lost.items():
+            text += f"; could not restore pinned {name} ({why})"
+        return text
 
 
 @dataclass
@@ -177,55 +193,94 @@ class Executor:
             if not (self._endpoint_of(victim) == self.endpoint and local_identity(victim.key) == target.identity)
         ]
         evicted_pins: list[tuple[str, str]] = []
+        unloads_sent: set[tuple[str, str]] = set()
         try:
             if victims:
                 evicted_pins = [(self._endpoint_of(victim), victim.name) for victim in victims if victim.pinned]
-                self._evict(victims, before, report, unload_timeout_s)
+                self._evict(victims, before, report, unload_timeout_s, unloads_sent)
             # Sent even when already loaded: it refreshes the keep-alive (and re-asserts a pin, §3.2).
             result = self.provider.load(request)
+            self._record(
+                report.steps,
+                Step("load", request.name, self.endpoint, result.wall_s, result.server_load_s, outcome),
+            )
+            # Inside the try: a model the server does not list after its load is a failed swap too.
+            ours = {local_identity(v.key) for v in victims if self._endpoint_of(v) == self.endpoint}
+            self._verify(request, target.identity, before, report, wanted_ctx, ours)
         except BaseException as exc:
             if evicted_pins and restore:
-                restored = self._restore_quietly(
-                    [(where, restore[where, name]) for where, name in evicted_pins if (where, name) in restore]
-                )
+                wanted = [(where, restore[where, name]) for where, name in evicted_pins if (where, name) in restore]
+                back = self.put_back(wanted, sent=unloads_sent, timeout_s=unload_timeout_s)
                 if isinstance(exc, SourceprepError):
-                    exc.message += f"; restored pinned {', '.join(restored) or 'nothing'}"
+                    exc.message += back.summary()
                     exc.args = (exc.message,)
             raise
-        self._record(
-            report.steps,
-            Step("load", request.name, self.endpoint, result.wall_s, result.server_load_s, outcome),
-        )
-        ours = {local_identity(victim.key) for victim in victims if self._endpoint_of(victim) == self.endpoint}
-        self._verify(request, target.identity, before, report, wanted_ctx, ours)
         report.pending_restore = [name for where, name in evicted_pins if restore and (where, name) in restore]
         return report
 
     def restore(self, requests: Sequence[LoadRequest], detail: str = "pin reloaded") -> list[Step]:
-        """Bring back pins: evicted for heavy work that is now done, or lost by the server."""
+        """Bring back pins: evicted for heavy work that is now done, or lost by the server.
+
+        Each is confirmed by listing it afterwards (once more after a reload, as an Ollama preload
+        right after an unload can end unloaded: ollama.md Corrections §4.6); ``ServerError`` if not."""
         steps: list[Step] = []
         for request in requests:
-            result = self.provider.load(request)
+            result = self._load_confirmed(self.provider, request)
             self._record(
                 steps, Step("restore", request.name, self.endpoint, result.wall_s, result.server_load_s, detail)
             )
         return steps
 
-    def _restore_quietly(self, requests: Sequence[tuple[str, LoadRequest]]) -> list[str]:
-        restored = []
+    def put_back(
+        self, requests: Sequence[tuple[str, LoadRequest]], *, sent: set[tuple[str, str]] | None, timeout_s: float
+    ) -> PutBack:
+        """Reload evicted pins after a failed or interrupted swap, each on its own server, and confirm
+        each is listed. ``sent``: the (endpoint, name) whose unload was requested (None: all of them).
+
+        A pin whose unload is still pending is waited for first (up to ``timeout_s``): a load sent to
+        a runner that is on its way out is answered by it, and the model leaves anyway (ollama.md
+        Corrections §4.6). Never raises: a second Ctrl-C stops the waiting, and what did not come
+        back is named in the result."""
+        back = PutBack()
         for endpoint, request in requests:
+            label = request.name if endpoint == self.endpoint else f"{request.name} on {endpoint}"
+            provider = self._providers.get(endpoint)
             try:
-                self._providers[endpoint].load(request)
-                restored.append(request.name if endpoint == self.endpoint else f"{request.name} on {endpoint}")
-            except (SourceprepError, KeyboardInterrupt):
-                continue  # the error being raised already explains the failure; report what came back
-        return restored
+                if provider is None:
+                    raise ServerError(f"{endpoint} is not driven by this command")
+                identity = provider.describe(request.name).identity
+                if sent is None or (endpoint, request.name) in sent:
+                    with contextlib.suppress(DeadlineExceeded):  # still there: the load below re-asserts it
+                        self._wait_until_gone({identity}, {identity: request.name}, timeout_s, provider)
+                self._load_confirmed(provider, request, identity)
+                back.restored.append(label)
+            except SourceprepError as exc:
+                back.lost[label] = exc.message
+            except KeyboardInterrupt:
+                back.lost[label] = "interrupted again before it was reloaded"
+        return back
+
+    def _load_confirmed(self, provider: Provider, request: LoadRequest, identity: str | None = None) -> LoadOutcome:
+        identity = identity or provider.describe(request.name).identity
+        result = provider.load(request)
+        if identity not in self._resident_by_identity(provider):
+            result = provider.load(request)  # once more (ollama.md Corrections §4.6)
+            if identity not in self._resident_by_identity(provider):
+                raise ServerError(
+                    f"{provider.endpoint.name} answered that {request.name} loaded, but does not list it as loaded"
+                )
+        return result
 
     def _endpoint_of(self, victim: Resident) -> str:
         return victim.group or self.endpoint
 
     def _evict(
-        self, victims: Sequence[Resident], before: Mapping[str, LoadedModel], report: LoadReport, timeout_s: float
+        self,
+        victims: Sequence[Resident],
+        before: Mapping[str, LoadedModel],
+        report: LoadReport,
+        timeout_s: float,
+        sent: set[tuple[str, str]],
     ) -> None:
         by_endpoint: dict[str, list[Resident]] = {}
         for victim in victims:
@@ -239,6 +294,7 @@ class Executor:
             gone_before[endpoint] = {local_identity(v.key) for v in group if local_identity(v.key) in listed}
             for victim in group:
                 started = self._clock()
+                sent.add((endpoint, victim.name))  # before the request: an interrupt may land during it
                 provider.unload(victim.name)
                 detail = "evict" if endpoint == self.endpoint else f"evict for {report.model} on {self.endpoint}"
                 self._record(

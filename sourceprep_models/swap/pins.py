@@ -2,16 +2,19 @@
 
 A pin can be lost three ways: the server restarted (nothing is loaded), another client sent a
 finite keep_alive (ollama.md §3.2), or this tool evicted it on purpose for heavy work. Repair
-never evicts anything: a pin that does not fit right now comes back at the next repair.
+never evicts anything: a pin that does not fit right now comes back at the next repair. When the
+heavy work a pin was evicted for stops early (Ctrl-C, a failure), ``bring_back`` reloads it at once.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from sourceprep_models.errors import ModelNotFound
-from sourceprep_models.planning.load import Plan
-from sourceprep_models.swap.executor import Executor, Step
+from sourceprep_models.errors import ModelNotFound, SourceprepError
+from sourceprep_models.planning.load import Plan, Refusal
+from sourceprep_models.providers.base import LoadRequest
+from sourceprep_models.swap.executor import Executor, PutBack, Step
 from sourceprep_models.swap.residency import Session
 
 
@@ -46,3 +49,39 @@ def repair_pins(session: Session, executor: Executor, skip: set[str] | None = No
         repair.repaired.append(spec.name)
         loaded = session.loaded()
     return repair
+
+
+def bring_back(
+    session: Session, names: Iterable[str], *, restore: Mapping[tuple[str, str], LoadRequest], timeout_s: float
+) -> PutBack:
+    """Pins this tool evicted for work that then stopped (Ctrl-C, a failure): reload each now,
+    evicting the unpinned models in its way (the work they were loaded for is over), and confirm it
+    listed as loaded. Never evicts another pin for one; never raises: what stays out is named."""
+    back = PutBack()
+    wanted = {session.identity(name) for name in names}
+    for spec in session.pinned_specs():
+        identity = session.identity(spec.name)
+        if identity not in wanted:
+            continue
+        try:
+            loaded = session.loaded()
+            if identity in {session.identity(model.name) for model in loaded}:
+                back.restored.append(spec.name)  # listed: it came back on its own (a later stage loaded it)
+                continue
+            request = session.request(spec.name, spec)
+            plan, _, _ = session.plan(request, loaded)
+            if isinstance(plan, Refusal):
+                back.lost[spec.name] = plan.reason
+                continue
+            if any(victim.pinned for victim in plan.evict):
+                pins = ", ".join(victim.name for victim in plan.evict if victim.pinned)
+                back.lost[spec.name] = f"it fits only without pinned {pins}"
+                continue
+            # The executor's load waits for the evictions and verifies the pin is listed afterwards.
+            session.machine.executor(session).load(request, plan, restore=restore, unload_timeout_s=timeout_s)
+            back.restored.append(spec.name)
+        except SourceprepError as exc:
+            back.lost[spec.name] = exc.message
+        except KeyboardInterrupt:
+            back.lost[spec.name] = "interrupted again before it was reloaded"
+    return back
