@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from itertools import combinations
 
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from sourceprep_models.planning.load import Demand, Plan, Policy, Refusal, Resident, plan_load
@@ -81,6 +81,7 @@ residents = st.lists(st.tuples(sizes, st.booleans()), max_size=7)
 
 @settings(max_examples=300, deadline=None)
 @given(residents, sizes, st.integers(min_value=1, max_value=60), st.booleans(), st.booleans())
+@example(loaded=[(1, False), (1, False), (1, False), (2, True)], incoming=2, budget=5, single=False, allow_pins=True)
 def test_plan_properties(
     loaded: list[tuple[int, bool]], incoming: int, budget: int, single: bool, allow_pins: bool
 ) -> None:
@@ -103,11 +104,17 @@ def test_plan_properties(
     if not single and incoming * GB <= free:
         assert result.evict == ()  # never evicts when not needed
     if not single and result.evict:
-        # Minimal: no smaller set of victims would have been enough.
         need = incoming * GB - free
-        for count in range(len(result.evict)):
-            for combo in combinations([m for m in resident if allow_pins or not m.pinned], count):
-                assert sum(m.size for m in combo) < need
+        unpinned = [m for m in resident if not m.pinned]
+        if any(model.pinned for model in result.evict):
+            # Rule 5: a pin leaves only when every unpinned model together would not be enough.
+            assert sum(m.size for m in unpinned) < need
+        else:
+            # Minimal: no smaller set of unpinned victims would have been enough (pins are not candidates
+            # while unpinned models can free the room, even when fewer pins would).
+            for count in range(len(result.evict)):
+                for combo in combinations(unpinned, count):
+                    assert sum(m.size for m in combo) < need
 
 
 # -- a server's cap on the number of loaded models (llama.cpp --models-max) ------------------------------
