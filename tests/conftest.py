@@ -3,15 +3,23 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import settings
 from typer.testing import CliRunner
 
 pytest_plugins = ["tests.emulator.pytest_plugin"]
+
+# The property tests draw the same examples on every run, so a CI failure reproduces on any machine;
+# `HYPOTHESIS_PROFILE=explore` draws new ones (and keeps a local database of failures) to hunt for more.
+settings.register_profile("repeatable", derandomize=True, database=None, deadline=None)
+settings.register_profile("explore", deadline=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "repeatable"))
 
 
 @pytest.fixture(autouse=True)
