@@ -83,9 +83,17 @@ class RunReport:
         return sum(row.total_s for row in self.stages)
 
     @property
+    def overhead_s(self) -> float:
+        """This invocation's seconds outside every stage row: planning, config re-reads, state writes."""
+        if not self.wall_s:
+            return 0.0
+        return max(0.0, self.wall_s - sum(row.total_s for row in self.stages if row.action != "resumed"))
+
+    @property
     def swap_penalty_s(self) -> float:
-        """What swapping cost: the run's stage time minus the same stages' work time."""
-        return self.total_s - self.work_s
+        """Every second the run spent that was not the stages' own work: the run's wall clock minus its work
+        (stages finished by an earlier invocation count with their own swap time)."""
+        return self.total_s - self.work_s + self.overhead_s
 
     @property
     def loads(self) -> int:
@@ -106,6 +114,8 @@ class RunReport:
                 "warm_s": round(sum(row.warm_s for row in self.stages), 4),
                 "work_s": round(self.work_s, 4),
                 "total_s": round(self.total_s, 4),
+                "wall_s": round(self.wall_s, 4),
+                "overhead_s": round(self.overhead_s, 4),
                 "swap_penalty_s": round(self.swap_penalty_s, 4),
             },
             "outputs": self.outputs,
