@@ -19,6 +19,7 @@ from sourceprep_models.units import percent, processor, until
 if TYPE_CHECKING:
     from sourceprep_models.config.schema import Endpoint
     from sourceprep_models.memory.gguf import GGUFMetadata
+    from sourceprep_models.memory.sizing import Runner
     from sourceprep_models.providers.diagnostics import (
         EndpointUses,
         Fetch,
@@ -69,6 +70,8 @@ class ModelInfo:
     trained_context: int | None = None
     capabilities: tuple[str, ...] = ()
     remote: bool = False
+    # How the server runs it whatever a load asks (llama.cpp: the router's context): sizes follow it.
+    runner: Runner | None = None
 
     @property
     def embedding_only(self) -> bool:
