@@ -168,6 +168,9 @@ class Provider:
     get_hint: ClassVar[str] = "put it on the server"
     # Detect this server before the others: it mimics another server's replies (llama-swap answers Ollama's).
     detect_first: ClassVar[bool] = False
+    # The server matches model names regardless of case (Ollama: types/model/name.go), so a
+    # configured model is also found under a case variant of its name.
+    names_fold_case: ClassVar[bool] = False
     # A generic protocol (the OpenAI API): any server that speaks it is the right one.
     accepts_any_server: ClassVar[bool] = False
     # The endpoint's url is the API base itself (…/v1 or any other path), not the server's root.
