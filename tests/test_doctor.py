@@ -1072,3 +1072,24 @@ def test_json_and_table_say_the_same(
     problem_row = next(row for row in rows if "model.reason.present" in row)
     assert "-> fix: did you mean 'qwen3:4b'?" in problem_row
     assert json.loads(json.dumps(data)) == data
+
+
+def test_a_model_on_the_cpu_of_a_machine_without_a_gpu_is_no_problem(
+    doctor: DoctorFn,
+    ollama_emulator: Callable[..., OllamaEmulator],
+    write_config: Callable[[str], Path],
+    machine: UseMachine,
+) -> None:
+    machine(FakeSystem())  # no GPU: the CPU is where every model runs
+    emulator = ollama_emulator(models=[EmulatedModel("small:1b", file_mib=4)], gpu_vram_mib=None)
+    preload(emulator.url, "small:1b", options={"num_ctx": 2048})
+    path = str(write_config(ollama_config(emulator.url, '[models.small]\nname = "small:1b"\ncontext_length = 2048\n')))
+
+    result = doctor("--config", path, "--json")
+
+    check = checks(result)["loaded.ollama.small:1b.offload"]
+    assert check["status"] == "ok"
+    assert check["details"]["size_vram"] == 0
+    assert "no GPU" in check["summary"]
+    assert [c["id"] for c in checks(result).values() if c["status"] == "problem"] == []
+    assert result.exit_code == 0, result.stdout

@@ -655,3 +655,18 @@ def test_cache_rejects_path_like_digests_and_survives_unwritable_dirs(tmp_path: 
     blocked.write_text("")
     MetadataCache(blocked).put(DIGEST, LLAMA32_3B)  # a cache that cannot be written is only slower
     assert MetadataCache(blocked).get(DIGEST) is None
+
+
+def test_llama_server_runtime_has_no_spare_layer_and_a_flash_attention_graph() -> None:
+    from sourceprep_models.memory.formula import LLAMA_SERVER
+
+    short = estimate(LLAMA31_8B, num_ctx=2048, backend="cpu", runtime=LLAMA_SERVER)
+    long = estimate(LLAMA31_8B, num_ctx=8192, backend="cpu", runtime=LLAMA_SERVER)
+    ollama = estimate(LLAMA31_8B, num_ctx=8192, backend="cpu")
+
+    assert short.spare_bytes == 0 and ollama.spare_bytes > 0
+    assert short.reserve_bytes == LLAMA_SERVER.process_bytes  # the child process itself, no GPU reserve on the CPU
+    # With flash attention only the f16 mask (batch x context) grows with the context.
+    assert long.graph_bytes - short.graph_bytes == 2 * 512 * (8192 - 2048)
+    assert long.graph_bytes < ollama.graph_bytes
+    assert long.weights_bytes == ollama.weights_bytes and long.kv_bytes == ollama.kv_bytes

@@ -220,3 +220,44 @@ def test_single_model_server_cannot_unload() -> None:
     assert json.dumps(provider.server_facts()) == json.dumps(
         {"role": "single-model", "max_models": None, "autoload": None, "build": None}
     )
+
+
+def test_the_runner_context_is_the_childs_ctx_size_else_the_trained_context(tmp_path: Any) -> None:
+    from tests.realserver.make_gguf import PRESETS, write_model
+
+    pytest.importorskip("gguf", reason="the model generator needs the gguf package")
+    gguf = write_model(tmp_path / "m.gguf", PRESETS["tiny"])  # trained context 2048
+
+    def child(model_id: str, *args: str) -> dict[str, Any]:
+        item = entry(model_id)
+        item["status"]["args"] = ["llama-server", "--port", "0", "--alias", model_id, *args, "--model", str(gguf)]
+        return item
+
+    items = [
+        child("preset", "--ctx-size", "4096", "-c", "1536"),  # the preset's value comes last on the child's line
+        child("zero", "--ctx-size", "0"),  # 0: the model's own (llama-server --help)
+        child("absent"),
+        child("batch", "-c", "640", "-ub", "128", "-ctk", "q8_0"),
+    ]
+    provider, _seen = provider_with(lambda _r: listing(*items))
+
+    runners = {name: provider.describe(name).runner for name in ("preset", "zero", "absent", "batch")}
+
+    assert {name: runner.context for name, runner in runners.items() if runner} == {
+        "preset": 1536,
+        "zero": 2048,
+        "absent": 2048,
+        "batch": 640,
+    }
+    assert runners["batch"] is not None
+    assert (runners["batch"].num_batch, runners["batch"].kv_cache_type) == (128, "q8_0")
+    meta = provider.gguf_metadata("preset")
+    assert meta is not None and meta.context_length == 2048
+
+
+def test_a_remote_routers_loaded_size_is_the_weights_it_reports() -> None:
+    provider, _seen = provider_with(lambda _r: listing(entry("tiny", "loaded")))
+
+    [model] = provider.list_loaded()
+
+    assert (model.size, model.context_length) == (547072, 512)  # no process of it on this machine to read

@@ -118,6 +118,50 @@ def test_load_waits_until_the_server_has_it_loaded(
     assert model["size"] > 0
 
 
+def test_the_prediction_uses_the_context_the_router_gives_the_model(
+    cli: CliFn, start_router: StartRouter, write_config: Callable[[str], Path]
+) -> None:
+    server = start_router(2, "-c", "768")  # the last --ctx-size wins: every child gets 768
+    path = config(write_config, server.url)
+
+    result = cli("--config", path, "load", "tiny-a", "--dry-run", "--json")
+
+    assert result.exit_code == 0, result.stderr
+    preview = result.json()
+    assert preview["context_length"] == 768
+    assert preview["prediction_source"] == "estimate"  # the GGUF header, not the file size
+    assert server.loaded() == set()
+
+
+def test_the_measured_size_is_the_child_process_memory_under_the_routers_context(
+    cli: CliFn, start_router: StartRouter, write_config: Callable[[str], Path], models_dir: Path
+) -> None:
+    import json
+    import os
+
+    import psutil
+
+    from sourceprep_models.paths import size_book_file
+
+    server = start_router(1, "-c", "768")
+    path = config(write_config, server.url)
+
+    result = cli("--config", path, "load", "tiny-a", "--no-warm", "--json")
+
+    assert result.exit_code == 0, result.stderr
+    book = json.loads(size_book_file().read_text())
+    [(key, remembered)] = book.items()
+    assert key.endswith(":tiny-a@768")
+    [child] = psutil.Process(server.process.pid).children()
+    file_size = os.path.getsize(models_dir / "tiny-a.gguf")
+    # A whole llama-server process holds far more than the weights the router reports as meta.size.
+    assert remembered > 4 * file_size
+    assert remembered > server.models()["tiny-a"]["meta"]["size"]
+    status = cli("--config", path, "status", "--json", "--no-hardware").json()
+    [model] = status["endpoints"][0]["models"]
+    assert model["size"] > 4 * file_size and child.is_running()
+
+
 def test_load_of_a_model_already_loaded_is_already_loaded(
     cli: CliFn, start_router: StartRouter, write_config: Callable[[str], Path]
 ) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import sys
 import time
+from collections.abc import Callable
 
 import httpx
 import pytest
@@ -14,6 +15,7 @@ from sourceprep_models.providers import create_provider
 from tests.conftest import CliFn
 from tests.emulator import EmulatedModel, OllamaEmulator
 from tests.helpers import wait_for
+from tests.loopback import Request
 
 MODELS = [
     EmulatedModel("qwen3:4b", file_mib=8, context_length=32768),
@@ -263,3 +265,93 @@ def test_measured_size_replaces_the_estimate_after_a_load(cli: CliFn, emu) -> No
     assert again["prediction_source"] == "measured"
     assert cli("load", "llama3.2:3b", "--ctx", "2048").exit_code == 0
     assert again["predicted_size"] == emu.loaded()[0].size
+
+
+def test_a_case_variant_of_a_configured_name_loads_with_the_configured_options(
+    cli: CliFn,
+    emu,
+    write_config,  # type: ignore[no-untyped-def]
+) -> None:
+    # Ollama matches each part of a name case-insensitively (ollama.md §5, types/model/name.go), so
+    # `Qwen3:4B` is the configured qwen3:4b: its context and its pin must come along.
+    path = write_config('[models.fast]\nname = "qwen3:4b"\ncontext_length = 8192\nalways_available = true\n')
+    assert cli("--config", str(path), "load", "fast").exit_code == 0
+
+    result = cli("--config", str(path), "load", "Qwen3:4B", "--json")
+
+    assert result.exit_code == 0, result.stderr
+    assert result.json()["outcome"] == "already-loaded"
+    body = posted(emu, "/api/generate")[-1]
+    assert body["options"] == {"num_ctx": 8192} and body["keep_alive"] == -1
+    [runner] = emu.loaded()
+    assert runner.context_length == 8192 and runner.keep_alive_s is None  # not reloaded, still pinned
+
+
+def _proxy(
+    emu: OllamaEmulator, override: Callable[[Request], tuple[int, object] | None]
+) -> Callable[[Request], tuple[int, object]]:
+    """A server in front of the emulator that answers like it except where ``override`` answers."""
+
+    def handle(request: Request) -> tuple[int, object]:
+        answer = override(request)
+        if answer is not None:
+            return answer
+        reply = httpx.request(request.method, emu.url + request.path, json=request.body, timeout=30)
+        return reply.status_code, reply.json() if reply.content else None
+
+    return handle
+
+
+def _streamed(*lines: dict[str, object]) -> str:
+    import json
+
+    return "".join(json.dumps(line) + "\n" for line in lines)
+
+
+@pytest.mark.parametrize(
+    ("error", "code", "says"),
+    [
+        ("an error was encountered while running the model: unexpected EOF", 1, "unexpected EOF"),
+        ("model requires more system memory (9.1 GiB) than is available (2.0 GiB)", 6, "does not fit in memory"),
+    ],
+)
+def test_an_error_line_in_a_streamed_load_reply_is_the_servers_own_error(  # type: ignore[no-untyped-def]
+    cli: CliFn, emu, write_config, error: str, code: int, says: str
+) -> None:
+    from tests.loopback import serve
+
+    def load_fails(request: Request) -> tuple[int, object] | None:
+        if request.method == "POST" and request.path == "/api/generate":
+            # Status 200 was sent with the first line; the error comes as a later line (ollama.md §2.5).
+            return 200, _streamed({"model": "qwen3:4b", "response": "", "done": False}, {"error": error})
+        return None
+
+    with serve(_proxy(emu, load_fails)) as url:
+        path = write_config(f'[endpoints.ollama]\nkind = "ollama"\nurl = "{url}"\n')
+        result = cli("--config", str(path), "load", "qwen3:4b", "--no-warm")
+
+    assert result.exit_code == code, result.stderr
+    [line] = result.stderr.strip().splitlines()[-1:]
+    assert line.startswith("error: ") and says in line and error in line
+    assert "not an Ollama server" not in result.stderr and "really an Ollama server" not in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("entry", ["qwen3:4b", 7, None, ["qwen3:4b"]])
+def test_api_ps_entries_that_are_not_objects_are_a_one_line_server_error(  # type: ignore[no-untyped-def]
+    cli: CliFn, emu, write_config, entry: object
+) -> None:
+    from tests.loopback import serve
+
+    def odd_ps(request: Request) -> tuple[int, object] | None:
+        return (200, {"models": [entry]}) if request.path == "/api/ps" else None
+
+    with serve(_proxy(emu, odd_ps)) as url:
+        path = write_config(f'[endpoints.ollama]\nkind = "ollama"\nurl = "{url}"\n')
+        results = [cli("--config", str(path), *command) for command in (["load", "qwen3:4b"], ["status"])]
+
+    for result in results:
+        assert result.exit_code == 1, result.stderr
+        assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+        assert "/api/ps did not answer like Ollama" in result.stderr
+    assert emu.loaded_names() == []

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -117,13 +117,24 @@ class Config:
     pipelines: Mapping[str, Pipeline] = field(default_factory=dict)
     default_endpoint: str = "ollama"
 
-    def find_models(self, name: str, endpoint: str | None = None) -> list[ModelSpec]:
-        """Configured models matching a config key or a server name, optionally on one endpoint."""
-        found = [
-            spec
-            for spec in self.models.values()
-            if name in (spec.key, spec.name) and (endpoint is None or spec.endpoint == endpoint)
-        ]
+    def find_models(
+        self, name: str, endpoint: str | None = None, *, folds_case: Callable[[str], bool] | None = None
+    ) -> list[ModelSpec]:
+        """Configured models matching a config key or a server name, optionally on one endpoint.
+
+        ``folds_case(kind)`` says whether that kind of server matches model names regardless of
+        case (Ollama does); there, a name that matches nothing exactly matches a case variant."""
+        candidates = [spec for spec in self.models.values() if endpoint is None or spec.endpoint == endpoint]
+        found = [spec for spec in candidates if name in (spec.key, spec.name)]
+        if not found and folds_case is not None:
+            wanted = name.casefold()
+            found = [
+                spec
+                for spec in candidates
+                if spec.name.casefold() == wanted
+                and spec.endpoint in self.endpoints
+                and folds_case(self.endpoints[spec.endpoint].kind)
+            ]
         # A key match is exact intent; prefer it over a server-name match.
         keyed = [spec for spec in found if spec.key == name]
         return keyed or found

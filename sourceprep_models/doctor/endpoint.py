@@ -235,9 +235,12 @@ class EndpointRun:
     ) -> None:
         endpoint = self.endpoint
         specs = {target.name: target.spec for target in targets if target.spec is not None}
+        # A server on this machine without a GPU can only run models on the CPU: that is expected.
+        no_gpu_here = not self.hardware.gpus and is_local(endpoint.url)
         for model in resident:
             spec = specs.get(model.name) or _spec_for(session, self.config, endpoint, model.name)
-            for check in (check_offload(endpoint, model, spec), check_loaded_context(session.provider, model, spec)):
+            offload = check_offload(endpoint, model, spec, no_gpu_here=no_gpu_here)
+            for check in (offload, check_loaded_context(session.provider, model, spec)):
                 if check is not None:
                     self.out.append(check)
         lost = {spec.key: state for spec, state in session.lost_pins(resident)}

@@ -12,6 +12,12 @@ really allocates:
 - sliding-window layers of the architectures in ``_SLIDING_WINDOW_PATTERN`` cache only
   ``min(window x parallel + batch, ctx)`` cells, not only for gemma3;
 - ``OLLAMA_GPU_OVERHEAD`` is part of the total (Ollama only used it in its fit checks).
+
+The same parts size a model on llama.cpp's own ``llama-server`` (``runtime=LLAMA_SERVER``): there is
+no spare layer (that is Ollama's scheduler), flash attention is on by default (``--flash-attn auto``),
+so the compute buffer hardly grows with the context, and every model runs in a child process of its
+own, whose binary, libraries and runtime cost about 16 MiB of resident memory on a CPU build
+(measured with ``benchmarks/llamacpp_sizes.py``).
 """
 
 from __future__ import annotations
@@ -23,7 +29,10 @@ from sourceprep_models.memory.gguf import GGUFMetadata
 __all__ = [
     "BACKENDS",
     "KV_CACHE_TYPES",
+    "LLAMA_SERVER",
+    "OLLAMA",
     "Estimate",
+    "Runtime",
     "coarse_preflight",
     "estimate",
     "graph_sizes",
@@ -61,11 +70,26 @@ _LLAMA_GRAPH = frozenset({"llama", "llama4"})
 
 
 @dataclass(frozen=True)
+class Runtime:
+    """What differs between the programs that allocate a GGUF model's memory."""
+
+    spare_layer: bool  # Ollama keeps one layer's weights and KV free beside the model
+    flash_attention: bool  # the compute graph never holds the whole attention matrix
+    process_bytes: int  # the model's own server process (binary, libraries), when it gets one
+
+
+OLLAMA = Runtime(spare_layer=True, flash_attention=False, process_bytes=0)
+# A router child: llama-server's RSS with a 0.6 MB model loaded is 17-18 MB, of which the model,
+# its KV cache and the touched part of the compute buffer are under 2 MB.
+LLAMA_SERVER = Runtime(spare_layer=False, flash_attention=True, process_bytes=16 * MIB)
+
+
+@dataclass(frozen=True)
 class Estimate:
     weights_bytes: int  # weights on the GPU (all of them on the CPU backend)
     kv_bytes: int
     graph_bytes: int  # compute buffer for a full offload
-    reserve_bytes: int  # per-GPU runtime minimum plus the user's OLLAMA_GPU_OVERHEAD
+    reserve_bytes: int  # per-GPU runtime minimum, the user's OLLAMA_GPU_OVERHEAD and the server process
     spare_bytes: int  # one extra layer (weights + KV) that Ollama keeps free
     host_bytes: int  # parts that stay in system RAM (token_embd on a GPU backend)
     total_bytes: int  # what the model will occupy on the GPU / unified memory
@@ -128,17 +152,40 @@ def kv_cache_bytes(
     return total
 
 
+def _feed_forward_length(meta: GGUFMetadata) -> int:
+    """The FFN width from the first block's up projection; 4 x embedding when the table lacks it."""
+    for tensor in meta.tensors:
+        if tensor.name in ("blk.0.ffn_up.weight", "blk.0.ffn_gate.weight") and tensor.shape:
+            return max(tensor.shape)
+    return 4 * meta.embedding_length
+
+
 def graph_sizes(
-    meta: GGUFMetadata, ctx_total: int, *, num_batch: int = 512, parallel: int = 1, kv_cache_type: str = "f16"
+    meta: GGUFMetadata,
+    ctx_total: int,
+    *,
+    num_batch: int = 512,
+    parallel: int = 1,
+    kv_cache_type: str = "f16",
+    flash_attention: bool = False,
 ) -> tuple[int, int]:
     """(full, partial) compute-graph bytes: Ollama's ``GraphSize`` (hardware.md §4.3).
 
     ``full`` applies when every layer is on one GPU, ``partial`` when some run on the CPU. The
     llama family has its own constants (its Mixtral special cases are not reproduced); any other
     architecture gets the generic rule partial = (heads / KV heads) x KV / 6, full = partial.
-    Flash attention is ignored, so long contexts are overestimated.
+    Without ``flash_attention`` long contexts are overestimated. With it (llama-server's default),
+    one batch's activations dominate: about 3 FFN widths and 5 embeddings of f32 per token, or the
+    logits, plus the f16 attention mask of batch x context (fitted to llama-server's logged
+    "compute buffer size" at contexts 512 to 8192).
     """
     batch = min(ctx_total, num_batch)
+    if flash_attention:
+        per_token = max(
+            3 * _feed_forward_length(meta) + 5 * meta.embedding_length, (meta.vocab_size or 0) + meta.embedding_length
+        )
+        graph = 4 * batch * per_token + 2 * batch * ctx_total
+        return graph, graph
     if meta.architecture in _LLAMA_GRAPH:
         embd = meta.embedding_length
         heads = max(_per_layer(meta.head_count, max(meta.block_count, 1)))
@@ -211,13 +258,15 @@ def estimate(
     kv_cache_type: str = "f16",
     backend: str = "cuda",
     gpu_overhead: int = 0,
+    runtime: Runtime = OLLAMA,
 ) -> Estimate:
     """Memory for a full load on one device, the way classic Ollama estimated it (hardware.md §4.3).
 
     ``num_ctx`` is per sequence; it is capped at the trained context and then multiplied by
     ``parallel``. ``backend`` is "cuda", "rocm", "metal" or "cpu" and decides the fixed reserve
     (457 / 457 / 512 / 0 MiB) and where the token embeddings live. ``gpu_overhead`` is
-    ``OLLAMA_GPU_OVERHEAD`` in bytes.
+    ``OLLAMA_GPU_OVERHEAD`` in bytes. ``runtime`` is the program that will hold the model (Ollama
+    unless told otherwise).
     """
     if backend not in _RESERVE:
         raise ValueError(f"unknown backend {backend!r} (expected one of {', '.join(BACKENDS)})")
@@ -229,11 +278,18 @@ def estimate(
         num_ctx = min(num_ctx, meta.context_length)
     ctx_total = num_ctx * parallel
     kv = kv_cache_bytes(meta, ctx_total, kv_cache_type, parallel=parallel, num_batch=num_batch)
-    full, _partial = graph_sizes(meta, ctx_total, num_batch=num_batch, parallel=parallel, kv_cache_type=kv_cache_type)
+    full, _partial = graph_sizes(
+        meta,
+        ctx_total,
+        num_batch=num_batch,
+        parallel=parallel,
+        kv_cache_type=kv_cache_type,
+        flash_attention=runtime.flash_attention,
+    )
     weights = _weights(meta, backend)
     # Ollama keeps one layer's worth of room spare: blk.0's weights plus an average layer's KV.
-    spare = weights.first_block + kv // max(meta.block_count, 1)
-    reserve = _RESERVE[backend] + gpu_overhead
+    spare = weights.first_block + kv // max(meta.block_count, 1) if runtime.spare_layer else 0
+    reserve = _RESERVE[backend] + gpu_overhead + runtime.process_bytes
     return Estimate(
         weights_bytes=weights.gpu,
         kv_bytes=kv,

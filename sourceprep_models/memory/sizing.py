@@ -2,9 +2,14 @@
 
 Prediction sources, best first:
 1. ``measured`` — what the server reported after an earlier load with the same context
-   (``/api/ps`` ``size`` is the runner's real buffers), remembered per model identity;
+   (Ollama's ``/api/ps`` ``size`` is the runner's real buffers; a local llama.cpp router's child
+   process's resident memory), remembered per model identity and context;
 2. ``estimate`` — hardware.md's formula (weights + KV cache + compute buffer) from GGUF metadata;
 3. ``file size`` — the weights file plus 10 %, when nothing better is known.
+
+Where the server, not the request, decides how a model runs (llama.cpp: the router's ``--ctx-size``
+or the model's preset), the provider describes that in a ``Runner``; its context is then the one
+predicted for and the one a measurement is remembered under.
 """
 
 from __future__ import annotations
@@ -18,12 +23,23 @@ from typing import Any
 from sourceprep_models.config.schema import MemoryPolicy
 from sourceprep_models.errors import SourceprepError
 from sourceprep_models.fs import write_atomic
+from sourceprep_models.memory.formula import LLAMA_SERVER, OLLAMA, Runtime
 
 GIB = 1024**3
 # Ollama's default context by total VRAM when nothing sets num_ctx (ollama.md §4.8).
 _CONTEXT_TIERS = ((47 * GIB, 262144), (23 * GIB, 32768))
 _DEFAULT_CONTEXT = 4096
 UNLIMITED = 2**62
+
+
+@dataclass(frozen=True)
+class Runner:
+    """How the server will run a model whatever the request says (llama-server's arguments)."""
+
+    context: int | None  # KV cells the server gives the model; None: as if the server did not say
+    kv_cache_type: str = "f16"
+    num_batch: int = 512  # the physical batch (llama-server --ubatch-size)
+    runtime: Runtime = LLAMA_SERVER
 
 
 @dataclass(frozen=True)
@@ -122,9 +138,13 @@ def predict(
     hardware: dict[str, Any],
     book: SizeBook,
     metadata: Callable[[], Any] | None = None,
+    runner: Runner | None = None,
 ) -> Prediction:
-    """The predicted resident size for a model loaded with ``num_ctx`` (None = the server default)."""
-    context = num_ctx or default_context(hardware, trained_context)
+    """The predicted resident size for a model loaded with ``num_ctx`` (None = the server default).
+
+    A ``runner`` with a context overrides ``num_ctx``: that server gives every load its own."""
+    served = runner.context if runner is not None else None
+    context = served or num_ctx or default_context(hardware, trained_context)
     if trained_context:
         context = min(context, trained_context)  # the server caps it the same way (ollama.md §4.7)
     measured = book.get(identity, context)
@@ -140,7 +160,14 @@ def predict(
         from sourceprep_models.memory.formula import estimate
 
         try:
-            result = estimate(meta, num_ctx=context, backend=backend_of(hardware))
+            result = estimate(
+                meta,
+                num_ctx=context,
+                backend=backend_of(hardware),
+                kv_cache_type=runner.kv_cache_type if runner else "f16",
+                num_batch=runner.num_batch if runner else 512,
+                runtime=runner.runtime if runner else OLLAMA,
+            )
         except ValueError:  # metadata without usable tensor sizes: fall through to the file size
             pass
         else:

@@ -46,7 +46,9 @@ class Target:
 
 
 def resolve_target(config: Config, model: str) -> Target:
-    specs = config.find_models(model)
+    from sourceprep_models.providers import server_facts
+
+    specs = config.find_models(model, folds_case=lambda kind: server_facts(kind).names_fold_case)
     if len({spec.endpoint for spec in specs}) > 1:
         where = ", ".join(sorted({spec.endpoint for spec in specs}))
         raise UsageError(f"{model!r} is configured on several endpoints ({where}); use its models.<key> in the stage")

@@ -19,6 +19,7 @@ from sourceprep_models.units import percent, processor, until
 if TYPE_CHECKING:
     from sourceprep_models.config.schema import Endpoint
     from sourceprep_models.memory.gguf import GGUFMetadata
+    from sourceprep_models.memory.sizing import Runner
     from sourceprep_models.providers.diagnostics import (
         EndpointUses,
         Fetch,
@@ -69,6 +70,8 @@ class ModelInfo:
     trained_context: int | None = None
     capabilities: tuple[str, ...] = ()
     remote: bool = False
+    # How the server runs it whatever a load asks (llama.cpp: the router's context): sizes follow it.
+    runner: Runner | None = None
 
     @property
     def embedding_only(self) -> bool:
@@ -165,6 +168,9 @@ class Provider:
     get_hint: ClassVar[str] = "put it on the server"
     # Detect this server before the others: it mimics another server's replies (llama-swap answers Ollama's).
     detect_first: ClassVar[bool] = False
+    # The server matches model names regardless of case (Ollama: types/model/name.go), so a
+    # configured model is also found under a case variant of its name.
+    names_fold_case: ClassVar[bool] = False
     # A generic protocol (the OpenAI API): any server that speaks it is the right one.
     accepts_any_server: ClassVar[bool] = False
     # The endpoint's url is the API base itself (…/v1 or any other path), not the server's root.

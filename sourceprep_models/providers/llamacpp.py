@@ -23,6 +23,12 @@ What this module relies on and the traps it avoids:
   the load call takes only the model name. ``capabilities.sets_context`` is False, so the executor
   does not treat a different ``--ctx`` as a reload and warns when the served context is smaller.
 - Memory: a loaded model's ``meta.size`` is the weights' byte count; nothing reports KV or GPU use.
+  So a prediction reads the GGUF header the router will open (``status.args`` names it) and sizes
+  it with the memory formula at the context the router gives that model: ``meta.n_ctx`` once loaded,
+  else ``--ctx-size`` in ``status.args`` (the router's flag or the model's preset), else the trained
+  context (``--ctx-size 0``, llama-server's default). A loaded model's size is its child process's
+  resident memory where the router runs on this machine (the child's ``--port`` and ``--alias`` in
+  ``status.args`` find it), else the weights the router reports.
 - Auth: a router started with ``--api-key`` wants ``Authorization: Bearer <key>``; the key is read
   from the environment variable named by ``api_key_env`` for each request, never stored or shown.
 """
@@ -65,9 +71,11 @@ from sourceprep_models.providers.base import (
     ModelInfo,
     ModelState,
 )
-from sourceprep_models.providers.diagnostics import Finding, ServerIdentity
+from sourceprep_models.providers.diagnostics import Finding, ServerIdentity, is_local
 
 if TYPE_CHECKING:
+    from sourceprep_models.memory.gguf import GGUFMetadata
+    from sourceprep_models.memory.sizing import Runner
     from sourceprep_models.providers.diagnostics import EndpointUses, Fetch, Need, SettingsQuestion
     from sourceprep_models.providers.prompts import PromptProtocol
 
@@ -86,7 +94,25 @@ class _Entry:
     failed: bool
     exit_code: int | None
     meta: dict[str, Any]
-    model_path: str | None  # the ``--model`` argument the router passes to the child
+    args: tuple[str, ...] = ()  # the child's command line (status.args)
+
+    @property
+    def model_path(self) -> str | None:
+        """The ``--model`` argument the router passes to the child."""
+        return self.arg("--model")
+
+    def number(self, *flags: str) -> int | None:
+        """The integer after the last of ``flags`` (None: absent or not a number)."""
+        value = self.arg(*flags)
+        return int(value) if value is not None and value.strip().lstrip("-").isdigit() else None
+
+    def arg(self, *flags: str) -> str | None:
+        """The value after the last of ``flags`` in the child's arguments."""
+        found = None
+        for index, value in enumerate(self.args[:-1]):
+            if value in flags:
+                found = self.args[index + 1]
+        return found
 
 
 class LlamaCppProvider(HTTPEndpoint):
@@ -244,14 +270,16 @@ class LlamaCppProvider(HTTPEndpoint):
             context = int_or_none(settings.get("n_ctx")) if isinstance(settings, dict) else None
             return [LoadedModel(name=info.name, size=info.size, context_length=context, state="fixed")]
         loaded = []
-        for entry in self._entries():
+        entries = self._entries()
+        resident = self._children_memory([entry for entry in entries if entry.status in _STATES])
+        for entry in entries:
             state = _STATES.get(entry.status)
             if state is None:
                 continue
             loaded.append(
                 LoadedModel(
                     name=entry.id,
-                    size=int_or_none(entry.meta.get("size")),
+                    size=resident.get(entry.id) or int_or_none(entry.meta.get("size")),
                     context_length=int_or_none(entry.meta.get("n_ctx")),
                     state=state,
                 )
@@ -267,6 +295,31 @@ class LlamaCppProvider(HTTPEndpoint):
             return []
         candidate = Path(path)
         return [candidate] if candidate.is_file() else []
+
+    def gguf_metadata(self, name: str) -> GGUFMetadata | None:
+        """The header of the GGUF the router will open, when that file is on this machine."""
+        if not self.is_router():
+            return None
+        return _read_header(self._find(name).model_path)
+
+    def _children_memory(self, entries: list[_Entry]) -> dict[str, int]:
+        """Resident bytes of each model's child process, by model id, when the router runs here."""
+        wanted = {(entry.arg("--port"), entry.id) for entry in entries}
+        if not wanted or not is_local(self.endpoint.url):
+            return {}
+        import psutil
+
+        found: dict[str, int] = {}
+        for process in psutil.process_iter(["cmdline"]):
+            try:
+                command = tuple(process.info.get("cmdline") or ())
+                child = _Entry("", (), "", False, None, {}, command)
+                key = (child.arg("--port"), child.arg("--alias"))
+                if key in wanted and key[1] is not None:
+                    found[key[1]] = process.memory_info().rss
+            except psutil.Error:
+                continue  # gone meanwhile, or another user's: its size stays the router's figure
+        return found
 
     # -- actions -------------------------------------------------------------------------------
 
@@ -357,10 +410,7 @@ class LlamaCppProvider(HTTPEndpoint):
         if not isinstance(status, dict) or not isinstance(status.get("value"), str):
             raise self._unexpected("/models", item)
         args = status.get("args")
-        model_path = None
-        if isinstance(args, list) and "--model" in args:
-            index = args.index("--model") + 1
-            model_path = str(args[index]) if index < len(args) else None
+        command = tuple(str(arg) for arg in args) if isinstance(args, list) else ()
         aliases = item.get("aliases")
         meta = item.get("meta")
         return _Entry(
@@ -370,7 +420,7 @@ class LlamaCppProvider(HTTPEndpoint):
             failed=status.get("failed") is True,
             exit_code=int_or_none(status.get("exit_code")),
             meta=meta if isinstance(meta, dict) else {},
-            model_path=model_path,
+            args=command,
         )
 
     def _info(self, entry: _Entry) -> ModelInfo:
@@ -387,6 +437,25 @@ class LlamaCppProvider(HTTPEndpoint):
             trained_context=int_or_none(entry.meta.get("n_ctx_train")),
             quantization=entry.meta.get("ftype") if isinstance(entry.meta.get("ftype"), str) else None,
             capabilities=("completion",),
+            runner=self._runner(entry),
+        )
+
+    def _runner(self, entry: _Entry) -> Runner:
+        """How the router runs this model: its context, KV cache type and batch (servers.md §2.1)."""
+        from sourceprep_models.memory.sizing import Runner
+
+        context = int_or_none(entry.meta.get("n_ctx"))  # loaded: what the child really got
+        if not context:
+            context = entry.number("--ctx-size", "-c")
+        if not context:  # 0 or absent: the model's trained context (llama-server --help, --ctx-size)
+            context = int_or_none(entry.meta.get("n_ctx_train"))
+            header = None if context else _read_header(entry.model_path)
+            context = context or (header.context_length if header else None)
+        batch = entry.number("--ubatch-size", "-ub")
+        return Runner(
+            context=context if context and context > 0 else None,
+            kv_cache_type=entry.arg("--cache-type-k", "-ctk") or "f16",
+            num_batch=batch if batch and batch > 0 else 512,
         )
 
     def _single_info(self) -> ModelInfo:
@@ -462,6 +531,18 @@ class LlamaCppProvider(HTTPEndpoint):
         if status == 503:
             raise ServerBusy(f"{where} is busy ({message}); retry in a moment", status)
         raise ServerError(f"{where} answered {status} to {response.request.method} {path}: {message}", status)
+
+
+def _read_header(path: str | None) -> GGUFMetadata | None:
+    """The GGUF header at ``path`` when it is a readable file here (None otherwise)."""
+    if path is None:
+        return None
+    from sourceprep_models.memory.gguf import read_gguf
+
+    try:
+        return read_gguf(Path(path))
+    except (OSError, ValueError):
+        return None
 
 
 def server_root(url: str) -> str:

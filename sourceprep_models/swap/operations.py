@@ -457,8 +457,9 @@ def locate(config: Config, name: str, endpoint: str | None) -> tuple[ModelSpec |
     """A configured model (by key or server name) and its endpoint; an unconfigured name on the one
     endpoint that has it (the default first), or on the named/default endpoint."""
     from sourceprep_models.errors import UsageError
+    from sourceprep_models.providers import server_facts
 
-    specs = config.find_models(name, endpoint)
+    specs = config.find_models(name, endpoint, folds_case=lambda kind: server_facts(kind).names_fold_case)
     if len({spec.endpoint for spec in specs}) > 1:
         where = ", ".join(sorted({spec.endpoint for spec in specs}))
         raise UsageError(f"{name!r} is configured on several endpoints ({where}); pick one with --endpoint")

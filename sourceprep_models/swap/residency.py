@@ -144,6 +144,7 @@ class Session:
             self.hardware,
             self.book,
             lambda: self.provider.gguf_metadata(request.name),
+            info.runner,
         )
 
     def plan(

@@ -156,8 +156,12 @@ def check_default_context(
     )
 
 
-def check_offload(endpoint: Endpoint, model: LoadedModel, spec: ModelSpec | None) -> Check | None:
-    """``size_vram < size``: part of the model runs on the CPU (ollama.md §2.4), several times slower."""
+def check_offload(
+    endpoint: Endpoint, model: LoadedModel, spec: ModelSpec | None, *, no_gpu_here: bool = False
+) -> Check | None:
+    """``size_vram < size``: part of the model runs on the CPU (ollama.md §2.4), several times slower.
+
+    ``no_gpu_here``: the server runs on this machine and it has no GPU, so the CPU is the only place."""
     if not model.size or model.size_vram is None:
         return None
     check_id = f"loaded.{endpoint.name}.{model.name}.offload"
@@ -165,6 +169,8 @@ def check_offload(endpoint: Endpoint, model: LoadedModel, spec: ModelSpec | None
     details = {"size": model.size, "size_vram": model.size_vram, "gpu_percent": gpu}
     if model.size_vram >= model.size:
         return ok(check_id, f"{model.name} runs 100% on the GPU", **details)
+    if model.size_vram == 0 and no_gpu_here:
+        return ok(check_id, f"{model.name} runs on the CPU (this machine has no GPU)", **details)
     if model.size_vram == 0:
         where = f"{model.name} runs 100% on the CPU"
     else:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import json
 import os
 import re
 import time
@@ -60,6 +61,9 @@ class OllamaProvider(Provider):
     get_hint: ClassVar[str] = "pull it with `ollama pull {name}`"
     client_host_variable: ClassVar[str | None] = "OLLAMA_HOST"
     client_command: ClassVar[str | None] = "ollama"
+    # Each part of a name is matched case-insensitively against the manifests (ollama.md §5;
+    # types/model/name.go, Name.EqualFold).
+    names_fold_case: ClassVar[bool] = True
 
     def __init__(self, endpoint: Endpoint, client: httpx.Client | None = None) -> None:
         self.endpoint = endpoint
@@ -209,6 +213,8 @@ class OllamaProvider(Provider):
             raise self._unexpected("/api/ps", body)
         loaded = []
         for entry in models:
+            if not isinstance(entry, dict):
+                raise self._unexpected("/api/ps", entry)
             name = str(entry.get("name") or entry.get("model") or "")
             loaded.append(
                 LoadedModel(
@@ -217,7 +223,7 @@ class OllamaProvider(Provider):
                     size_vram=_int_or_none(entry.get("size_vram")),
                     context_length=_int_or_none(entry.get("context_length")),
                     expires_at=_parse_time(entry.get("expires_at")),
-                    digest=entry.get("digest"),
+                    digest=entry.get("digest") if isinstance(entry.get("digest"), str) else None,
                 )
             )
         return loaded
@@ -297,13 +303,12 @@ class OllamaProvider(Provider):
         try:
             body = response.json()
         except ValueError:
-            body = None
+            body = _streamed_body(response.text)
         if response.is_success:
             if body is None:
                 raise self._unexpected(str(response.request.url.path), response.text[:80])
-            if isinstance(body, dict) and isinstance(body.get("error"), str):
-                raise ServerError(f"{where}: {body['error']}", response.status_code)
-            return body
+            if not (isinstance(body, dict) and isinstance(body.get("error"), str)):
+                return body
         message = body.get("error") if isinstance(body, dict) else None
         if not isinstance(message, str):
             message = response.text.strip()[:200] or response.reason_phrase
@@ -324,6 +329,8 @@ class OllamaProvider(Provider):
                 "OLLAMA_LOAD_TIMEOUT raised on the server",
                 status,
             )
+        if response.is_success:  # an error line once the stream had started: the status stays 200 (§2.5)
+            raise ServerError(f"{where}: {message}", status)
         raise ServerError(f"{where} answered {status}: {message}", status)
 
     def _not_found(self, model: str, message: str) -> ModelNotFound:
@@ -370,6 +377,22 @@ def _model_info(entry: dict[str, Any], identity: str) -> ModelInfo:
         capabilities=tuple(str(item) for item in capabilities),
         remote=bool(entry.get("remote_model") or entry.get("remote_host")),
     )
+
+
+def _streamed_body(text: str) -> Any:
+    """A streamed (NDJSON) reply as one body: its error line if it has one, else its last object.
+
+    Ollama streams one JSON object per line; an error after the first line arrives as a last line
+    ``{"error": "..."}`` under status 200 (ollama.md §2.5, server/routes.go streamResponse)."""
+    objects = []
+    for line in text.splitlines():
+        if line.strip():
+            try:
+                objects.append(json.loads(line))
+            except ValueError:
+                return None
+    errors = [item for item in objects if isinstance(item, dict) and isinstance(item.get("error"), str)]
+    return errors[0] if errors else (objects[-1] if objects else None)
 
 
 def _blob_identity(show: dict[str, Any]) -> str | None:
