@@ -240,7 +240,12 @@ def _load_one(
         unload_timeout_s=session.endpoint.unload_timeout_s or DEFAULT_UNLOAD_TIMEOUT_S,
     )
     if report.resident is not None:
-        session.remember(session.identity(request.name), prediction.num_ctx, report.resident.size)
+        measured = report.resident.size
+        if measured and not session.provider.capabilities.reports_memory:
+            # Measured from outside (a llama-server child's RSS right after its load), the figure misses the
+            # compute buffer the first batch touches: keep the larger of it and the estimate.
+            measured = max(measured, prediction.bytes)
+        session.remember(session.identity(request.name), prediction.num_ctx, measured)
     for name in report.pending_restore:
         report.warnings.append(
             f"pinned {name} was evicted to make room for {request.name}; it is reloaded when "
