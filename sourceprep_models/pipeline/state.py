@@ -82,7 +82,9 @@ def load_state(path: Path) -> RunState | None:
 
 def save_state(path: Path, state: RunState) -> None:
     from sourceprep_models.fs import write_atomic
+    from sourceprep_models.providers import secrets
 
     state.updated_at = datetime.now(UTC).isoformat(timespec="seconds")
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(path, json.dumps(state.to_dict(), indent=2) + "\n")
+    # Its messages quote server errors, which may quote the API key.
+    write_atomic(path, json.dumps(secrets.scrub_data(state.to_dict()), indent=2) + "\n")

@@ -457,10 +457,8 @@ class OMLXProvider(HTTPEndpoint):
 
     def _scrub(self, text: str) -> str:
         """Server texts can echo what they were sent; neither the key nor the session reaches a message."""
-        for secret in (self._secret(), self._session):
-            if secret:
-                text = text.replace(secret, "***")
-        return text
+        text = super()._scrub(text)
+        return text.replace(self._session, "***") if self._session else text
 
 
 def server_root(url: str) -> str:
