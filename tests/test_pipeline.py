@@ -201,6 +201,49 @@ def test_resume_without_a_saved_run_is_a_usage_error(cli: CliFn, emu: Any, write
     assert result.exit_code == 2 and "no saved run" in result.stderr
 
 
+@pytest.mark.parametrize(("ran", "other"), [("a/b", "a_b"), ("a_b", "a/b")])
+def test_pipelines_whose_names_look_alike_never_share_a_saved_run(
+    cli: CliFn, emu: Any, write_config: Callable[[str], Path], tmp_path: Path, ran: str, other: str
+) -> None:
+    # Both pipelines have a stage "prepare"; only `ran` runs it, then stops at its failing second stage.
+    prepared = tmp_path / "prepared"
+    stages = (
+        f'stages = [{{ name = "prepare", model = "fast", command = "echo {{}} >> {prepared}" }}, '
+        '{ name = "check", model = "fast", command = "exit 3" }]\n'
+    )
+    path = str(
+        write_config(
+            '[models.fast]\nname = "fast:1b"\n'
+            + f'[pipelines."{ran}"]\n'
+            + stages.replace("{}", "ran")
+            + f'[pipelines."{other}"]\n'
+            + stages.replace("{}", "other")
+        )
+    )
+    first = cli("--config", path, "run-pipeline", ran)
+    assert first.exit_code == 3 and "--resume" in first.stderr
+
+    resumed = cli("--config", path, "run-pipeline", other, "--resume")
+
+    assert resumed.exit_code == 2, resumed.stderr
+    assert resumed.stderr.strip() == f"error: no saved run of {other!r} to resume; run it without --resume"
+    assert prepared.read_text().split() == ["ran"]  # `other` skipped nothing and ran nothing
+    again = cli("--config", path, "run-pipeline", ran, "--resume", "--json")
+    assert again.exit_code == 3
+    assert [row["action"] for row in again.json()["stages"]][:1] == ["resumed"]
+    assert prepared.read_text().split() == ["ran"]
+
+
+def test_saved_runs_of_names_that_differ_only_in_case_are_separate_files_on_any_disk() -> None:
+    from sourceprep_models.pipeline.state import state_path
+
+    # macOS and Windows disks fold case: Nightly.json and nightly.json would be one file there.
+    names = ["nightly", "Nightly", "NIGHTLY", "a/b", "a_b", "a b", "a:b"]
+    files = [state_path(name).name.lower() for name in names]
+    assert len(set(files)) == len(names), files
+    assert all(name.endswith(".json") and "/" not in name for name in files)
+
+
 def test_an_invalid_config_edit_pauses_the_run_and_resume_continues(
     cli: CliFn, emu: Any, write_config: Callable[[str], Path], tmp_path: Path
 ) -> None:

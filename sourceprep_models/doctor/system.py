@@ -117,11 +117,10 @@ class LocalSystem:
         return create_provider(endpoint)
 
     def fetch(self, endpoint: Endpoint, path: str) -> HttpReply:
-        from sourceprep_models.providers import server_facts
+        from sourceprep_models.providers import secrets, server_facts
         from sourceprep_models.providers._http import json_body, send
 
         client = self._client(endpoint)
-        secret = self.environ.get(endpoint.api_key_env) if endpoint.api_key_env else None
         response = send(
             client,
             "GET",
@@ -129,8 +128,8 @@ class LocalSystem:
             where=f"endpoint {endpoint.name!r} at {endpoint.url}",
             unreachable_fix=server_facts(endpoint.kind).start_hint + ", or fix the endpoint's url",
             after_deadline="",
-            headers={"Authorization": f"Bearer {secret}"} if secret else None,
-            scrub=(lambda text: text.replace(secret, "***")) if secret else str,
+            # Checked (a key no header can carry is a config error naming its variable) and scrubbed as everywhere.
+            headers=secrets.auth_headers(endpoint, self.environ) or None,
         )
         body = json_body(response)
         return HttpReply(response.status_code, body if body is not None else response.text)

@@ -3,7 +3,9 @@ written atomically after every stage so that ``--resume`` continues from the fir
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -11,6 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from sourceprep_models.errors import SourceprepError
+
+# File names that stand for themselves: lower case (a case-insensitive disk folds case), no leading dot.
+_PLAIN_NAME = re.compile(r"[a-z0-9_-][a-z0-9._-]{0,99}")
+_SLUG_LENGTH = 100
 
 
 @dataclass
@@ -50,10 +56,19 @@ class RunState:
 
 
 def state_path(pipeline: str) -> Path:
+    """The run-state file of ``pipeline``: one file per exact name (``--resume`` must never pick up another
+    pipeline's run), readable in the runs directory.
+
+    A name that is already a plain file name keeps it (``nightly.json``). Any other name gets a slug
+    and a hash of the exact name after a ``~``, a character no plain name contains, so that ``a/b``,
+    ``a_b`` and ``A_b`` (one file on a case-insensitive disk) never share a file."""
     from sourceprep_models.paths import runs_dir
 
-    safe = "".join(char if char.isalnum() or char in "-_." else "_" for char in pipeline)
-    return runs_dir() / f"{safe}.json"
+    if _PLAIN_NAME.fullmatch(pipeline):
+        return runs_dir() / f"{pipeline}.json"
+    slug = "".join(char if (char.isascii() and char.isalnum()) or char in "-_." else "_" for char in pipeline)
+    digest = hashlib.sha256(pipeline.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+    return runs_dir() / f"{slug.lower()[:_SLUG_LENGTH]}~{digest}.json"
 
 
 def load_state(path: Path) -> RunState | None:
@@ -67,7 +82,9 @@ def load_state(path: Path) -> RunState | None:
 
 def save_state(path: Path, state: RunState) -> None:
     from sourceprep_models.fs import write_atomic
+    from sourceprep_models.providers import secrets
 
     state.updated_at = datetime.now(UTC).isoformat(timespec="seconds")
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(path, json.dumps(state.to_dict(), indent=2) + "\n")
+    # Its messages quote server errors, which may quote the API key.
+    write_atomic(path, json.dumps(secrets.scrub_data(state.to_dict()), indent=2) + "\n")

@@ -32,7 +32,7 @@ import httpx
 from sourceprep_models.config.schema import Endpoint
 from sourceprep_models.constants import CONNECT_TIMEOUT_S
 from sourceprep_models.errors import ServerError, SourceprepError
-from sourceprep_models.providers import server_facts
+from sourceprep_models.providers import secrets, server_facts
 from sourceprep_models.providers._http import error_message, json_body, transport_error
 
 
@@ -52,9 +52,11 @@ class PromptResult:
         return (self.tokens - 1) / self.generation_s
 
     def to_dict(self) -> dict[str, Any]:
+        """The record written to the outputs file and the report; a model that repeats its input (or a
+        proxy that quotes the request) could carry the API key, so the texts are scrubbed."""
         return {
-            "prompt": self.prompt,
-            "output": self.output,
+            "prompt": secrets.scrub(self.prompt),
+            "output": secrets.scrub(self.output),
             "ttft_s": _round(self.ttft_s),
             "tokens": self.tokens,
             "tokens_per_s": _round(self.tokens_per_s),
@@ -267,10 +269,7 @@ class PromptClient:
     ) -> PromptResult:
         protocol = self._protocol
         body = protocol.body(model, prompt, max_tokens=max_tokens, options=options or {}, keep_alive=keep_alive)
-        headers = {}
-        variable = self.endpoint.api_key_env
-        if variable and self._environ.get(variable):
-            headers["Authorization"] = f"Bearer {self._environ[variable]}"
+        headers = secrets.auth_headers(self.endpoint, self._environ)
         where = f"{self.endpoint.kind} endpoint {self.endpoint.name!r} at {self.endpoint.url}"
         started = time.monotonic()
         first: float | None = None
@@ -281,14 +280,15 @@ class PromptClient:
             with self._client.stream("POST", protocol.path, json=body, headers=headers) as response:
                 if not response.is_success:
                     response.read()
-                    message = error_message(json_body(response)) or response.text.strip()[:200]
+                    message = error_message(json_body(response)) or secrets.scrub(response.text.strip())[:200]
                     raise ServerError(
-                        f"{where} answered {response.status_code} to a prompt for {model}: {message}",
+                        f"{where} answered {response.status_code} to a prompt for {model}: {secrets.scrub(message)}",
                         response.status_code,
                     )
                 for event in protocol.events(response.iter_lines()):
                     if protocol.reports_error(event):
-                        raise SourceprepError(f"the server reported an error mid-answer: {error_message(event)}")
+                        reported = secrets.scrub(str(error_message(event)))
+                        raise SourceprepError(f"the server reported an error mid-answer: {reported}")
                     text, done_count = protocol.piece(event)
                     if done_count is not None:
                         counted = done_count

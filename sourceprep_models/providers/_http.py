@@ -1,9 +1,9 @@
 """The transport-error translation every HTTP provider shares: one place turns httpx's failures
-into the error hierarchy (connection refused → exit 4, deadline → exit 1 with the reason)."""
+into the error hierarchy (connection refused → exit 4, deadline → exit 1 with the reason), with any
+API key scrubbed from the texts it quotes (``providers.secrets``)."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -11,6 +11,7 @@ import httpx
 
 from sourceprep_models.constants import CONNECT_TIMEOUT_S, READ_TIMEOUT_S
 from sourceprep_models.errors import DeadlineExceeded, ServerError, ServerUnreachable, SourceprepError
+from sourceprep_models.providers import secrets
 from sourceprep_models.providers.base import Provider
 
 if TYPE_CHECKING:
@@ -30,7 +31,7 @@ def send(
     timeout: httpx.Timeout | None = None,
     model: str | None = None,
     action: str = "request",
-    scrub: Callable[[str], str] = str,
+    scrub: Callable[[str], str] = secrets.scrub,
     crash_hint: str = "check the server's log and retry",
 ) -> httpx.Response:
     """One request; ``after_deadline`` says what became of a load the client gave up on."""
@@ -65,7 +66,7 @@ def transport_error(
     where: str,
     unreachable_fix: str,
     what: str,
-    scrub: Callable[[str], str] = str,
+    scrub: Callable[[str], str] = secrets.scrub,
     crash_hint: str = "check the server's log and retry",
 ) -> SourceprepError:
     """The one-line error for a failed exchange that is not a load deadline (see ``send``)."""
@@ -105,8 +106,9 @@ def error_message(body: object) -> str | None:
 
 
 def snippet(body: object) -> str:
-    """The start of a reply, quoted, for "did not answer like X" messages."""
-    return repr(str(body)[:80])
+    """The start of a reply, quoted, for "did not answer like X" messages; scrubbed before it is cut, or a
+    quoted key would leave in pieces."""
+    return repr(secrets.scrub(str(body))[:80])
 
 
 def int_or_none(value: object) -> int | None:
@@ -158,12 +160,10 @@ class HTTPEndpoint(Provider):
         return f"{self.server_label} at {self.endpoint.url} (endpoint {self.endpoint.name!r})"
 
     def _secret(self) -> str | None:
-        name = self.endpoint.api_key_env
-        return (os.environ.get(name) or None) if name else None
+        return secrets.api_key(self.endpoint)
 
     def _scrub(self, text: str) -> str:
-        secret = self._secret()
-        return text.replace(secret, "***") if secret else text
+        return secrets.scrub(text)
 
     def _headers(self, path: str) -> dict[str, str]:
         secret = self._secret()
@@ -197,12 +197,8 @@ class HTTPEndpoint(Provider):
                 crash_hint=f"check {self.server_label}'s log and retry",
             )
         except (UnicodeEncodeError, httpx.LocalProtocolError) as exc:
-            if not self._secret():
-                raise ServerError(f"could not send {method} {path} to {where}: {exc}") from None
-            raise SourceprepError(
-                f"the value of {self.endpoint.api_key_env} (the API key for endpoint {self.endpoint.name!r}) "
-                "is not a valid HTTP header value; check it"
-            ) from None
+            # The key was checked when the headers were built (``secrets.api_key``); this is anything else.
+            raise ServerError(f"could not send {method} {path} to {where}: {self._scrub(str(exc))}") from None
 
     def _unexpected(self, path: str, body: object) -> ServerError:
         """A reply of the wrong shape: never trust a bare 200 (servers.md §7)."""

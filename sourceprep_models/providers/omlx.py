@@ -62,6 +62,7 @@ from sourceprep_models.errors import (
     ServerError,
     Unsupported,
 )
+from sourceprep_models.providers import secrets
 from sourceprep_models.providers._http import (
     HTTPEndpoint,
     error_message,
@@ -304,6 +305,8 @@ class OMLXProvider(HTTPEndpoint):
             )
         self._raise_for(response, body, None, missing_route=manual)
         self._session = _cookie(response, SESSION_COOKIE)
+        if self._session is not None:
+            secrets.remember(self._session)  # a secret like the key: scrubbed wherever text leaves
         self._client.cookies.clear()  # the session is sent explicitly, from memory only
         if self._session is None or not isinstance(body, dict) or body.get("success") is not True:
             raise self._unexpected(LOGIN, body if body is not None else response.text)
@@ -454,13 +457,6 @@ class OMLXProvider(HTTPEndpoint):
         if self._session and path.startswith("/admin/"):
             headers["Cookie"] = f"{SESSION_COOKIE}={self._session}"
         return headers
-
-    def _scrub(self, text: str) -> str:
-        """Server texts can echo what they were sent; neither the key nor the session reaches a message."""
-        for secret in (self._secret(), self._session):
-            if secret:
-                text = text.replace(secret, "***")
-        return text
 
 
 def server_root(url: str) -> str:

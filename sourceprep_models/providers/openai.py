@@ -28,7 +28,6 @@ and the OpenAI API has no load, unload or "what is loaded" call. So:
 from __future__ import annotations
 
 import difflib
-import os
 from typing import Any, ClassVar
 
 import httpx
@@ -43,6 +42,7 @@ from sourceprep_models.errors import (
     ServerUnreachable,
     SourceprepError,
 )
+from sourceprep_models.providers import secrets
 from sourceprep_models.providers._http import error_message
 from sourceprep_models.providers.base import Capabilities, LoadedModel, LoadOutcome, LoadRequest, ModelInfo, Provider
 
@@ -124,7 +124,7 @@ class OpenAIProvider(Provider):
         variable = self.endpoint.api_key_env
         if not variable:
             return {}
-        value = os.environ.get(variable)
+        value = secrets.api_key(self.endpoint)  # a key no header can carry is a config error naming the variable
         if not value:
             raise SourceprepError(
                 f"endpoint {self.endpoint.name!r} needs an API key, but the environment variable {variable} "
@@ -189,6 +189,4 @@ class OpenAIProvider(Provider):
 
     def _scrub(self, text: str) -> str:
         """Some APIs quote the key they were sent in their error text; it never reaches a message."""
-        variable = self.endpoint.api_key_env
-        secret = os.environ.get(variable) if variable else None
-        return text.replace(secret, "***") if secret else text
+        return secrets.scrub(text)

@@ -2,7 +2,8 @@
 
 Rules: colour only on a terminal and never with ``NO_COLOR``; no spinners and no wrapping when a
 stream is not a terminal (pipes, CI logs); ``--json`` writes plain ``json.dumps`` to stdout and
-nothing decorative; verbosity is one number (``-v`` minus ``-q``) that gates stderr chatter.
+nothing decorative; verbosity is one number (``-v`` minus ``-q``) that gates stderr chatter. No API
+key leaves through here: every message and JSON document is scrubbed (``providers.secrets``).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from sourceprep_models.constants import ENV_CI, ENV_FORCE_COLOR, ENV_NO_COLOR
+from sourceprep_models.providers.secrets import scrub, scrub_data
 
 if TYPE_CHECKING:
     from rich.console import Console, RenderableType
@@ -81,36 +83,36 @@ class Output:
     # -- data (stdout) ---------------------------------------------------------------------------
 
     def json(self, data: Any) -> None:
-        sys.stdout.write(json.dumps(data, indent=2, sort_keys=False) + "\n")
+        sys.stdout.write(json.dumps(scrub_data(data), indent=2, sort_keys=False) + "\n")
         sys.stdout.flush()
 
     def data(self, renderable: RenderableType) -> None:
         self.out.print(renderable)
 
     def line(self, text: str = "") -> None:
-        self.out.print(text)
+        self.out.print(scrub(text))
 
     # -- messages (stderr) -----------------------------------------------------------------------
 
     def error(self, message: str) -> None:
         if self.verbosity >= -2:
-            self.err.print(f"error: {message}", style="bold red")
+            self.err.print(f"error: {scrub(message)}", style="bold red")
 
     def warn(self, message: str) -> None:
         if self.verbosity >= -1:
-            self.err.print(f"warning: {message}", style="yellow")
+            self.err.print(f"warning: {scrub(message)}", style="yellow")
 
     def info(self, message: str) -> None:
         if self.verbosity >= 0:
-            self.err.print(message)
+            self.err.print(scrub(message))
 
     def success(self, message: str) -> None:
         if self.verbosity >= 0:
-            self.err.print(message, style="green")
+            self.err.print(scrub(message), style="green")
 
     def debug(self, message: str, level: int = 1) -> None:
         if self.verbosity >= level:
-            self.err.print(message, style="dim")
+            self.err.print(scrub(message), style="dim")
 
     @contextlib.contextmanager
     def status(self, message: str) -> Iterator[None]:
@@ -122,7 +124,7 @@ class Output:
             with self.err.status(message):
                 yield
         else:
-            self.err.print(message)
+            self.err.print(scrub(message))
             yield
 
 

@@ -33,6 +33,7 @@ from sourceprep_models.errors import (
     ServerError,
     Unsupported,
 )
+from sourceprep_models.providers import secrets
 from sourceprep_models.providers._http import send
 from sourceprep_models.providers.base import Capabilities, LoadedModel, LoadOutcome, LoadRequest, ModelInfo, Provider
 from sourceprep_models.providers.diagnostics import Finding, ServerIdentity
@@ -67,15 +68,9 @@ class OllamaProvider(Provider):
 
     def __init__(self, endpoint: Endpoint, client: httpx.Client | None = None) -> None:
         self.endpoint = endpoint
-        headers = {}
-        if endpoint.api_key_env:
-            key = os.environ.get(endpoint.api_key_env)
-            if key:
-                headers["Authorization"] = f"Bearer {key}"
+        # The key goes on each request (``_request``), checked there, never onto the client.
         self._client = client or httpx.Client(
-            base_url=endpoint.url,
-            headers=headers,
-            timeout=httpx.Timeout(READ_TIMEOUT_S, connect=CONNECT_TIMEOUT_S),
+            base_url=endpoint.url, timeout=httpx.Timeout(READ_TIMEOUT_S, connect=CONNECT_TIMEOUT_S)
         )
         self._described: dict[str, ModelInfo] = {}
 
@@ -293,6 +288,7 @@ class OllamaProvider(Provider):
             # The server cancels a load whose client has gone (ollama.md §4.2).
             after_deadline="leaving cancels the load, so it is not loaded",
             json=json,
+            headers=secrets.auth_headers(self.endpoint) or None,
             timeout=timeout,
             model=model,
             action=action,
@@ -306,12 +302,14 @@ class OllamaProvider(Provider):
             body = _streamed_body(response.text)
         if response.is_success:
             if body is None:
-                raise self._unexpected(str(response.request.url.path), response.text[:80])
+                raise self._unexpected(str(response.request.url.path), response.text)
             if not (isinstance(body, dict) and isinstance(body.get("error"), str)):
                 return body
         message = body.get("error") if isinstance(body, dict) else None
+        # An authenticating proxy in front of Ollama may quote the request, key and all: scrub, then cut.
         if not isinstance(message, str):
-            message = response.text.strip()[:200] or response.reason_phrase
+            message = secrets.scrub(response.text.strip())[:200] or response.reason_phrase
+        message = secrets.scrub(message)
         status = response.status_code
         if status == 404 and model is not None and ("not found" in message or message.startswith("404")):
             raise self._not_found(model, message)
@@ -352,7 +350,7 @@ class OllamaProvider(Provider):
 
     def _unexpected(self, path: str, body: object) -> ServerError:
         return ServerError(
-            f"{self.endpoint.url}{path} did not answer like Ollama ({str(body)[:80]!r}); "
+            f"{self.endpoint.url}{path} did not answer like Ollama ({secrets.scrub(str(body))[:80]!r}); "
             f"is endpoint {self.endpoint.name!r} really an Ollama server?"
         )
 
