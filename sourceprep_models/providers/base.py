@@ -69,6 +69,8 @@ class ModelInfo:
     trained_context: int | None = None
     capabilities: tuple[str, ...] = ()
     remote: bool = False
+    # The engine behind a cluster router that serves it (production-stack ``engine_id``); None: the endpoint.
+    engine: str | None = None
 
     @property
     def embedding_only(self) -> bool:
@@ -97,6 +99,8 @@ class LoadedModel:
     state: ModelState = "loaded"
     # The server itself promises to keep it (llama-swap persistent group, oMLX is_pinned).
     server_pinned: bool = False
+    # The engine behind a cluster router that holds it (production-stack ``engine_id``); None: the endpoint.
+    engine: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
