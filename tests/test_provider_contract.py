@@ -31,7 +31,7 @@ from sourceprep_models.providers.base import (
     Provider,
 )
 from tests.emulator import EmulatedModel
-from tests.fakes import llamaswap, lmstudio, omlx, openai, vllm
+from tests.fakes import llamaswap, lmstudio, omlx, openai, production_stack, vllm
 from tests.fakes.llamacpp import FakeLlamaRouter
 from tests.helpers import wait_for
 from tests.loopback import unused_port
@@ -104,6 +104,11 @@ def _openai(request: pytest.FixtureRequest, stack: contextlib.ExitStack) -> Serv
     return Served(_over(httpx.MockTransport(openai.listing), "openai", "https://api.cloud.test/v1"), "gpt-4.1")
 
 
+def _production_stack(request: pytest.FixtureRequest, stack: contextlib.ExitStack) -> Served:
+    router = production_stack.FakeRouter()
+    return Served(_over(router.transport(), "production-stack", "http://router.test:30080"), production_stack.QWEN)
+
+
 FAKES: dict[str, Start] = {
     "ollama": _ollama,
     "llamacpp": _llamacpp,
@@ -112,6 +117,7 @@ FAKES: dict[str, Start] = {
     "llamaswap": _llamaswap,
     "omlx": _omlx,
     "openai": _openai,
+    "production-stack": _production_stack,
 }
 
 

@@ -30,6 +30,7 @@ _REGISTRY: dict[str, str] = {
     "vllm": "sourceprep_models.providers.vllm:VLLMProvider",
     "omlx": "sourceprep_models.providers.omlx:OMLXProvider",
     "openai": "sourceprep_models.providers.openai:OpenAIProvider",
+    "production-stack": "sourceprep_models.providers.production_stack:ProductionStackProvider",
 }
 
 # What the config checks per kind. It sits below this package in the layers, so it is handed these
@@ -40,6 +41,7 @@ _REGISTRY: dict[str, str] = {
 # this kind without a url, and the one endpoint of a config that names none, go there.
 _OLLAMA_HOST_KIND = "ollama"
 # vLLM unloads by sleeping (servers.md §4): level 1 parks the weights in host RAM, level 2 discards them.
+# Not "production-stack": its router cannot reload weights after level 2, so that provider uses level 1 only.
 _SLEEP_LEVEL_KINDS = frozenset({"vllm"})
 
 

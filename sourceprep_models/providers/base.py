@@ -72,6 +72,8 @@ class ModelInfo:
     remote: bool = False
     # How the server runs it whatever a load asks (llama.cpp: the router's context): sizes follow it.
     runner: Runner | None = None
+    # The engine behind a cluster router that serves it (production-stack ``engine_id``); None: the endpoint.
+    engine: str | None = None
 
     @property
     def embedding_only(self) -> bool:
@@ -100,6 +102,8 @@ class LoadedModel:
     state: ModelState = "loaded"
     # The server itself promises to keep it (llama-swap persistent group, oMLX is_pinned).
     server_pinned: bool = False
+    # The engine behind a cluster router that holds it (production-stack ``engine_id``); None: the endpoint.
+    engine: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
