@@ -23,7 +23,7 @@ import pytest
 from sourceprep_models.providers import registered_kinds
 from tests.conftest import CliFn, Run
 from tests.emulator import EmulatedModel
-from tests.fakes import llamaswap, lmstudio, omlx, openai, vllm
+from tests.fakes import llamaswap, lmstudio, omlx, openai, production_stack, vllm
 from tests.fakes.echo import SHAPES, EchoServer, forward
 from tests.fakes.llamacpp import FakeLlamaRouter
 from tests.loopback import Handle, Reply, Request, serve
@@ -92,6 +92,7 @@ UPSTREAMS: dict[str, Callable[[Any], tuple[Handle, str, str]]] = {
     "vllm": lambda _: (vllm.FakeVLLM().handle, vllm.QWEN, ""),
     "omlx": lambda _: (omlx.FakeOMLX().loopback, omlx.QWEN, "/v1"),
     "openai": _openai,
+    "production-stack": lambda _: (production_stack.FakeRouter().handle, production_stack.QWEN, ""),
 }
 
 
