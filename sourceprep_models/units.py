@@ -24,6 +24,9 @@ _SIZE_UNITS = {
     "tib": 1024**4,
 }
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
+# The largest size accepted anywhere (a budget, a headroom): 1 PiB, far above the memory of any one
+# machine, and far below where a size stops converting to a float (a 400-digit budget overflowed).
+MAX_SIZE_BYTES = 1024**5
 
 
 def parse_size(value: str | int) -> int:
@@ -34,21 +37,36 @@ def parse_size(value: str | int) -> int:
     >>> parse_size("16GB")
     16000000000
     """
-    if isinstance(value, bool):
-        raise ValueError("expected a size such as 12GiB or 16GB")
-    if isinstance(value, int):
+    if isinstance(value, int) and not isinstance(value, bool):
         if value < 0:
             raise ValueError("a size cannot be negative")
-        return value
+        return _within_size_cap(value, value)
+    if not isinstance(value, str):
+        raise ValueError(f'expected a size such as "12GiB" or a whole number of bytes, got {value!r}')
     match = _SIZE_RE.match(value)
     if not match or match.group(2).lower() not in _SIZE_UNITS:
-        raise ValueError(f"{value!r} is not a size; write it like 12GiB, 16GB or 512MiB")
-    return int(float(match.group(1)) * _SIZE_UNITS[match.group(2).lower()])
+        raise ValueError(f"{shorten(value)!r} is not a size; write it like 12GiB, 16GB or 512MiB")
+    size = float(match.group(1)) * _SIZE_UNITS[match.group(2).lower()]
+    return _within_size_cap(value, int(size) if math.isfinite(size) else MAX_SIZE_BYTES + 1)
+
+
+def _within_size_cap(value: str | int, size: int) -> int:
+    if size > MAX_SIZE_BYTES:
+        raise ValueError(f"{shorten(value)} is larger than 1 PiB, the largest size accepted")
+    return size
 
 
 # Go's time.ParseDuration syntax, which Ollama uses for keep_alive strings (ollama.md §3.1).
 _GO_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "μs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 _GO_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
+# The longest duration accepted (a timeout, a keep-alive): 10 years. Longer ones meant "forever" or
+# were typos, and they break what consumes them: a deadline past the platform's time_t, a Go
+# time.Duration on the server (which overflows at 292 years), NaN or infinity in the JSON.
+MAX_DURATION_S = 10 * 365 * 86400.0
+
+
+class DurationOutOfRange(ValueError):
+    """A well-formed duration beyond ``MAX_DURATION_S`` (a keep-alive says "use forever" instead)."""
 
 
 def parse_duration(value: str | int | float) -> float:
@@ -59,15 +77,17 @@ def parse_duration(value: str | int | float) -> float:
     >>> parse_duration("45")
     45.0
     """
-    if isinstance(value, bool):
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
         raise ValueError("expected a duration such as 30s, 5m or 1h30m")
     if isinstance(value, int | float):
-        return float(value)
+        # float() of a 400-digit integer overflows; anything past the cap is refused anyway.
+        too_long = isinstance(value, int) and abs(value) > MAX_DURATION_S
+        return _within_duration_cap(value, math.inf if too_long else float(value))
     text = value.strip()
     sign = -1.0 if text.startswith("-") else 1.0
     body = text.lstrip("+-")
     if re.fullmatch(r"\d+(\.\d+)?", body):
-        return sign * float(body)
+        return _within_duration_cap(value, sign * float(body))
     pos, total = 0, 0.0
     for part in _GO_PART.finditer(body):
         if part.start() != pos:
@@ -75,8 +95,27 @@ def parse_duration(value: str | int | float) -> float:
         total += float(part.group(1)) * _GO_UNITS[part.group(2)]
         pos = part.end()
     if not body or pos != len(body):
+        raise ValueError(f"{shorten(value)!r} is not a duration; write it like 30s, 5m, 1h30m or a number of seconds")
+    return _within_duration_cap(value, sign * total)
+
+
+def _within_duration_cap(value: str | int | float, seconds: float) -> float:
+    if math.isnan(seconds):
         raise ValueError(f"{value!r} is not a duration; write it like 30s, 5m, 1h30m or a number of seconds")
-    return sign * total
+    if abs(seconds) > MAX_DURATION_S:
+        raise DurationOutOfRange(f"{shorten(value)} is longer than 10 years, the longest duration accepted")
+    return seconds
+
+
+def shorten(value: str | int | float, limit: int = 40) -> str:
+    """A value as an error message quotes it: a 400-digit number is cut in the middle.
+
+    An integer too large for ``str()`` (over 4,300 digits, Python's limit) is described instead.
+    """
+    if isinstance(value, int) and value.bit_length() > 4000:
+        return "a number that large"
+    text = str(value)
+    return text if len(text) <= limit else f"{text[: limit // 2]}…{text[-limit // 2 :]}"
 
 
 @dataclass(frozen=True)

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+
 import pytest
 
 from tests.conftest import CliFn
 from tests.emulator import EmulatedModel
+from tests.test_cli_basics import COMMAND
 
 
 @pytest.fixture
@@ -50,3 +54,46 @@ def test_ctrl_c_is_exit_130_with_a_hint(cli: CliFn, emu, monkeypatch: pytest.Mon
     assert (
         result.stderr.splitlines()[-1] == "error: interrupted; see what is loaded now with `sourceprep-models status`"
     )
+
+
+# -- a reader that goes away (`status | head -1`) ----------------------------------------------
+
+
+def run_into_closed_pipe(*args: str, stderr_too: bool) -> subprocess.CompletedProcess[bytes]:
+    """Run the installed command with stdout (and stderr) on a pipe whose reader has already gone,
+    so every write meets EPIPE: what `| head -1` does once it has its line, without the race."""
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        return subprocess.run(
+            [COMMAND, *args],
+            stdout=write,
+            stderr=write if stderr_too else subprocess.PIPE,
+            timeout=120,
+            check=False,
+        )
+    finally:
+        os.close(write)
+
+
+def test_status_into_a_closed_pipe_exits_0_quietly(emu) -> None:  # type: ignore[no-untyped-def]
+    result = run_into_closed_pipe("status", "--no-hardware", stderr_too=False)
+    assert result.returncode == 0, result.stderr
+    assert b"Traceback" not in result.stderr and b"Exception ignored" not in result.stderr
+    assert b"BrokenPipe" not in result.stderr
+
+
+def test_unload_all_into_a_closed_pipe_finishes_the_unload_and_exits_0(cli: CliFn, emu) -> None:  # type: ignore[no-untyped-def]
+    assert cli("load", "qwen3:4b").exit_code == 0
+    assert emu.loaded_names() == ["qwen3:4b"]
+    result = run_into_closed_pipe("unload", "--all", stderr_too=True)
+    # The reader leaving is no failure of the work, and must not stop it halfway (ui/output.py).
+    assert result.returncode == 0
+    assert emu.loaded_names() == []
+
+
+def test_load_json_into_a_closed_pipe_still_loads_and_exits_0(emu) -> None:  # type: ignore[no-untyped-def]
+    result = run_into_closed_pipe("load", "qwen3:4b", "--json", stderr_too=False)
+    assert result.returncode == 0, result.stderr
+    assert b"Traceback" not in result.stderr and b"Exception ignored" not in result.stderr
+    assert emu.loaded_names() == ["qwen3:4b"]

@@ -11,6 +11,7 @@ import os
 from typing import Annotated, Any
 
 import typer
+from typer._click import exceptions as click_errors
 from typer.core import TyperGroup
 
 from sourceprep_models import __version__
@@ -23,8 +24,9 @@ from sourceprep_models.cli import status as status_cmd
 from sourceprep_models.cli import unload as unload_cmd
 from sourceprep_models.cli import wait as wait_cmd
 from sourceprep_models.cli.context import AppContext
+from sourceprep_models.cli.options import env_count, refuse_undecodable, undecodable_argument, usage_message
 from sourceprep_models.constants import ENV_CONFIG, ENV_QUIET, ENV_VERBOSE
-from sourceprep_models.errors import ExitCode, SourceprepError
+from sourceprep_models.errors import Interrupted, SourceprepError, UsageError
 
 EPILOG = (
     "Exit codes: 0 ok, 1 error, 2 usage, 3 model not found, 4 server unreachable, "
@@ -35,15 +37,25 @@ EPILOG = (
 class _Group(TyperGroup):
     """Turns every expected failure into one stderr line and its exit code, in one place."""
 
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        ctx.meta["undecodable"] = undecodable_argument(args)  # refused in invoke, where errors are handled
+        return super().parse_args(ctx, args)
+
     def invoke(self, ctx: Any) -> Any:
+        failure: SourceprepError
         try:
+            refuse_undecodable(ctx.meta.get("undecodable"))
             return super().invoke(ctx)
+        except click_errors.UsageError as exc:  # a bad option value, a missing argument: one line, no usage block
+            if isinstance(exc, click_errors.NoArgsIsHelpError):
+                raise
+            failure = UsageError(usage_message(exc.format_message(), exc.ctx.command_path if exc.ctx else None))
         except SourceprepError as exc:
-            _output(ctx).error(exc.message)
-            raise typer.Exit(int(exc.exit_code)) from None
+            failure = exc
         except KeyboardInterrupt:
-            _output(ctx).error("interrupted; see what is loaded now with `sourceprep-models status`")
-            raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
+            failure = Interrupted("interrupted; see what is loaded now with `sourceprep-models status`")
+        _output(ctx).error(failure.message)
+        raise typer.Exit(int(failure.exit_code))
 
 
 def _output(ctx: Any) -> Any:
@@ -92,13 +104,8 @@ def root(
     """Decide and drive which LLMs are resident in memory on this machine's model servers."""
     from sourceprep_models.ui.output import Output
 
-    verbosity = verbose - quiet + _env_int(ENV_VERBOSE) - _env_int(ENV_QUIET)
+    verbosity = verbose - quiet + env_count(ENV_VERBOSE) - env_count(ENV_QUIET)
     ctx.obj = AppContext(output=Output(verbosity=verbosity, color=color), config_path=config, environ=os.environ)
-
-
-def _env_int(name: str) -> int:
-    value = os.environ.get(name, "")
-    return int(value) if value.isdigit() else 0
 
 
 app.command(name="status", epilog=EPILOG)(status_cmd.status)

@@ -68,8 +68,10 @@ class AppContext:
 
     def resolve_model(self, name: str, endpoint: str | None) -> tuple[ModelSpec | None, Endpoint]:
         """A configured model (by key or server name) and its endpoint, else the raw name on one."""
+        from sourceprep_models.cli.options import check_model_name
         from sourceprep_models.swap.operations import locate
 
+        check_model_name(name)
         if endpoint is not None:
             self.endpoint(endpoint)  # an unknown --endpoint is a usage error first
         return locate(self.config, name, endpoint)

@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from sourceprep_models.config.loader import parse_config
+from sourceprep_models.config.loader import parse_config, read_config_text
 from sourceprep_models.config.schema import Config, EndpointKinds
 from sourceprep_models.errors import ConfigError
 from sourceprep_models.fs import write_atomic
@@ -30,11 +30,11 @@ def edit_config(
     """Apply ``change`` (old text → new text) under a lock, validate the result, write atomically."""
     from filelock import FileLock, Timeout
 
-    path.parent.mkdir(parents=True, exist_ok=True)
     lock = FileLock(str(path) + ".lock")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         with lock.acquire(timeout=30):
-            text = path.read_text(encoding="utf-8") if path.exists() else NEW_FILE_HEADER
+            text = read_config_text(path, "the config") if _exists(path) else NEW_FILE_HEADER
             parse_config(text, path, environ, kinds=kinds)  # refuse to edit a file that is already broken
             new_text = change(text)
             config = parse_config(new_text, path, environ, kinds=kinds)
@@ -43,6 +43,18 @@ def edit_config(
             return config
     except Timeout:
         raise ConfigError(f"{path}: another sourceprep-models process is editing it; try again") from None
+    except OSError as exc:  # the directory cannot be made or searched, the name is too long, ...
+        raise ConfigError(
+            f"{path}: cannot edit the config ({exc.strerror or exc}); fix the path or its permissions"
+        ) from None
+
+
+def _exists(path: Path) -> bool:
+    """Whether there is a file at ``path``; one that cannot even be looked at is read, which says why."""
+    try:
+        return path.exists()
+    except OSError:
+        return True
 
 
 def set_pin(text: str, key: str, name: str, endpoint: str | None, pinned: bool) -> str:

@@ -41,12 +41,26 @@ def _split_key(text: str) -> tuple[list[str], int] | None:
         match = _KEY_TOKEN.match(text, pos)
         if not match:
             return None
-        parts.append(next(group for group in match.groups() if group is not None))
+        basic, literal, bare = match.groups()
+        parts.append(
+            _unescape(basic) if basic is not None else next(part for part in (literal, bare) if part is not None)
+        )
         pos = match.end()
         if pos < len(text) and text[pos] == ".":
             pos += 1
             continue
         return parts, pos
+
+
+def _unescape(body: str) -> str:
+    """A basic-string key as TOML reads it (``"a\\nb"`` is a, newline, b); as written when odd."""
+    import json
+
+    try:
+        unescaped: str = json.loads(f'"{body}"')  # TOML's escapes are JSON's, plus \UXXXXXXXX
+    except ValueError:
+        return body
+    return unescaped
 
 
 def key_lines(text: str) -> dict[KeyPath, int]:
@@ -107,12 +121,13 @@ def iter_key_lines(text: str) -> Iterator[tuple[KeyPath, int]]:
                 depth = _bracket_depth(value)
 
 
-def first_duplicate_line(text: str) -> int | None:
-    seen: set[KeyPath] = set()
+def first_duplicate(text: str) -> tuple[KeyPath, int, int] | None:
+    """The first key path written twice: the path, the line of its first and of its second writing."""
+    seen: dict[KeyPath, int] = {}
     for keypath, number in iter_key_lines(text):
         if keypath in seen:
-            return number
-        seen.add(keypath)
+            return keypath, seen[keypath], number
+        seen[keypath] = number
     return None
 
 

@@ -23,10 +23,23 @@ class ConfigLocation:
 
 def locate_config(cli_path: str | None, environ: Mapping[str, str]) -> ConfigLocation:
     if cli_path:
-        return ConfigLocation(Path(cli_path).expanduser(), "--config", explicit=True)
+        return ConfigLocation(_expanded(cli_path), "--config", explicit=True)
     if environ.get(ENV_CONFIG):
-        return ConfigLocation(Path(environ[ENV_CONFIG]).expanduser(), ENV_CONFIG, explicit=True)
+        return ConfigLocation(_expanded(environ[ENV_CONFIG]), ENV_CONFIG, explicit=True)
     path = user_config_file()
-    if path.exists():
+    try:
+        present = path.exists()
+    except (OSError, ValueError):
+        # Present but unreadable (a directory above it that cannot be searched): the loader says so.
+        present = True
+    if present:
         return ConfigLocation(path, "user config", explicit=False)
     return ConfigLocation(None, "defaults", explicit=False)
+
+
+def _expanded(value: str) -> Path:
+    """``~`` and ``~user`` expanded; a ``~user`` that names nobody stays as written (not found)."""
+    try:
+        return Path(value).expanduser()
+    except RuntimeError:
+        return Path(value)

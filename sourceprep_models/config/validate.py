@@ -7,6 +7,7 @@ sits below the providers in the layers, so it holds no list of server kinds of i
 from __future__ import annotations
 
 import difflib
+import math
 import re
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -28,7 +29,14 @@ from sourceprep_models.config.schema import (
 from sourceprep_models.config.urls import http_url, server_address
 from sourceprep_models.constants import DEFAULT_ENDPOINT_NAME, ENV_OLLAMA_HOST
 from sourceprep_models.errors import ConfigError
-from sourceprep_models.units import KeepAlive, parse_duration, parse_keep_alive, parse_size
+from sourceprep_models.units import (
+    DurationOutOfRange,
+    KeepAlive,
+    parse_duration,
+    parse_keep_alive,
+    parse_size,
+    shorten,
+)
 
 T = TypeVar("T")
 
@@ -58,6 +66,14 @@ _INT_OPTIONS = (
 _FLOAT_OPTIONS = ("temperature", "top_p", "min_p", "typical_p", "repeat_penalty", "presence_penalty")
 _BOOL_OPTIONS = ("use_mmap", "numa", "low_vram", "penalize_newline")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# Servers read whole numbers as 64-bit integers (Go's int for Ollama's options); a larger one is a
+# 400 at load time, so it is refused here.
+_INT64_MAX = 2**63 - 1
+# Stage runs per pipeline, repeats expanded. Every run is planned before the first stage starts and
+# the whole-run planner looks ahead over all of them: 1,000 runs plan in about 3 s, 10,000 took
+# 25-30 s, and `repeat = 1e9` never finished. Longer work loops `run-pipeline` in a script.
+MAX_STAGE_RUNS = 1000
+_REPEAT_WHY = f" (a pipeline runs at most {MAX_STAGE_RUNS:,} stages, each planned before the first starts)"
 
 
 class Validator:
@@ -118,12 +134,29 @@ class Validator:
             raise self.fail(keypath, f"expected true or false, got {_describe(value)}")
         return value
 
-    def integer(self, value: object, keypath: KeyPath, *, minimum: int) -> int:
+    def integer(
+        self, value: object, keypath: KeyPath, *, minimum: int, maximum: int = _INT64_MAX, why: str = ""
+    ) -> int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise self.fail(keypath, f"expected a whole number, got {_describe(value)}")
         if value < minimum:
-            raise self.fail(keypath, f"must be at least {minimum}, got {value}")
+            raise self.fail(keypath, f"must be at least {minimum}, got {shorten(value)}")
+        if value > maximum:
+            raise self.fail(keypath, f"must be at most {maximum:,}{why}, got {shorten(value)}")
         return value
+
+    def json_number(self, value: object, keypath: KeyPath) -> None:
+        """Every number in ``value`` fits the JSON request it goes into: finite, a 64-bit integer."""
+        if isinstance(value, list):
+            for position, item in enumerate(value):
+                self.json_number(item, (*keypath, position))
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                self.json_number(item, (*keypath, key))
+        elif isinstance(value, float) and not math.isfinite(value):
+            raise self.fail(keypath, f"must be a finite number (JSON has no {value}), got {value}")
+        elif isinstance(value, int) and not isinstance(value, bool):
+            self.integer(value, keypath, minimum=-_INT64_MAX - 1)
 
     def parsed(self, value: object, keypath: KeyPath, parse: Callable[[Any], T]) -> T:
         try:
@@ -310,6 +343,7 @@ class Validator:
                 raise self.fail(where, f"must be a number, got {_describe(value)}")
             if option in _BOOL_OPTIONS and not isinstance(value, bool):
                 raise self.fail(where, f"must be true or false, got {_describe(value)}")
+            self.json_number(value, where)
         if "num_ctx" in table:
             self.integer(table["num_ctx"], (*keypath, "num_ctx"), minimum=256)
         return dict(table)
@@ -363,6 +397,7 @@ class Validator:
                     if item.name in seen:
                         raise self.fail((*keypath, "stages", index, "name"), f"name {item.name!r} is used twice")
                     seen[item.name] = (*keypath, "stages", index)
+            self.stage_runs_within_cap(stages, keypath)
             first = stages[0].stages[0] if isinstance(stages[0], StageGroup) else stages[0]
             if first.when != "always":
                 raise self.fail(
@@ -373,6 +408,26 @@ class Validator:
             )
             pipelines[name] = Pipeline(name=name, stages=stages, description=description)
         return pipelines
+
+    def stage_runs_within_cap(self, stages: tuple[Stage | StageGroup, ...], keypath: KeyPath) -> None:
+        """Refuse a pipeline whose repeats expand past ``MAX_STAGE_RUNS``, naming the repeat that does."""
+        total = 0
+        for index, item in enumerate(stages):
+            inner = item.stages if isinstance(item, StageGroup) else (item,)
+            rounds = item.repeat if isinstance(item, StageGroup) else 1
+            total += rounds * sum(stage.repeat for stage in inner)
+            if total > MAX_STAGE_RUNS:
+                where: KeyPath = (*keypath, "stages", index)
+                if isinstance(item, StageGroup) and item.repeat == 1:
+                    largest = max(range(len(inner)), key=lambda position: inner[position].repeat)
+                    where = (*where, "stages", largest)
+                where = (*where, "repeat")
+                raise self.fail(
+                    where,
+                    f"the pipeline would run {total:,}+ stages in all, repeats expanded; a pipeline runs at most "
+                    f"{MAX_STAGE_RUNS:,} (every one is planned before the first starts): lower the repeat, "
+                    "or run the pipeline several times",
+                )
 
     def stage_or_group(self, raw: object, keypath: KeyPath) -> Stage | StageGroup:
         table = self.table(raw, keypath)
@@ -394,7 +449,9 @@ class Validator:
             if "name" in table
             else f"group{index + 1 if isinstance(index, int) else index}"
         )
-        repeat = self.integer(table.get("repeat", 1), (*keypath, "repeat"), minimum=1)
+        repeat = self.integer(
+            table.get("repeat", 1), (*keypath, "repeat"), minimum=1, maximum=MAX_STAGE_RUNS, why=_REPEAT_WHY
+        )
         return StageGroup(name=name, stages=tuple(inner), repeat=repeat)
 
     def stage(self, raw: object, keypath: KeyPath) -> Stage:
@@ -425,7 +482,9 @@ class Validator:
             model=model,
             when=when,
             max_tokens=self.integer(table.get("max_tokens", 128), (*keypath, "max_tokens"), minimum=1),
-            repeat=self.integer(table.get("repeat", 1), (*keypath, "repeat"), minimum=1),
+            repeat=self.integer(
+                table.get("repeat", 1), (*keypath, "repeat"), minimum=1, maximum=MAX_STAGE_RUNS, why=_REPEAT_WHY
+            ),
             prompts=prompts,
             prompts_file=self.string(table["prompts_file"], (*keypath, "prompts_file"))
             if "prompts_file" in table
@@ -442,8 +501,10 @@ def _keep_alive(value: object) -> KeepAlive:
         raise ValueError(f'expected a duration such as "30m", "1h", "forever" or -1, got {_describe(value)}')
     try:
         return parse_keep_alive(value)
+    except DurationOutOfRange as exc:
+        raise ValueError(f'{exc}; write "forever" (or -1) to keep it loaded') from None
     except ValueError:
-        raise ValueError(f'{value!r} is not a keep-alive; write "30m", "1h", "0" or "forever"') from None
+        raise ValueError(f'{shorten(value)!r} is not a keep-alive; write "30m", "1h", "0" or "forever"') from None
 
 
 def _timeout(value: object) -> float:
@@ -477,12 +538,14 @@ def _describe(value: object) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, str):
-        return f"the string {value!r}"
+        return f"the string {shorten(value)!r}"
     if isinstance(value, dict):
         return "a table"
     if isinstance(value, list):
         return "an array"
-    return f"{type(value).__name__} {value!r}"
+    if isinstance(value, int | float):
+        return f"{type(value).__name__} {shorten(value)}"
+    return f"{type(value).__name__} {shorten(repr(value))}"
 
 
 def _unknown_name(what: str, name: str, known: Iterable[str]) -> str:

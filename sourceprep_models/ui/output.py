@@ -2,13 +2,22 @@
 
 Rules: colour only on a terminal and never with ``NO_COLOR``; no spinners and no wrapping when a
 stream is not a terminal (pipes, CI logs); ``--json`` writes plain ``json.dumps`` to stdout and
-nothing decorative; verbosity is one number (``-v`` minus ``-q``) that gates stderr chatter. No API
-key leaves through here: every message and JSON document is scrubbed (``providers.secrets``).
+nothing decorative; verbosity is one number (``-v`` minus ``-q``) that gates stderr chatter.
+
+When the reader of a stream goes away (``status | head -1``), writing to that stream stops
+quietly and the command carries on: the exit status is the command's own (0 when its work was
+done), not 1 and not 141 (death by SIGPIPE). The reader leaving says nothing about the work, and a
+command that changes what a server holds must never stop halfway through a swap because nobody
+reads its log. Text with undecodable bytes (a model name or path given as raw bytes) is written
+with backslash escapes instead of failing. No API key leaves through here: every message and JSON
+document is scrubbed (``providers.secrets``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import functools
 import json
 import os
 import sys
@@ -37,12 +46,12 @@ class Output:
         self._interactive = interactive
         self._out: Console | None = None
         self._err: Console | None = None
+        self._stdout_gone = False
 
     # -- consoles are built lazily so `--help` never imports rich's console machinery ----------
 
     def _console(self, *, stderr: bool) -> Console:
-        from rich.console import Console
-
+        Console = _console_class()
         stream = sys.stderr if stderr else sys.stdout
         tty = _isatty(stream)
         no_color = bool(os.environ.get(ENV_NO_COLOR))
@@ -83,36 +92,44 @@ class Output:
     # -- data (stdout) ---------------------------------------------------------------------------
 
     def json(self, data: Any) -> None:
-        sys.stdout.write(json.dumps(scrub_data(data), indent=2, sort_keys=False) + "\n")
-        sys.stdout.flush()
+        if self._stdout_gone:
+            return
+        try:
+            sys.stdout.write(json.dumps(scrub_data(data), indent=2, sort_keys=False) + "\n")
+            sys.stdout.flush()
+        except OSError as exc:
+            if exc.errno != errno.EPIPE:
+                raise
+            self._stdout_gone = True
+            _silence(sys.stdout)
 
     def data(self, renderable: RenderableType) -> None:
         self.out.print(renderable)
 
     def line(self, text: str = "") -> None:
-        self.out.print(scrub(text))
+        self.out.print(printable(scrub(text)))
 
     # -- messages (stderr) -----------------------------------------------------------------------
 
     def error(self, message: str) -> None:
         if self.verbosity >= -2:
-            self.err.print(f"error: {scrub(message)}", style="bold red")
+            self.err.print(f"error: {one_line(scrub(message))}", style="bold red")
 
     def warn(self, message: str) -> None:
         if self.verbosity >= -1:
-            self.err.print(f"warning: {scrub(message)}", style="yellow")
+            self.err.print(f"warning: {one_line(scrub(message))}", style="yellow")
 
     def info(self, message: str) -> None:
         if self.verbosity >= 0:
-            self.err.print(scrub(message))
+            self.err.print(printable(scrub(message)))
 
     def success(self, message: str) -> None:
         if self.verbosity >= 0:
-            self.err.print(scrub(message), style="green")
+            self.err.print(printable(scrub(message)), style="green")
 
     def debug(self, message: str, level: int = 1) -> None:
         if self.verbosity >= level:
-            self.err.print(scrub(message), style="dim")
+            self.err.print(printable(scrub(message)), style="dim")
 
     @contextlib.contextmanager
     def status(self, message: str) -> Iterator[None]:
@@ -124,7 +141,7 @@ class Output:
             with self.err.status(message):
                 yield
         else:
-            self.err.print(scrub(message))
+            self.err.print(printable(scrub(message)))
             yield
 
 
@@ -133,3 +150,49 @@ def _isatty(stream: Any) -> bool:
         return bool(stream.isatty())
     except (AttributeError, ValueError):
         return False
+
+
+def printable(text: str) -> str:
+    """``text`` with every character UTF-8 cannot encode (lone surrogates from undecodable bytes)
+    written as a backslash escape: ``a\\xff`` for the byte 0xff of a command-line argument."""
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a surrogate that is no escaped byte
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def one_line(text: str) -> str:
+    """``printable(text)`` with control characters escaped too: an error or warning stays one line
+    (a newline inside a quoted value cannot split it) and cannot steer the terminal."""
+    return "".join(
+        char if char.isprintable() or char == " " else char.encode("unicode_escape").decode("ascii")
+        for char in printable(text)
+    )
+
+
+def _silence(stream: Any) -> None:
+    """Point the stream's descriptor at /dev/null: its buffered rest, flushed at exit, goes nowhere
+    instead of failing again (the recipe of the Python docs' "Note on SIGPIPE")."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, stream.fileno())
+        finally:
+            os.close(devnull)
+    except (OSError, ValueError, AttributeError):  # no real descriptor (a test's captured stream)
+        pass
+
+
+@functools.cache
+def _console_class() -> type[Console]:
+    """rich's Console, except that a closed pipe silences it instead of exiting with status 1."""
+    from rich.console import Console
+
+    class QuietOnBrokenPipe(Console):
+        def on_broken_pipe(self) -> None:
+            # rich's default raises SystemExit(1) from whatever the command was doing, and silences
+            # sys.stdout even when this console writes to stderr.
+            self.quiet = True
+            _silence(self.file)
+
+    return QuietOnBrokenPipe
