@@ -20,7 +20,6 @@ from typing import Any
 import httpx
 import psutil
 import pytest
-import typer
 from typer.testing import CliRunner
 
 from sourceprep_models.cli import doctor as doctor_cmd
@@ -139,15 +138,8 @@ DoctorFn = Callable[..., Run]
 
 @pytest.fixture
 def doctor() -> DoctorFn:
-    """`sourceprep-models doctor ARGS` through the real app once it registers the command, else a test app
-    with the same root callback and error handler."""
-    from sourceprep_models.cli import app as app_module
-
-    app = app_module.app
-    if not any(command.name == "doctor" for command in app.registered_commands):
-        app = typer.Typer(cls=app_module._Group, rich_markup_mode=None)
-        app.callback()(app_module.root)
-        app.command(name="doctor")(doctor_cmd.doctor)
+    """`sourceprep-models doctor ARGS` through the real app."""
+    from sourceprep_models.cli.app import app
 
     def invoke(*args: str) -> Run:
         # A leading `--config PATH` is the app's global option and goes before the command name.

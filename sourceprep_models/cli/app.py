@@ -8,11 +8,10 @@ Exit codes (documented in the README and ``errors``):
 from __future__ import annotations
 
 import os
-from typing import Annotated, Any
+from collections.abc import Callable
+from typing import Annotated
 
 import typer
-from typer._click import exceptions as click_errors
-from typer.core import TyperGroup
 
 from sourceprep_models import __version__
 from sourceprep_models.cli import bench as bench_cmd
@@ -24,9 +23,9 @@ from sourceprep_models.cli import status as status_cmd
 from sourceprep_models.cli import unload as unload_cmd
 from sourceprep_models.cli import wait as wait_cmd
 from sourceprep_models.cli.context import AppContext
-from sourceprep_models.cli.options import env_count, refuse_undecodable, undecodable_argument, usage_message
+from sourceprep_models.cli.group import Group
+from sourceprep_models.cli.options import env_count
 from sourceprep_models.constants import ENV_CONFIG, ENV_QUIET, ENV_VERBOSE
-from sourceprep_models.errors import Interrupted, SourceprepError, UsageError
 
 EPILOG = (
     "Exit codes: 0 ok, 1 error, 2 usage, 3 model not found, 4 server unreachable, "
@@ -34,39 +33,8 @@ EPILOG = (
 )
 
 
-class _Group(TyperGroup):
-    """Turns every expected failure into one stderr line and its exit code, in one place."""
-
-    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
-        ctx.meta["undecodable"] = undecodable_argument(args)  # refused in invoke, where errors are handled
-        return super().parse_args(ctx, args)
-
-    def invoke(self, ctx: Any) -> Any:
-        failure: SourceprepError
-        try:
-            refuse_undecodable(ctx.meta.get("undecodable"))
-            return super().invoke(ctx)
-        except click_errors.UsageError as exc:  # a bad option value, a missing argument: one line, no usage block
-            if isinstance(exc, click_errors.NoArgsIsHelpError):
-                raise
-            failure = UsageError(usage_message(exc.format_message(), exc.ctx.command_path if exc.ctx else None))
-        except SourceprepError as exc:
-            failure = exc
-        except KeyboardInterrupt:
-            failure = Interrupted("interrupted; see what is loaded now with `sourceprep-models status`")
-        _output(ctx).error(failure.message)
-        raise typer.Exit(int(failure.exit_code))
-
-
-def _output(ctx: Any) -> Any:
-    from sourceprep_models.ui.output import Output
-
-    obj = getattr(ctx, "obj", None)
-    return obj.output if isinstance(obj, AppContext) else Output()
-
-
 app = typer.Typer(
-    cls=_Group,
+    cls=Group,
     name="sourceprep-models",
     help="Decide and drive which LLMs are resident in memory on this machine's model servers.",
     epilog=EPILOG,
@@ -74,6 +42,7 @@ app = typer.Typer(
     add_completion=True,
     pretty_exceptions_show_locals=False,
     rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
 
 
@@ -108,14 +77,18 @@ def root(
     ctx.obj = AppContext(output=Output(verbosity=verbosity, color=color), config_path=config, environ=os.environ)
 
 
-app.command(name="status", epilog=EPILOG)(status_cmd.status)
-app.command(name="load", epilog=EPILOG)(load_cmd.load)
-app.command(name="unload", epilog=EPILOG)(unload_cmd.unload)
-app.command(name="pin", epilog=EPILOG)(pin_cmd.pin)
-app.command(name="run-pipeline", epilog=EPILOG)(run_pipeline_cmd.run_pipeline)
-app.command(name="doctor", epilog=EPILOG)(doctor_cmd.doctor)
-app.command(name="bench", epilog=EPILOG)(bench_cmd.bench)
-app.command(name="wait", epilog=EPILOG)(wait_cmd.wait)
+COMMANDS: dict[str, Callable[..., None]] = {
+    "status": status_cmd.status,
+    "load": load_cmd.load,
+    "unload": unload_cmd.unload,
+    "pin": pin_cmd.pin,
+    "run-pipeline": run_pipeline_cmd.run_pipeline,
+    "doctor": doctor_cmd.doctor,
+    "bench": bench_cmd.bench,
+    "wait": wait_cmd.wait,
+}
+for _name, _command in COMMANDS.items():
+    app.command(name=_name, epilog=EPILOG)(_command)
 
 
 def main() -> None:

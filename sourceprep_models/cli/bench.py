@@ -25,7 +25,9 @@ def bench(
     endpoint: EndpointOption = None,
     json_output: JsonOption = False,
 ) -> None:
-    """Benchmark MODELS: cold load, warm load and first token; or the A/B swap penalty with --alternate."""
+    """Benchmark MODELS: cold load, warm load and first token; or the A/B swap penalty with --alternate.
+
+    Example: sourceprep-models bench embed rerank --alternate 10"""
     from sourceprep_models import bench as core
     from sourceprep_models.errors import UsageError
     from sourceprep_models.ui.render.bench import alternation_table, bench_table

@@ -14,7 +14,9 @@ if TYPE_CHECKING:
 
 
 def doctor(ctx: typer.Context, endpoint: EndpointOption = None, json_output: JsonOption = False) -> None:
-    """Check config, hardware, servers, models and server settings; exit 1 when any check is a problem."""
+    """Check config, hardware, servers, models and server settings; exit 1 when any check is a problem.
+
+    Example: sourceprep-models doctor --json"""
     from sourceprep_models.doctor.run import diagnose
     from sourceprep_models.ui.render.doctor import doctor_table
 

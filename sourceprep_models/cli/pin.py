@@ -29,7 +29,10 @@ def pin(
     timeout: TimeoutOption = None,
     json_output: JsonOption = False,
 ) -> None:
-    """Pin MODEL: record it as always available, load it, keep it loaded. Without MODEL: list pins."""
+    """Pin MODEL: record it as always available, load it, keep it loaded. Without MODEL: list pins.
+
+    Example: sourceprep-models pin qwen3:4b   (undo: pin --remove qwen3:4b; put lost pins back: pin --repair)
+    """
     from sourceprep_models.cli.options import parse_timeout
     from sourceprep_models.config.edit import edit_config, set_pin
     from sourceprep_models.errors import UsageError

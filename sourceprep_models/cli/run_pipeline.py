@@ -45,7 +45,9 @@ def run_pipeline(
     single_model: SingleModelOption = False,
     json_output: JsonOption = False,
 ) -> None:
-    """Run pipeline NAME: plan every swap in advance, prefetch, time every stage, resume safely."""
+    """Run pipeline NAME: plan every swap in advance, prefetch, time every stage, resume safely.
+
+    Example: sourceprep-models run-pipeline trace --dry-run"""
     from sourceprep_models.pipeline.plan import RunPlan
     from sourceprep_models.pipeline.report import RunStopped
     from sourceprep_models.pipeline.run import execute

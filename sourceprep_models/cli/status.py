@@ -19,7 +19,10 @@ def status(
         typer.Option("--repair/--no-repair", help="First reload configured pins a server lost (status only looks)."),
     ] = False,
 ) -> None:
-    """Show the models loaded on each endpoint (size, GPU share, context, expiry), the machine's budget, RAM/GPU."""
+    """Show the models loaded on each endpoint (size, GPU share, context, expiry), the machine's budget, RAM/GPU.
+
+    Example: sourceprep-models status --json > residency.json
+    """
     from sourceprep_models.swap.status import status as collect
     from sourceprep_models.ui import render
 

@@ -20,7 +20,10 @@ def unload(
     timeout: TimeoutOption = None,
     json_output: JsonOption = False,
 ) -> None:
-    """Unload models and wait until the server no longer lists them; then bring back evicted pins."""
+    """Unload models and wait until the server no longer lists them; then bring back evicted pins.
+
+    Example: sourceprep-models unload --all   (the pins stay; --include-pins takes them too)
+    """
     from sourceprep_models.cli.options import parse_timeout
     from sourceprep_models.errors import UsageError
     from sourceprep_models.swap import operations

@@ -18,7 +18,7 @@ def wait(
 ) -> None:
     """Wait until every configured endpoint (or --endpoint) answers; exit 4 if one has not by --timeout (2m).
 
-    Example, in a CI job right after starting Ollama: sourceprep-models wait --timeout 2m
+    Example: sourceprep-models wait --timeout 2m   (in CI, right after starting the server)
     """
     from sourceprep_models.cli.options import parse_timeout
     from sourceprep_models.swap.status import wait_until_answering

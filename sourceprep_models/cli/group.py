@@ -1,0 +1,44 @@
+"""The one error handler of every command: an expected failure becomes one stderr line and its exit code."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import typer
+from typer._click import exceptions as click_errors
+from typer.core import TyperGroup
+
+from sourceprep_models.cli.context import AppContext
+from sourceprep_models.cli.options import refuse_undecodable, undecodable_argument, usage_message
+from sourceprep_models.errors import Interrupted, SourceprepError, UsageError
+
+
+class Group(TyperGroup):
+    """Turns every expected failure into one stderr line and its exit code, in one place."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        ctx.meta["undecodable"] = undecodable_argument(args)  # refused in invoke, where errors are handled
+        return super().parse_args(ctx, args)
+
+    def invoke(self, ctx: Any) -> Any:
+        failure: SourceprepError
+        try:
+            refuse_undecodable(ctx.meta.get("undecodable"))
+            return super().invoke(ctx)
+        except click_errors.UsageError as exc:  # a bad option value, a missing argument: one line, no usage block
+            if isinstance(exc, click_errors.NoArgsIsHelpError):
+                raise
+            failure = UsageError(usage_message(exc.format_message(), exc.ctx.command_path if exc.ctx else None))
+        except SourceprepError as exc:
+            failure = exc
+        except KeyboardInterrupt:
+            failure = Interrupted("interrupted; see what is loaded now with `sourceprep-models status`")
+        _output(ctx).error(failure.message)
+        raise typer.Exit(int(failure.exit_code))
+
+
+def _output(ctx: Any) -> Any:
+    from sourceprep_models.ui.output import Output
+
+    obj = getattr(ctx, "obj", None)
+    return obj.output if isinstance(obj, AppContext) else Output()
