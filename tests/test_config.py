@@ -409,3 +409,16 @@ def test_an_edit_through_a_symlinked_config_keeps_the_link(tmp_path: Path) -> No
     with pytest.raises(ConfigError, match=r"endpoints\.x: missing key 'kind'"):
         edit_config(link, lambda text: text + "[endpoints.x]\n", {}, kinds=KINDS)
     assert real.read_text().endswith("always_available = true\n")
+
+
+@pytest.mark.parametrize("value", ["::::", "[::::]:11434", "http://a:b:c"])
+def test_an_ollama_host_with_no_host_in_it_is_a_config_error_naming_it(
+    cli: CliFn, monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    monkeypatch.setenv("OLLAMA_HOST", value)
+
+    result = cli("status", "--no-hardware")
+
+    assert result.exit_code == 5
+    assert result.stderr.startswith(f"error: OLLAMA_HOST={value!r}: ")
+    assert "Traceback" not in result.stderr and len(result.stderr.splitlines()) == 1

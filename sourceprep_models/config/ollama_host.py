@@ -8,7 +8,7 @@ from sourceprep_models.constants import OLLAMA_DEFAULT_PORT
 
 
 def ollama_base_url(value: str | None) -> str:
-    """The base URL a client should connect to for an ``OLLAMA_HOST`` value.
+    """The base URL a client should connect to for an ``OLLAMA_HOST`` value (ValueError: no host in it).
 
     >>> ollama_base_url(None)
     'http://127.0.0.1:11434'
@@ -53,6 +53,8 @@ def ollama_base_url(value: str | None) -> str:
         port = default_port
     host = _connectable(host)
     if ":" in host:
+        if not _is_ip(host):  # only an IPv6 address may hold colons; anything else is no host at all
+            raise ValueError(f"{host!r} is not a host name or an IP address")
         host = f"[{host}]"
     url = f"{scheme}://{host}:{port}"
     return f"{url}/{path}" if path else url

@@ -221,7 +221,14 @@ class Validator:
         host = self.environ.get(ENV_OLLAMA_HOST)
         source = ENV_OLLAMA_HOST if host else "default"
         kind = self.kinds.ollama_host_kind
-        return Endpoint(name=name, kind=kind, url=ollama_base_url(host), source=source, **extra)
+        try:
+            url = ollama_base_url(host)
+        except ValueError as exc:
+            raise ConfigError(
+                f"{ENV_OLLAMA_HOST}={host!r}: {exc}; write it as host, host:port or http://host:port "
+                "(e.g. 127.0.0.1:11434)"
+            ) from None
+        return Endpoint(name=name, kind=kind, url=url, source=source, **extra)
 
     def endpoint(self, name: str, table: dict[str, Any]) -> Endpoint:
         keypath: KeyPath = ("endpoints", name)

@@ -62,7 +62,17 @@ def check_endpoint_source(endpoint: Endpoint, config: Config, environ: Mapping[s
     variable = server.client_host_variable
     host = environ.get(variable) if variable else None
     if variable and endpoint.source == "config" and host:
-        cli_url = server.client_url(host)
+        try:
+            cli_url = server.client_url(host)
+        except ValueError as exc:
+            return warning(
+                check_id,
+                f"{summary}, but ${variable}={host!r} names no server ({exc}): the `{server.client_command}` "
+                "command cannot use it",
+                f"set {variable} to host:port, e.g. 127.0.0.1:11434, or unset it",
+                source=endpoint.source,
+                url=endpoint.url,
+            )
         if cli_url.rstrip("/") != endpoint.url.rstrip("/"):
             return warning(
                 check_id,

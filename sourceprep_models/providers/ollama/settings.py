@@ -123,7 +123,10 @@ def read_server_env(endpoint: Endpoint, processes: list[ServerProcess]) -> Serve
     readable = [proc for proc in processes if proc.environ is not None]
     for proc in readable:
         assert proc.environ is not None
-        bind = ollama_base_url(proc.environ.get("OLLAMA_HOST"))
+        try:
+            bind = ollama_base_url(proc.environ.get("OLLAMA_HOST"))
+        except ValueError:  # a server started with an OLLAMA_HOST it could not bind either
+            continue
         if port_of(bind) == port:
             return ServerEnv(dict(proc.environ), True, f"read from `ollama serve` (pid {proc.pid})")
     unreadable = [proc for proc in processes if proc.environ is None]
