@@ -100,6 +100,12 @@ BAD_CONFIGS = [
         "models.fast.name is set twice (lines 2 and 3)",
     ),
     ("newline in a key", '[models."a\\nb"]\ncontext_length = "big"\n', 2, 'models."a\\nb".context_length: expected'),
+    (
+        "table again after its subtable and another table",
+        "[models.a]\nname = 'x'\n[memory]\n[models.a.options]\nnum_ctx = 512\n[models.a]\nname = 'y'\n",
+        6,
+        "models.a is set twice (lines 1 and 6)",
+    ),
     ("duplicate table named", "[models.a]\n[models.b]\n\n[models.a]\n", 4, "models.a is set twice (lines 1 and 4)"),
     ("budget of 400 digits", f"[memory]\nbudget = {'9' * 400}\n", 2, "memory.budget: 9999"),
     ("budget of 400 digits, larger than", f"[memory]\nbudget = {'9' * 400}\n", 2, "larger than 1 PiB"),

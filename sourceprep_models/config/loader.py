@@ -97,7 +97,8 @@ def parse_config(text: str, path: Path | None, environ: Mapping[str, str], *, ki
 
     label = _shown(path) if path is not None else "<config>"
     try:
-        document = tomlkit.parse(text)
+        # unwrap() too: a table written again after one of its subtables only fails there.
+        data: dict[str, Any] = tomlkit.parse(text).unwrap()
     except ParseError as exc:
         if isinstance(exc.__cause__, KeyAlreadyPresent):
             raise _duplicate_key(label, text, exc.__cause__) from None
@@ -108,7 +109,6 @@ def parse_config(text: str, path: Path | None, environ: Mapping[str, str], *, ki
         raise _duplicate_key(label, text, exc) from None
     except RecursionError:  # arrays or inline tables nested thousands deep
         raise ConfigError(f"{label}: invalid TOML: values nested too deeply; flatten them") from None
-    data: dict[str, Any] = document.unwrap()
     return Validator(label, key_lines(text), environ, kinds).config(data, path)
 
 
