@@ -167,19 +167,19 @@ BAD_CONFIGS = [
         "stage repeat 1e9",
         "[[pipelines.t.stages]]\nmodel = 'a'\nrepeat = 1000000000\n",
         3,
-        "pipelines.t.stages[0].repeat: must be at most 1,000 (a pipeline runs at most 1,000 stages",
+        "pipelines.t.stages[0].repeat: must be at most 10,000 (a pipeline runs at most 10,000 stages",
     ),
     (
         "repeats that expand past the cap",
-        "[[pipelines.t.stages]]\nmodel = 'a'\nrepeat = 600\n[[pipelines.t.stages]]\nmodel = 'b'\nrepeat = 600\n",
+        "[[pipelines.t.stages]]\nmodel = 'a'\nrepeat = 6000\n[[pipelines.t.stages]]\nmodel = 'b'\nrepeat = 6000\n",
         6,
-        "pipelines.t.stages[1].repeat: the pipeline would run 1,200+ stages in all",
+        "pipelines.t.stages[1].repeat: the pipeline would run 12,000+ stages in all",
     ),
     (
         "group repeat times its stages past the cap",
-        "[[pipelines.t.stages]]\nrepeat = 400\nstages = [{ model = 'a' }, { model = 'b' }, { model = 'c' }]\n",
+        "[[pipelines.t.stages]]\nrepeat = 4000\nstages = [{ model = 'a' }, { model = 'b' }, { model = 'c' }]\n",
         2,
-        "pipelines.t.stages[0].repeat: the pipeline would run 1,200+ stages in all",
+        "pipelines.t.stages[0].repeat: the pipeline would run 12,000+ stages in all",
     ),
 ]
 

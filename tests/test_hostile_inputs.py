@@ -119,14 +119,14 @@ def test_repeat_1e9_is_a_config_error_not_a_hang(
 ) -> None:
     path = write_config(endpoint(port) + REPEAT_1E9)
     result = cli("--config", str(path), *command)
-    assert_one_error_line(result, 5, "pipelines.p.stages[0].repeat: must be at most 1,000")
+    assert_one_error_line(result, 5, "pipelines.p.stages[0].repeat: must be at most 10,000")
 
 
 def test_doctor_reports_repeat_1e9_as_its_config_problem(cli: CliFn, write_config: WriteConfig, port: int) -> None:
     path = write_config(endpoint(port) + REPEAT_1E9)
     result = cli("--config", str(path), "doctor")
     assert result.exit_code == 1, result.stderr  # doctor's own code: it found a problem
-    assert "pipelines.p.stages[0].repeat: must be at most 1,000" in result.stdout
+    assert "pipelines.p.stages[0].repeat: must be at most 10,000" in result.stdout
     assert "Traceback" not in result.stdout + result.stderr
 
 

@@ -72,7 +72,7 @@ _INT64_MAX = 2**63 - 1
 # Stage runs per pipeline, repeats expanded. Every run is planned before the first stage starts and
 # the whole-run planner looks ahead over all of them: 1,000 runs plan in about 3 s, 10,000 took
 # 25-30 s, and `repeat = 1e9` never finished. Longer work loops `run-pipeline` in a script.
-MAX_STAGE_RUNS = 1000
+MAX_STAGE_RUNS = 10_000
 _REPEAT_WHY = f" (a pipeline runs at most {MAX_STAGE_RUNS:,} stages, each planned before the first starts)"
 
 
