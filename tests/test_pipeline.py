@@ -323,23 +323,29 @@ def test_agent_debug_stage_runs_only_after_a_failure(
     assert rows["verify"]["status"] == ("ok" if verify == "true" else "failed")
 
 
-def test_ctrl_c_in_a_stage_restores_pins_and_can_resume(
-    cli: CliFn, emu: Any, write_config: Callable[[str], Path], tmp_path: Path
-) -> None:
-    size = sizes(cli, write_config, "fast:1b", "reason:14b")
+def interrupted_heavy_stage(write_config: Callable[[str], Path], tmp_path: Path, budget: int, *, sleep_s: int) -> str:
+    """A pipeline fast (pinned) -> reason -> fast whose heavy stage sends Ctrl-C to the CLI (the shell's
+    parent) the first time it runs; memory.allow_evict_pinned lets the pin leave for it."""
     once = tmp_path / "interrupted-once"
-    # Ctrl-C reaches the CLI (the shell's parent) the first time this stage runs.
-    interrupt = f"test -f {once} || {{ touch {once}; kill -INT $PPID; sleep 5; }}"
-    # `fast` is pinned but must leave for `reason` (policy allows it); Ctrl-C arrives during `reason`'s stage.
+    interrupt = f"test -f {once} || {{ touch {once}; kill -INT $PPID; sleep {sleep_s}; }}"
     text = (
         '[models.fast]\nname = "fast:1b"\nalways_available = true\n[models.reason]\nname = "reason:14b"\n'
         "[pipelines.p]\nstages = [\n"
         '  { name = "one", model = "fast", command = "true" },\n'
         f'  {{ name = "two", model = "reason", command = "{interrupt}" }},\n'
         '  { name = "three", model = "fast", command = "true" },\n]\n'
-        f'[memory]\nbudget = "{size["reason:14b"] + size["fast:1b"] // 2}"\nheadroom = "0"\nallow_evict_pinned = true\n'
+        f'[memory]\nbudget = "{budget}"\nheadroom = "0"\nallow_evict_pinned = true\n'
     )
-    path = str(write_config(text))
+    return str(write_config(text))
+
+
+def test_ctrl_c_in_a_stage_restores_pins_and_can_resume(
+    cli: CliFn, emu: Any, write_config: Callable[[str], Path], tmp_path: Path
+) -> None:
+    size = sizes(cli, write_config, "fast:1b", "reason:14b")
+    # `fast` is pinned but must leave for `reason` (policy allows it); Ctrl-C arrives during `reason`'s stage.
+    budget = size["reason:14b"] + size["fast:1b"] // 2
+    path = interrupted_heavy_stage(write_config, tmp_path, budget, sleep_s=5)
 
     result = cli("--config", path, "run-pipeline", "p")
 
@@ -481,18 +487,8 @@ def test_ctrl_c_in_a_heavy_stage_brings_the_pin_back_before_saying_so(
     cli: CliFn, emu: Any, write_config: Callable[[str], Path], tmp_path: Path
 ) -> None:
     size = sizes(cli, write_config, "fast:1b", "reason:14b")
-    once = tmp_path / "interrupted-once"
-    interrupt = f"test -f {once} || {{ touch {once}; kill -INT $PPID; sleep 30; }}"
     # reason fits only with the pinned fast gone; Ctrl-C arrives during reason's stage.
-    text = (
-        '[models.fast]\nname = "fast:1b"\nalways_available = true\n[models.reason]\nname = "reason:14b"\n'
-        "[pipelines.p]\nstages = [\n"
-        '  { name = "one", model = "fast", command = "true" },\n'
-        f'  {{ name = "two", model = "reason", command = "{interrupt}" }},\n'
-        '  { name = "three", model = "fast", command = "true" },\n]\n'
-        f'[memory]\nbudget = "{size["reason:14b"] + 1}"\nheadroom = "0"\nallow_evict_pinned = true\n'
-    )
-    path = str(write_config(text))
+    path = interrupted_heavy_stage(write_config, tmp_path, size["reason:14b"] + 1, sleep_s=30)
 
     result = cli("--config", path, "run-pipeline", "p")
 
