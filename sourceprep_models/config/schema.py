@@ -9,6 +9,8 @@ from pathlib import Path
 from sourceprep_models.units import KeepAlive
 
 MODEL_KINDS = ("chat", "embedding")
+# This machine: probed, and budgeted by ``[memory]``.
+LOCAL_HOST = "local"
 
 
 @dataclass(frozen=True)
@@ -42,6 +44,21 @@ class Endpoint:
     sleep_level: int = 1
     # Where the URL came from, for `doctor` and error messages: "config", "OLLAMA_HOST" or "default".
     source: str = "config"
+    # The machine the server runs on (``config.hosts``), and how that was decided: "config" (host =),
+    # "address" (a host's address), "this machine" (loopback or an own address) or "url" (a host of its own).
+    host: str = LOCAL_HOST
+    host_source: str = "this machine"
+
+
+@dataclass(frozen=True)
+class HostSpec:
+    """Another machine whose servers the config uses, and what its models may occupy together."""
+
+    name: str
+    budget_bytes: int | None = None  # None: unknown, the servers there decide (no evictions planned)
+    headroom_bytes: int = 0
+    address: str | None = None  # endpoints whose URL reaches this host name or IP belong to it
+    implicit: bool = False  # not declared: named after an endpoint URL's host
 
 
 @dataclass(frozen=True)
@@ -116,6 +133,7 @@ class Config:
     memory: MemoryPolicy = MemoryPolicy()
     pipelines: Mapping[str, Pipeline] = field(default_factory=dict)
     default_endpoint: str = "ollama"
+    hosts: Mapping[str, HostSpec] = field(default_factory=dict)  # other machines; "local" is not listed
 
     def find_models(
         self, name: str, endpoint: str | None = None, *, folds_case: Callable[[str], bool] | None = None

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
+from sourceprep_models.config.hosts import assign_hosts, host_key, parse_hosts
 from sourceprep_models.config.keylines import KeyPath, dotted
 from sourceprep_models.config.schema import (
     MODEL_KINDS,
@@ -40,8 +41,8 @@ from sourceprep_models.units import (
 
 T = TypeVar("T")
 
-_TOP_KEYS = ("endpoints", "models", "memory", "pipelines", "default_endpoint")
-_ENDPOINT_KEYS = ("kind", "url", "api_key_env", "load_timeout", "unload_timeout", "sleep_level")
+_TOP_KEYS = ("endpoints", "models", "memory", "pipelines", "default_endpoint", "hosts")
+_ENDPOINT_KEYS = ("kind", "url", "api_key_env", "load_timeout", "unload_timeout", "sleep_level", "host")
 _MODEL_KEYS = ("name", "endpoint", "keep_alive", "context_length", "options", "always_available", "kind")
 _MEMORY_KEYS = ("budget", "headroom", "single_model", "allow_evict_pinned")
 _PIPELINE_KEYS = ("stages", "description")
@@ -85,6 +86,7 @@ class Validator:
         self.lines = lines
         self.environ = environ
         self.kinds = kinds
+        self.host_names: dict[str, str] = {}  # endpoint -> the host it names (resolved with the hosts)
 
     # -- reporting ---------------------------------------------------------------------------
 
@@ -169,7 +171,8 @@ class Validator:
 
     def config(self, data: dict[str, Any], path: Path | None) -> Config:
         self.known_keys(data, _TOP_KEYS, ())
-        endpoints = self.endpoints(data.get("endpoints", {}))
+        hosts = parse_hosts(self, data.get("hosts", {}))
+        endpoints = assign_hosts(self, self.endpoints(data.get("endpoints", {})), hosts, self.host_names)
         default_endpoint = self.default_endpoint(data, endpoints)
         models = self.models(data.get("models", {}), endpoints, default_endpoint)
         memory = self.memory(data.get("memory", {}))
@@ -181,6 +184,7 @@ class Validator:
             memory=memory,
             pipelines=pipelines,
             default_endpoint=default_endpoint,
+            hosts=hosts,
         )
 
     def endpoints(self, raw: object) -> dict[str, Endpoint]:
@@ -234,6 +238,9 @@ class Validator:
     def endpoint(self, name: str, table: dict[str, Any]) -> Endpoint:
         keypath: KeyPath = ("endpoints", name)
         self.known_keys(table, _ENDPOINT_KEYS, keypath)
+        host = host_key(self, table, keypath)
+        if host is not None:
+            self.host_names[name] = host
         if "kind" not in table:
             raise self.fail(keypath, f"missing key 'kind'; set it to one of: {', '.join(self.kinds.names)}")
         kind = self.string(table["kind"], (*keypath, "kind"))

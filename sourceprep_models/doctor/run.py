@@ -7,6 +7,7 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
+from sourceprep_models.config.schema import LOCAL_HOST
 from sourceprep_models.doctor.checks.config import check_config_found, check_config_valid, check_endpoint_source
 from sourceprep_models.doctor.checks.hardware import check_apple_gpu, check_budget, check_gpu, check_memory
 from sourceprep_models.doctor.endpoint import EndpointRun, Target
@@ -60,7 +61,8 @@ def gather_inputs(
 
 def run_doctor(inputs: DoctorInputs, system: DoctorSystem, *, now: datetime | None = None) -> DoctorReport:
     """Every check, in order: config, hardware, then each endpoint with its models and settings."""
-    from sourceprep_models.memory.sizing import memory_budget
+    from sourceprep_models.doctor.checks.hosts import check_hosts
+    from sourceprep_models.memory.sizing import host_budget, memory_budget
 
     report = DoctorReport()
     checks = report.checks
@@ -78,12 +80,16 @@ def run_doctor(inputs: DoctorInputs, system: DoctorSystem, *, now: datetime | No
     apple_at = len(checks)
     names = [inputs.only_endpoint] if inputs.only_endpoint else list(config.endpoints)
     targets = [config.endpoints[name] for name in names]
+    checks.extend(check_hosts(config, targets))
     for endpoint in targets:
         checks.append(check_endpoint_source(endpoint, config, inputs.environ))
     plans = _pipeline_targets(config, checks)
     demand: tuple[str, int] | None = None
     for endpoint in targets:
-        run = EndpointRun(endpoint, config, hardware, budget, plans, system, now or datetime.now(UTC), checks)
+        # A server on another machine is checked against that machine's budget, not this one's.
+        spec = config.hosts.get(endpoint.host)
+        budget_there = budget if endpoint.host == LOCAL_HOST or spec is None else host_budget(spec)
+        run = EndpointRun(endpoint, config, hardware, budget_there, plans, system, now or datetime.now(UTC), checks)
         try:
             found = run.checks()
         except Exception as exc:  # a bug in one check must not hide the other endpoints

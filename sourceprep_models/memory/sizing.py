@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sourceprep_models.config.schema import MemoryPolicy
+from sourceprep_models.config.schema import HostSpec, MemoryPolicy
 from sourceprep_models.errors import SourceprepError
 from sourceprep_models.fs import write_atomic
 from sourceprep_models.memory.formula import LLAMA_SERVER, OLLAMA, Runtime
@@ -72,6 +72,18 @@ def memory_budget(policy: MemoryPolicy, hardware: dict[str, Any]) -> Budget:
         # server's own scheduler decide, rather than refusing every load.
         return Budget(bytes=UNLIMITED, total=None, source="unknown (" + source + "); not planning evictions")
     return Budget(bytes=max(0, total - policy.headroom_bytes), total=total, source=source)
+
+
+def host_budget(host: HostSpec) -> Budget:
+    """Another machine's budget: what ``[hosts.NAME]`` says (no probe reaches it), headroom taken off."""
+    if host.budget_bytes is None:
+        where = f"[hosts.{host.name}] has no budget" if not host.implicit else f"no [hosts] table for {host.name}"
+        return Budget(bytes=UNLIMITED, total=None, source=f"unknown ({where}); not planning evictions")
+    return Budget(
+        bytes=max(0, host.budget_bytes - host.headroom_bytes),
+        total=host.budget_bytes,
+        source=f"hosts.{host.name}.budget in the config",
+    )
 
 
 def default_context(hardware: dict[str, Any], trained: int | None) -> int:

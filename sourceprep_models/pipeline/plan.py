@@ -1,5 +1,6 @@
-"""Plan a whole run before it starts: every stage's model on every server of this machine, planned
-together against the machine's one budget by the pure lookahead planner."""
+"""Plan a whole run before it starts: every stage's model on every server, planned by the pure lookahead
+planner once per host (machine), each against that host's one budget. A stage's swap only ever
+touches its own host; stages on another host are no reason to evict anything here."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sourceprep_models.config.schema import Config
+from sourceprep_models.config.schema import LOCAL_HOST, Config
 from sourceprep_models.errors import DoesNotFit, ModelNotFound
 from sourceprep_models.pipeline.stages import StageRun, Target, resolve_target
 from sourceprep_models.planning.lookahead import (
@@ -21,9 +22,6 @@ from sourceprep_models.planning.lookahead import (
 from sourceprep_models.swap.executor import local_identity
 from sourceprep_models.swap.residency import Machine
 
-# The one host a config describes today: this machine (several machines per config come later).
-LOCAL_HOST = "local"
-
 
 @dataclass
 class RunPlan:
@@ -35,7 +33,7 @@ class RunPlan:
     targets: dict[str, Target]
     identities: dict[str, str]  # stage id -> machine key of its model
     steps: dict[str, StagePlan | None]  # None: an always-ready endpoint (cloud), nothing to plan
-    plans: dict[str, PipelinePlan]  # per host (this machine: "local")
+    plans: dict[str, PipelinePlan]  # per host ("local": this machine)
     names: dict[str, str] = field(default_factory=dict)  # key -> server name (for evictions)
     sizes: dict[str, int] = field(default_factory=dict)  # key -> predicted bytes
     groups: dict[str, str] = field(default_factory=dict)  # key -> endpoint name
@@ -52,6 +50,13 @@ class RunPlan:
     @property
     def bytes_loaded(self) -> int:
         return sum(plan.bytes_loaded for plan in self.plans.values())
+
+    def budget_of(self, host: str) -> int:
+        """The budget the plan of ``host`` was made against."""
+        return self.plans[host].budget
+
+    def host_of(self, run_id: str) -> str:
+        return self.targets[run_id].endpoint.host
 
     def label(self, key: str, endpoint: str) -> str:
         """A model's name for messages; named with its server when it sits on another one than ``endpoint``."""
@@ -70,6 +75,7 @@ class RunPlan:
                     "stage": run.id,
                     "model": target.name,
                     "endpoint": here,
+                    "host": target.endpoint.host,
                     "action": step.action if step else "ready",
                     "evict": [self.label(key, here) for key in step.evict] if step else [],
                     "restore_after": [self.label(key, here) for key in step.restore_after] if step else [],
@@ -94,7 +100,8 @@ def plan_run(
     strategy: str = "lookahead",
     missing_pins_resident: bool = True,
 ) -> RunPlan:
-    """Plan every stage run on this machine as one; raises ``ModelNotFound`` / ``DoesNotFit`` naming the stage.
+    """Plan every stage run, one plan per host; raises ``ModelNotFound`` / ``DoesNotFit`` naming the stage
+    (and the host, when the config has more than one).
 
     Single-model mode (``--single-model`` or ``memory.single_model``) keeps one non-pinned model on the
     machine: before every stage every other non-pinned model leaves, which is the unload-all strategy."""
@@ -127,10 +134,12 @@ def plan_run(
 
     steps: dict[str, StagePlan | None] = dict.fromkeys(ready)
     plans: dict[str, PipelinePlan] = {}
-    if planned:
-        used = {targets[run.id].endpoint.name for run in planned}
-        models, resident = _machine_state(machine, used, names, sizes, groups, missing_pins_resident)
-        for run in planned:
+    hosts = {targets[run.id].endpoint.host: None for run in planned}
+    for host in hosts:
+        on_host = [run for run in planned if targets[run.id].endpoint.host == host]
+        used = {targets[run.id].endpoint.name for run in on_host}
+        models, resident = _machine_state(machine, host, used, names, sizes, groups, missing_pins_resident)
+        for run in on_host:
             key = keys[run.id]
             if key not in models:
                 models[key] = PipelineModel(
@@ -140,37 +149,43 @@ def plan_run(
                     keep_alive_s=_keep_alive(targets[run.id]),
                     group=groups[key],
                 )
-        caps = machine.caps()
+        caps = machine.caps(host)
         result = plan_pipeline(
-            [(run.id, keys[run.id]) for run in planned],
+            [(run.id, keys[run.id]) for run in on_host],
             models,
             resident,
-            machine.budget().bytes,
+            machine.budget(host).bytes,
             strategy=strategy,
             allow_evict_pinned=config.memory.allow_evict_pinned,
             max_models=caps or None,
         )
         if isinstance(result, PipelineRefusal):
             endpoint = targets[result.stage].endpoint.name if result.stage in targets else "this machine"
-            raise DoesNotFit(f"stage {result.stage!r} on {endpoint}: {result.reason}")
-        plans[LOCAL_HOST] = result
-        for run, step in zip(planned, result.stages, strict=True):
+            where = f" (host {host!r}, budget: {machine.budget(host).source})" if _several_hosts(machine) else ""
+            raise DoesNotFit(f"stage {result.stage!r} on {endpoint}{where}: {result.reason}")
+        plans[host] = result
+        for run, step in zip(on_host, result.stages, strict=True):
             steps[run.id] = step
     return RunPlan(list(runs), targets, keys, steps, plans, names, sizes, groups)
 
 
+def _several_hosts(machine: Machine) -> bool:
+    return machine.hosts() != [LOCAL_HOST]
+
+
 def _machine_state(
     machine: Machine,
+    host: str,
     used: set[str],
     names: dict[str, str],
     sizes: dict[str, int],
     groups: dict[str, str],
     missing_pins_resident: bool,
 ) -> tuple[dict[str, PipelineModel], list[str]]:
-    """The models resident on the machine's servers now (plus configured pins a run would repair first)."""
+    """The models resident on ``host``'s servers now (plus configured pins a run would repair first)."""
     models: dict[str, PipelineModel] = {}
     resident: list[str] = []
-    for session in machine.memory_sessions():
+    for session in machine.memory_sessions(host):
         pins = session.pinned_identities()
         here = session.endpoint.name
         for loaded in machine.loaded_on(session, required=here in used):

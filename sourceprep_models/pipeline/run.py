@@ -322,7 +322,7 @@ class PipelineRun:
         row.cache = "warm" if row.prefetched else cache_state(paths)
         load_plan = Plan(
             incoming=Demand(key, target.name, plan.sizes.get(key, 0), group=target.endpoint.name),
-            budget=next(iter(plan.plans.values())).budget,
+            budget=plan.budget_of(session.host),
             # Named as the plan names them (the config's name, e.g. "small" for the server's "small:latest"),
             # so the run's report matches its --dry-run.
             evict=tuple(

@@ -19,10 +19,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sourceprep_models.config.schema import Config, Endpoint, ModelSpec
+from sourceprep_models.config.schema import LOCAL_HOST, Config, Endpoint, ModelSpec
 from sourceprep_models.constants import DEFAULT_LOAD_TIMEOUT_S
 from sourceprep_models.errors import ModelNotFound, SourceprepError
-from sourceprep_models.memory.sizing import Budget, Prediction, SizeBook, memory_budget, predict
+from sourceprep_models.memory.sizing import Budget, Prediction, SizeBook, host_budget, memory_budget, predict
 from sourceprep_models.planning.load import Demand, Plan, Policy, Refusal, Resident, plan_load
 from sourceprep_models.providers.base import LoadedModel, LoadRequest, Provider
 from sourceprep_models.swap.executor import Executor, Step, machine_key
@@ -45,8 +45,13 @@ class Session:
     _identities: dict[str, str] = field(default_factory=dict)
 
     @property
+    def host(self) -> str:
+        """The machine this server runs on: its memory is what a load here competes for."""
+        return self.endpoint.host
+
+    @property
     def hardware(self) -> dict[str, Any]:
-        return self.machine.hardware
+        return self.machine.hardware_of(self.host)
 
     @property
     def book(self) -> SizeBook:
@@ -131,7 +136,7 @@ class Session:
         )
 
     def budget(self) -> Budget:
-        return self.machine.budget()
+        return self.machine.budget(self.host)
 
     def predict(self, request: LoadRequest) -> Prediction:
         info = self.provider.describe(request.name)
@@ -163,6 +168,8 @@ class Session:
 
     def weight_paths(self, name: str) -> list[Path]:
         """The weight files to warm, when they are on this machine's disk."""
+        if self.host != LOCAL_HOST:
+            return []  # the paths a remote server reports are on its own disk, not this one's page cache
         try:
             return self.provider.weight_paths(name)
         except Exception:  # warming is an optimisation: any trouble finding the files just skips it
@@ -190,7 +197,11 @@ class Session:
 
 
 class Machine:
-    """Every endpoint of the config that keeps models in this machine's memory, and their one budget."""
+    """Every endpoint of the config that keeps models in memory, grouped by the host (machine) each runs
+    on: one budget per host, shared by that host's servers. ``local`` is this machine, probed; another
+    host's budget is its ``[hosts.NAME]`` table (unknown when it has none: its servers decide).
+
+    A plan for a load looks only at the host the load runs on: a load there never evicts elsewhere."""
 
     def __init__(
         self,
@@ -228,21 +239,34 @@ class Machine:
         for name in [name for name in self._sessions if name not in config.endpoints]:
             self._sessions.pop(name).provider.close()
 
-    def memory_sessions(self) -> list[Session]:
-        """The endpoints whose models occupy this machine's memory (not cloud endpoints), in config order."""
+    def memory_sessions(self, host: str | None = None) -> list[Session]:
+        """The endpoints whose models occupy memory (not cloud endpoints), in config order; ``host``: on that
+        host only."""
         return [
             session
             for session in (self.session(name) for name in self.config.endpoints)
-            if not session.provider.capabilities.always_ready
+            if not session.provider.capabilities.always_ready and host in (None, session.host)
         ]
 
-    def budget(self) -> Budget:
-        return memory_budget(self.config.memory, self.hardware)
+    def hosts(self) -> list[str]:
+        """The hosts whose servers hold models, this machine first, then in config order."""
+        found = {session.host: None for session in self.memory_sessions()}
+        return sorted(found, key=lambda host: host != LOCAL_HOST)
 
-    def caps(self) -> dict[str, int]:
+    def hardware_of(self, host: str) -> dict[str, Any]:
+        """What the probe found, for this machine; nothing is known of another one's hardware."""
+        return self.hardware if host == LOCAL_HOST else {}
+
+    def budget(self, host: str = LOCAL_HOST) -> Budget:
+        spec = self.config.hosts.get(host)
+        if host == LOCAL_HOST or spec is None:
+            return memory_budget(self.config.memory, self.hardware)
+        return host_budget(spec)
+
+    def caps(self, host: str | None = None) -> dict[str, int]:
         """Each server's own cap on loaded models, by endpoint (llama.cpp --models-max)."""
         caps = {}
-        for session in self.memory_sessions():
+        for session in self.memory_sessions(host):
             cap = self._answer(session, session.max_loaded, None)
             if cap is not None:
                 caps[session.endpoint.name] = cap
@@ -252,10 +276,10 @@ class Machine:
         """What ``session``'s server holds; a server that is not ``required`` and is down counts as empty."""
         return session.loaded() if required else self._answer(session, session.loaded, [])
 
-    def residents(self, *, besides: str | None = None) -> list[Resident]:
-        """Everything holding memory on this machine (``besides``: except that endpoint's models)."""
+    def residents(self, *, besides: str | None = None, host: str | None = None) -> list[Resident]:
+        """Everything holding memory (``besides``: except that endpoint's models; ``host``: on that host)."""
         residents: list[Resident] = []
-        for session in self.memory_sessions():
+        for session in self.memory_sessions(host):
             if session.endpoint.name != besides:
                 residents += session.residents(self._answer(session, session.loaded, []))
         return residents
@@ -276,12 +300,12 @@ class Machine:
         demand, prediction, wanted = self.demand(here, request)
         world = residents if residents is not None else self.world(here, loaded_here, wanted)
         world = [replace(resident, pinned=True) if resident.key in protect else resident for resident in world]
-        budget = self.budget()
+        budget = self.budget(here.host)
         policy = Policy(
             budget=budget.bytes,
             single_model=self.single_model or self.config.memory.single_model,
             allow_evict_pinned=self.config.memory.allow_evict_pinned,
-            max_models=self.caps(),
+            max_models=self.caps(here.host),
         )
         plan = plan_load(world, demand, policy)
         held = [resident for resident in world if resident.key in protect]
@@ -317,8 +341,8 @@ class Machine:
         return demand, prediction, wanted
 
     def world(self, here: Session, loaded_here: list[LoadedModel], wanted: int | None = None) -> list[Resident]:
-        """Everything holding memory on the machine now, ``here``'s models with the context a load wants."""
-        return self.residents(besides=here.endpoint.name) + here.residents(loaded_here, wanted)
+        """Everything holding memory on ``here``'s host now, ``here``'s models with the context a load wants."""
+        return self.residents(besides=here.endpoint.name, host=here.host) + here.residents(loaded_here, wanted)
 
     def restore_requests(self) -> dict[tuple[str, str], LoadRequest]:
         """Every configured pin on the machine, by (endpoint, server name), with the request that reloads it."""
@@ -329,8 +353,8 @@ class Machine:
         }
 
     def executor(self, here: Session) -> Executor:
-        """An executor for ``here`` that can also evict from, and restore pins on, the machine's other servers."""
-        peers = {session.endpoint.name: session.provider for session in self.memory_sessions()}
+        """An executor for ``here`` that can also evict from, and restore pins on, its host's other servers."""
+        peers = {session.endpoint.name: session.provider for session in self.memory_sessions(here.host)}
         return Executor(here.provider, peers=peers, on_step=self._on_step)
 
     @contextlib.contextmanager

@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from sourceprep_models.config.schema import Config, Endpoint
+from sourceprep_models.config.schema import LOCAL_HOST, Config, Endpoint
 from sourceprep_models.errors import ExitCode, SourceprepError
 from sourceprep_models.memory.sizing import Budget
 from sourceprep_models.providers.base import LoadedModel
@@ -38,11 +38,12 @@ class EndpointStatus:
     always_ready: bool = False  # a cloud endpoint: nothing it serves uses this machine's memory
     # Configured pins the server does not keep: (name, "missing" | "expiring"); `status` only reports them.
     lost_pins: list[tuple[str, str]] = field(default_factory=list)
+    host: str = LOCAL_HOST  # the machine the server runs on
 
     def to_dict(self) -> dict[str, Any]:
-
         return {
             "name": self.name,
+            "host": self.host,
             "kind": self.kind,
             "url": self.url,
             "ok": self.error is None,
@@ -85,8 +86,20 @@ class StatusReport:
 
     @property
     def exit_code(self) -> int:
-        """0 when every endpoint answered; otherwise the first failing endpoint's code."""
-        return next((ep.exit_code for ep in self.endpoints if ep.exit_code), ExitCode.OK)
+        """0 when every endpoint answered; otherwise the first failing endpoint's code.
+
+        Another machine that does not answer (a desktop that is asleep, a laptop off the LAN) does not fail
+        a look at the others: an unreachable endpoint on a host other than ``local`` counts only when no
+        endpoint on another host answered (``status --endpoint`` naming it alone, or nothing else up)."""
+        answered = {ep.host for ep in self.endpoints if ep.error is None}
+        for ep in self.endpoints:
+            if not ep.exit_code:
+                continue
+            away = ep.host != LOCAL_HOST and ep.exit_code == ExitCode.SERVER_UNREACHABLE
+            if away and answered - {ep.host}:
+                continue
+            return ep.exit_code
+        return ExitCode.OK
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -117,10 +130,28 @@ def collect_status(machine: Machine, endpoints: Iterable[Endpoint], *, hardware:
     if statuses:
         with ThreadPoolExecutor(max_workers=min(len(statuses), _MAX_PARALLEL)) as pool:
             list(pool.map(_ask, statuses, sessions))
-    holding = [status for status in statuses if status.error is None and not status.always_ready]
-    used = sum(model.size or 0 for status in holding for model in status.models if model.occupies_memory)
-    host = HostStatus("local", machine.budget(), used, tuple(status.name for status in holding))
-    return StatusReport(endpoints=statuses, hardware=machine.hardware if hardware else {}, hosts=[host])
+    return StatusReport(
+        endpoints=statuses, hardware=machine.hardware if hardware else {}, hosts=_hosts(machine, statuses, sessions)
+    )
+
+
+def _hosts(machine: Machine, statuses: list[EndpointStatus], sessions: list[Session]) -> list[HostStatus]:
+    """One line per machine: what its answering servers' models occupy against that machine's budget."""
+    by_host: dict[str, list[EndpointStatus]] = {}
+    for status, session in zip(statuses, sessions, strict=True):
+        status.host = session.host
+        if not status.always_ready:
+            by_host.setdefault(session.host, [])
+            if status.error is None:
+                by_host[session.host].append(status)
+    if not by_host:
+        by_host[LOCAL_HOST] = []
+    hosts = []
+    for host in sorted(by_host, key=lambda name: name != LOCAL_HOST):
+        holding = by_host[host]
+        used = sum(model.size or 0 for status in holding for model in status.models if model.occupies_memory)
+        hosts.append(HostStatus(host, machine.budget(host), used, tuple(status.name for status in holding)))
+    return hosts
 
 
 def _ask(status: EndpointStatus, session: Session) -> None:

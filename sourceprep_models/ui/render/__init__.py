@@ -32,18 +32,22 @@ def _table(*headers: str) -> FlexTable:
 
 
 def status_table(report: StatusReport) -> FlexTable:
-    table = _table("ENDPOINT", "MODEL", "STATE", "SIZE", "PROCESSOR", "CONTEXT", "UNTIL")
+    """One row per loaded model; a HOST column first when the config's servers run on several machines."""
+    several_hosts = len(report.hosts) > 1
+    headers = ("ENDPOINT", "MODEL", "STATE", "SIZE", "PROCESSOR", "CONTEXT", "UNTIL")
+    table = _table(*(("HOST", *headers) if several_hosts else headers))
     for endpoint in report.endpoints:
+        first = (endpoint.host, endpoint.name) if several_hosts else (endpoint.name,)
         if endpoint.error:
             # The full one-line error goes to stderr; the table only flags the row.
             label = "(unreachable)" if endpoint.exit_code == 4 else "(error)"
-            table.add_row(endpoint.name, label, "", "", "", "", "")
+            table.add_row(*first, label, "", "", "", "", "")
             continue
         if not endpoint.models and not endpoint.lost_pins:
-            table.add_row(endpoint.name, "(nothing loaded)", "", "", "", "", "")
+            table.add_row(*first, "(nothing loaded)", "", "", "", "", "")
         for model in endpoint.models:
             table.add_row(
-                endpoint.name,
+                *first,
                 model.name,
                 model.state + (" (pinned)" if model.pinned or model.name in endpoint.pins else ""),
                 human_bytes(model.size),
@@ -53,7 +57,7 @@ def status_table(report: StatusReport) -> FlexTable:
             )
         for name, reason in endpoint.lost_pins:
             if reason == "missing":
-                table.add_row(endpoint.name, name, "lost (pinned)", "", "", "", "not loaded")
+                table.add_row(*first, name, "lost (pinned)", "", "", "", "not loaded")
     return table
 
 
@@ -68,7 +72,7 @@ def lost_pin_lines(report: StatusReport) -> list[str]:
 
 
 def host_lines(report: StatusReport) -> list[str]:
-    """This machine's memory across its servers: the budget the planner uses, what is in use, what is free."""
+    """Each machine's memory across its servers: the budget the planner uses, what is in use, what is free."""
     lines = []
     for host in report.hosts:
         if host.free_bytes is None:
