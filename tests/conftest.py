@@ -13,7 +13,7 @@ import pytest
 from hypothesis import settings
 from typer.testing import CliRunner
 
-pytest_plugins = ["tests.emulator.pytest_plugin"]
+pytest_plugins = ["tests.emulator.pytest_plugin", "tests.realserver.pair"]
 
 # The property tests draw the same examples on every run, so a CI failure reproduces on any machine;
 # `HYPOTHESIS_PROFILE=explore` draws new ones (and keeps a local database of failures) to hunt for more.

@@ -8,57 +8,24 @@ one model fits and two do not.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import CliFn
 from tests.emulator import EmulatedModel
-from tests.realserver.make_gguf import PRESETS, write_model
 from tests.realserver.router import LlamaServer, llama_server, require_binary
 
 pytestmark = pytest.mark.realserver
 
-MODELS = ("tiny-a", "tiny-b", "tiny-c")
 # One tiny model fits, two do not: its child process holds 17-20 MB (0.6 MB of it weights), which
 # is what its prediction and its measured size say (benchmarks/llamacpp_sizes.py).
 ONE_MODEL_BUDGET_BYTES = 28 * 1024 * 1024
 ONE_MODEL_BUDGET = 'budget = "28MiB"\nheadroom = "0"\n'
-
-
-@pytest.fixture(scope="module")
-def model_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    pytest.importorskip("gguf", reason="the model generator needs the gguf package (pip install gguf)")
-    folder = tmp_path_factory.mktemp("gguf")
-    return {
-        name: write_model(folder / f"{name}.gguf", PRESETS["tiny"], seed=index) for index, name in enumerate(MODELS)
-    }
-
-
-@pytest.fixture
-def routers(model_files: dict[str, Path], tmp_path: Path) -> Iterator[tuple[LlamaServer, LlamaServer]]:
-    """Two routers on this machine, each with its own models folder; both stopped by PID afterwards."""
-    binary = require_binary()
-    with contextlib.ExitStack() as stack:
-        started = []
-        for side in ("a", "b"):
-            folder = tmp_path / f"models-{side}"
-            folder.mkdir()
-            for path in model_files.values():
-                (folder / path.name).symlink_to(path)
-            started.append(
-                stack.enter_context(
-                    llama_server(
-                        binary, tmp_path, "--models-dir", str(folder), "--models-max", "2", "--no-models-autoload"
-                    )
-                )
-            )
-        yield started[0], started[1]
 
 
 def two_router_config(

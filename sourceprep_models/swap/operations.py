@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sourceprep_models.config.schema import Config, Endpoint, ModelSpec
+from sourceprep_models.config.schema import LOCAL_HOST, Config, Endpoint, ModelSpec
 from sourceprep_models.constants import DEFAULT_UNLOAD_TIMEOUT_S
 from sourceprep_models.errors import DoesNotFit, SourceprepError
 from sourceprep_models.memory.sizing import Budget, Prediction
@@ -97,6 +97,7 @@ class LoadPreview:
     loaded: list[tuple[str, LoadedModel]]  # (endpoint, model) on every server of the machine
     endpoint: str
     always_ready: bool = False
+    host: str = LOCAL_HOST  # the machine whose budget the plan is made against
 
     @property
     def refused(self) -> Refusal | None:
@@ -107,6 +108,7 @@ class LoadPreview:
         evicted = [] if isinstance(self.plan, Refusal) else list(self.plan.evict)
         data.update(
             endpoint=self.endpoint,
+            host=self.host,
             evictions=[{"model": v.name, "endpoint": v.group or self.endpoint, "pinned": v.pinned} for v in evicted],
             prediction_source=self.prediction.source,
             context_length=self.prediction.num_ctx,
@@ -197,7 +199,12 @@ def _plan_together(machine: Machine, local: list[tuple[int, Session, LoadRequest
         current = world if world is not None else machine.world(session, loaded, wanted)
         plan, prediction, budget = machine.plan(session, request, loaded, protect=protected, residents=current)
         previews[index] = LoadPreview(
-            plan, prediction, budget, _loaded_everywhere(machine, session, loaded), session.endpoint.name
+            plan,
+            prediction,
+            budget,
+            _loaded_everywhere(machine, session, loaded),
+            session.endpoint.name,
+            host=session.host,
         )
         if isinstance(plan, Refusal):
             if len(local) > 1:
@@ -541,7 +548,7 @@ def _loaded_everywhere(
     machine: Machine, here: Session, loaded_here: list[LoadedModel]
 ) -> list[tuple[str, LoadedModel]]:
     rows: list[tuple[str, LoadedModel]] = []
-    for session in machine.memory_sessions():
+    for session in machine.memory_sessions(here.host):  # other hosts' memory is not this load's business
         if session.endpoint.name == here.endpoint.name:
             rows += [(session.endpoint.name, model) for model in loaded_here]
         else:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from sourceprep_models.config.schema import LOCAL_HOST
 from sourceprep_models.units import format_seconds, human_bytes, processor, until
 
 if TYPE_CHECKING:
@@ -206,7 +207,11 @@ def plan_table(preview: LoadPreview) -> FlexTable:
     table.add_row(incoming.name, preview.endpoint, action, human_bytes(incoming.size), note)
     after = "" if isinstance(plan, Refusal) else human_bytes(plan.resident_after)
     table.add_row(
-        "budget", "this machine", "", human_bytes(budget.bytes), f"{budget.source}; in use after: {after or '-'}"
+        "budget",
+        "this machine" if preview.host == LOCAL_HOST else f"host {preview.host}",
+        "",
+        human_bytes(budget.bytes),
+        f"{budget.source}; in use after: {after or '-'}",
     )
     return table
 

@@ -1,0 +1,304 @@
+"""Several machines in one config: each host has its own budget, a load on one host never evicts on
+another, a pipeline is planned per host, and status/doctor show every host's budget and its source.
+
+The real-server tests declare two REAL llama-server routers on loopback ports as two hosts (``host =``
+on each endpoint), each with a budget where one tiny model fits and two do not."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import CliFn
+from tests.emulator import EmulatedModel
+from tests.emulator.pytest_plugin import EmulatorFactory
+from tests.realserver.router import LlamaServer
+
+ONE_MODEL = '"28MiB"'  # one tiny model's child (17-20 MB) fits, two do not (see tests/test_machine.py)
+
+
+def two_hosts(
+    write: Callable[[str], Path], a: LlamaServer, b: LlamaServer, *, budget_b: str = ONE_MODEL, extra: str = ""
+) -> str:
+    """Router a on host "left", router b on host "right", this machine's own budget far too small for either."""
+    return str(
+        write(
+            '[memory]\nbudget = "1MiB"\nheadroom = "0"\n'
+            f"[hosts.left]\nbudget = {ONE_MODEL}\n[hosts.right]\nbudget = {budget_b}\n"
+            f'[endpoints.a]\nkind = "llamacpp"\nurl = "{a.url}"\nhost = "left"\n'
+            f'[endpoints.b]\nkind = "llamacpp"\nurl = "{b.url}"\nhost = "right"\n'
+            '[models.fast]\nname = "tiny-a"\nendpoint = "a"\n'
+            '[models.other]\nname = "tiny-c"\nendpoint = "a"\n'
+            '[models.coder]\nname = "tiny-b"\nendpoint = "b"\n' + extra
+        )
+    )
+
+
+ALTERNATING = """
+[pipelines.mixed]
+stages = [
+  { name = "catalogue", model = "fast", command = "true" },
+  { name = "code", model = "coder", command = "true" },
+  { name = "summary", model = "fast", command = "true" },
+  { name = "fix", model = "coder", command = "true" },
+]
+"""
+
+
+@pytest.mark.realserver
+def test_a_load_on_one_host_never_evicts_on_another(
+    cli: CliFn, routers: tuple[LlamaServer, LlamaServer], write_config: Callable[[str], Path]
+) -> None:
+    a, b = routers
+    path = two_hosts(write_config, a, b)
+    assert cli("--config", path, "load", "fast").exit_code == 0
+    dry = cli("--config", path, "load", "coder", "--dry-run", "--json")
+    assert dry.exit_code == 0, dry.stderr
+    assert (dry.json()["host"], dry.json()["evictions"]) == ("right", [])
+    assert dry.json()["budget"]["source"] == "hosts.right.budget in the config"
+    assert [row["endpoint"] for row in dry.json()["loaded_on"]] == []  # host left's models are not in this plan
+
+    result = cli("--config", path, "load", "coder", "--json")
+
+    assert result.exit_code == 0, result.stderr
+    assert result.json()["evictions"] == []
+    assert (a.loaded(), b.loaded()) == ({"tiny-a"}, {"tiny-b"})
+    # Within one host the budget still holds: a second model on "left" evicts the first there only.
+    again = cli("--config", path, "load", "other", "--json")
+    assert again.exit_code == 0, again.stderr
+    assert again.json()["evictions"] == [{"model": "tiny-a", "endpoint": "a", "pinned": False}]
+    assert (a.loaded(), b.loaded()) == ({"tiny-c"}, {"tiny-b"})
+
+
+@pytest.mark.realserver
+def test_a_pipeline_alternating_between_hosts_keeps_both_models_resident(
+    cli: CliFn, routers: tuple[LlamaServer, LlamaServer], write_config: Callable[[str], Path]
+) -> None:
+    a, b = routers
+    path = two_hosts(write_config, a, b, extra=ALTERNATING)
+
+    dry = cli("--config", path, "run-pipeline", "mixed", "--dry-run", "--json")
+    assert dry.exit_code == 0, dry.stderr
+    planned = [(row["stage"], row["host"], row["action"], row["evict"]) for row in dry.json()["stages"]]
+    assert planned == [
+        ("catalogue", "left", "load", []),
+        ("code", "right", "load", []),
+        ("summary", "left", "hit", []),
+        ("fix", "right", "hit", []),
+    ]
+    assert dry.json()["budgets"] == {"left": 28 * 1024**2, "right": 28 * 1024**2}
+
+    run = cli("--config", path, "run-pipeline", "mixed", "--json")
+
+    assert run.exit_code == 0, run.stderr
+    assert [row["evicted"] for row in run.json()["stages"]] == [[], [], [], []]
+    assert (a.loaded(), b.loaded()) == ({"tiny-a"}, {"tiny-b"})
+
+
+@pytest.mark.realserver
+def test_a_host_budget_too_small_for_a_stage_refuses_the_run_before_anything_loads(
+    cli: CliFn, routers: tuple[LlamaServer, LlamaServer], write_config: Callable[[str], Path]
+) -> None:
+    a, b = routers
+    path = two_hosts(write_config, a, b, budget_b='"4MiB"', extra=ALTERNATING)
+
+    result = cli("--config", path, "run-pipeline", "mixed")
+
+    assert result.exit_code == 6
+    assert "stage 'code'" in result.stderr and "host 'right'" in result.stderr
+    assert "hosts.right.budget" in result.stderr
+    assert (a.loaded(), b.loaded()) == (set(), set())
+
+
+@pytest.mark.realserver
+def test_status_shows_each_host_with_its_own_budget_and_use(
+    cli: CliFn, routers: tuple[LlamaServer, LlamaServer], write_config: Callable[[str], Path]
+) -> None:
+    a, b = routers
+    path = two_hosts(write_config, a, b)
+    cli("--config", path, "load", "coder")
+
+    result = cli("--config", path, "status", "--json")
+
+    assert result.exit_code == 0, result.stderr
+    document = result.json()
+    hosts = {host["name"]: host for host in document["hosts"]}
+    assert set(hosts) == {"left", "right"}
+    assert hosts["right"]["budget_bytes"] == 28 * 1024**2
+    assert hosts["right"]["budget_source"] == "hosts.right.budget in the config"
+    assert hosts["right"]["endpoints"] == ["b"] and hosts["left"]["used_bytes"] == 0
+    coder_size = next(m["size"] for e in document["endpoints"] for m in e["models"] if m["name"] == "tiny-b")
+    assert hosts["right"]["used_bytes"] == coder_size > 0
+    assert {endpoint["name"]: endpoint["host"] for endpoint in document["endpoints"]} == {"a": "left", "b": "right"}
+    table = cli("--config", path, "status")
+    assert "MACHINE right:" in table.stdout and "MACHINE left:" in table.stdout
+    assert table.stdout.splitlines()[0].split()[:2] == ["HOST", "ENDPOINT"]
+
+
+# -- without real servers ------------------------------------------------------------------------
+
+
+@pytest.fixture
+def emulator_url(ollama_emulator: EmulatorFactory) -> str:
+    return ollama_emulator(models=[EmulatedModel("small:1b", file_mib=8)], gpu_vram_mib=64).url
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on (bound, then released)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_an_unreachable_host_leaves_the_others_usable_and_fails_only_when_asked_alone(
+    cli: CliFn, emulator_url: str, write_config: Callable[[str], Path]
+) -> None:
+    path = str(
+        write_config(
+            f'[hosts.desk]\nbudget = "22GiB"\n'
+            f'[endpoints.here]\nkind = "ollama"\nurl = "{emulator_url}"\n'
+            f'[endpoints.desk]\nkind = "ollama"\nurl = "http://127.0.0.1:{closed_port()}"\nhost = "desk"\n'
+        )
+    )
+
+    both = cli("--config", path, "status", "--json")
+    alone = cli("--config", path, "status", "--endpoint", "desk")
+
+    assert both.exit_code == 0, both.stderr
+    rows = {endpoint["name"]: endpoint for endpoint in both.json()["endpoints"]}
+    assert rows["here"]["ok"] is True and rows["desk"]["ok"] is False
+    assert "desk" in both.stderr
+    assert alone.exit_code == 4
+
+
+def test_an_unreachable_local_server_still_fails_status(
+    cli: CliFn, emulator_url: str, write_config: Callable[[str], Path]
+) -> None:
+    path = str(
+        write_config(
+            f'[hosts.desk]\nbudget = "22GiB"\n'
+            f'[endpoints.desk]\nkind = "ollama"\nurl = "{emulator_url}"\nhost = "desk"\n'
+            f'[endpoints.here]\nkind = "ollama"\nurl = "http://127.0.0.1:{closed_port()}"\n'
+        )
+    )
+
+    assert cli("--config", path, "status").exit_code == 4
+
+
+def test_a_remote_endpoint_without_a_host_table_gets_a_host_of_its_own_with_an_unknown_budget(
+    cli: CliFn, emulator_url: str, write_config: Callable[[str], Path]
+) -> None:
+    path = str(
+        write_config(
+            '[memory]\nbudget = "1MiB"\nheadroom = "0"\n'
+            f'[endpoints.here]\nkind = "ollama"\nurl = "{emulator_url}"\n'
+            '[endpoints.far]\nkind = "ollama"\nurl = "http://gpu-box.invalid:11434"\n'
+        )
+    )
+
+    doctor = cli("--config", path, "doctor", "--json")
+
+    checks = {check["id"]: check for check in doctor.json()["checks"]}
+    far = checks["host.gpu-box.invalid.budget"]
+    assert far["status"] == "warning"
+    assert "budget unknown" in far["summary"] and "this machine's RAM is never used" in far["summary"]
+    assert far["fix"].startswith('add [hosts."gpu-box.invalid"] with budget = ')
+
+
+def test_doctor_names_each_host_budget_and_where_it_came_from(
+    cli: CliFn, emulator_url: str, write_config: Callable[[str], Path]
+) -> None:
+    path = str(
+        write_config(
+            '[hosts.desk]\nbudget = "22GiB"\nheadroom = "2GiB"\n'
+            f'[endpoints.here]\nkind = "ollama"\nurl = "{emulator_url}"\n'
+            f'[endpoints.desk]\nkind = "ollama"\nurl = "http://127.0.0.1:{closed_port()}"\nhost = "desk"\n'
+        )
+    )
+
+    doctor = cli("--config", path, "doctor", "--json")
+
+    desk = next(check for check in doctor.json()["checks"] if check["id"] == "host.desk.budget")
+    assert desk["status"] == "ok"
+    assert desk["summary"] == "host desk (desk): 21.5 GB for models (hosts.desk.budget in the config, 2.1 GB headroom)"
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "needle"),
+    [
+        (
+            '[endpoints.a]\nkind = "ollama"\nurl = "http://127.0.0.1:1"\nhost = "dsek"\n'
+            '[hosts.desk]\nbudget = "1GiB"\n',
+            4,
+            "endpoints.a.host: no host named 'dsek'; did you mean 'desk'?",
+        ),
+        (
+            '[hosts.spare]\nbudget = "8GiB"\n[endpoints.a]\nkind = "ollama"\nurl = "http://127.0.0.1:1"\n',
+            1,
+            "hosts.spare: no endpoint runs on this host",
+        ),
+        (
+            '[hosts.one]\naddress = "gpu.lan"\n[hosts.two]\naddress = "GPU.lan"\n'
+            '[endpoints.a]\nkind = "ollama"\nurl = "http://gpu.lan:11434"\n',
+            4,
+            "hosts.two.address: 'gpu.lan' is already the address of hosts.one",
+        ),
+        (
+            '[hosts.local]\nbudget = "8GiB"\n[endpoints.a]\nkind = "ollama"\nurl = "http://127.0.0.1:1"\n',
+            1,
+            "hosts.local: is this machine, budgeted by [memory]",
+        ),
+        (
+            '[hosts.desk]\nbudget = "nan"\n[endpoints.a]\nkind = "ollama"\nurl = "http://desk:1"\nhost = "desk"\n',
+            2,
+            "hosts.desk.budget:",
+        ),
+        (
+            '[hosts.desk]\nbudget = "4GiB"\nheadroom = "4GiB"\n'
+            '[endpoints.a]\nkind = "ollama"\nurl = "http://desk:1"\nhost = "desk"\n',
+            3,
+            "hosts.desk.headroom: is as large as the whole budget",
+        ),
+        (
+            '[hosts.desk]\naddress = "127.0.0.1"\n[endpoints.a]\nkind = "ollama"\nurl = "http://127.0.0.1:1"\n',
+            2,
+            "hosts.desk.address: '127.0.0.1' is this machine",
+        ),
+    ],
+    ids=["unknown-host", "unused-host", "same-address", "local-reserved", "bad-budget", "headroom", "own-address"],
+)
+def test_bad_host_config_is_exit_5_naming_key_and_line(
+    cli: CliFn, write_config: Callable[[str], Path], text: str, line: int, needle: str
+) -> None:
+    path = write_config(text)
+
+    result = cli("--config", str(path), "status")
+
+    assert result.exit_code == 5
+    assert f"{path}:{line}: {needle}" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+
+
+def test_an_endpoint_at_a_host_address_belongs_to_that_host(cli: CliFn, write_config: Callable[[str], Path]) -> None:
+    path = str(
+        write_config(
+            '[hosts.desk]\nbudget = "22GiB"\naddress = "desk.invalid"\n'
+            '[endpoints.far]\nkind = "ollama"\nurl = "http://desk.invalid:11434"\n'
+        )
+    )
+
+    result = cli("--config", path, "status", "--endpoint", "far", "--json")
+
+    assert result.exit_code == 4  # asked about the unreachable host alone
+    assert result.json()["endpoints"][0]["host"] == "desk"
+    assert result.json()["hosts"][0] == {
+        "name": "desk",
+        "budget_bytes": 22 * 1024**3,
+        "budget_source": "hosts.desk.budget in the config",
+        "used_bytes": 0,
+        "free_bytes": 22 * 1024**3,
+        "endpoints": [],
+    }
