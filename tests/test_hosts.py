@@ -7,21 +7,31 @@ on each endpoint), each with a budget where one tiny model fits and two do not."
 from __future__ import annotations
 
 import socket
+import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests.conftest import CliFn
 from tests.emulator import EmulatedModel
 from tests.emulator.pytest_plugin import EmulatorFactory
+from tests.fakes.llamacpp import FakeLlamaRouter, error_body
+from tests.loopback import Request, serve
 from tests.realserver.router import LlamaServer
 
 ONE_MODEL = '"28MiB"'  # one tiny model's child (17-20 MB) fits, two do not (see tests/test_machine.py)
 
 
 def two_hosts(
-    write: Callable[[str], Path], a: LlamaServer, b: LlamaServer, *, budget_b: str = ONE_MODEL, extra: str = ""
+    write: Callable[[str], Path],
+    a: LlamaServer,
+    b: LlamaServer,
+    *,
+    budget_b: str = ONE_MODEL,
+    extra: str = "",
+    other: bool = True,
 ) -> str:
     """Router a on host "left", router b on host "right", this machine's own budget far too small for either."""
     return str(
@@ -31,8 +41,9 @@ def two_hosts(
             f'[endpoints.a]\nkind = "llamacpp"\nurl = "{a.url}"\nhost = "left"\n'
             f'[endpoints.b]\nkind = "llamacpp"\nurl = "{b.url}"\nhost = "right"\n'
             '[models.fast]\nname = "tiny-a"\nendpoint = "a"\n'
-            '[models.other]\nname = "tiny-c"\nendpoint = "a"\n'
-            '[models.coder]\nname = "tiny-b"\nendpoint = "b"\n' + extra
+            + ('[models.other]\nname = "tiny-c"\nendpoint = "a"\n' if other else "")
+            + '[models.coder]\nname = "tiny-b"\nendpoint = "b"\n'
+            + extra
         )
     )
 
@@ -302,3 +313,127 @@ def test_an_endpoint_at_a_host_address_belongs_to_that_host(cli: CliFn, write_co
         "free_bytes": 22 * 1024**3,
         "endpoints": [],
     }
+
+
+# -- placement and concurrency -------------------------------------------------------------------
+
+EITHER = '[models.either]\nname = "tiny-c"\nendpoints = ["a", "b"]\n'
+
+
+@pytest.mark.realserver
+def test_placement_keeps_a_model_on_the_router_that_already_holds_it(
+    cli: CliFn, routers: tuple[LlamaServer, LlamaServer], write_config: Callable[[str], Path]
+) -> None:
+    a, b = routers
+    path = two_hosts(
+        write_config, a, b, extra='[models.either]\nname = "tiny-c"\nendpoints = ["a", "b"]\n', other=False
+    )
+    assert cli("--config", path, "load", "tiny-c", "--endpoint", "b").exit_code == 0
+
+    result = cli("--config", path, "load", "either", "--json")
+
+    assert result.exit_code == 0, result.stderr
+    assert result.json()["endpoint"] == "b"
+    assert "either: placed on b (already resident on b)" in result.stderr
+    assert (a.loaded(), b.loaded()) == (set(), {"tiny-c"})
+
+
+@pytest.mark.realserver
+def test_placement_prefers_the_host_where_the_model_fits_without_evicting(
+    cli: CliFn, routers: tuple[LlamaServer, LlamaServer], write_config: Callable[[str], Path]
+) -> None:
+    a, b = routers
+    path = two_hosts(
+        write_config, a, b, extra='[models.either]\nname = "tiny-c"\nendpoints = ["a", "b"]\n', other=False
+    )
+    assert cli("--config", path, "load", "fast").exit_code == 0  # host left is now full
+
+    result = cli("--config", path, "load", "either", "--json")
+
+    assert result.exit_code == 0, result.stderr
+    assert (result.json()["endpoint"], result.json()["evictions"]) == ("b", [])
+    assert (a.loaded(), b.loaded()) == ({"tiny-a"}, {"tiny-c"})
+    # --endpoint still forces one: there, the budget of host left makes tiny-a leave.
+    forced = cli("--config", path, "load", "either", "--endpoint", "a", "--json")
+    assert forced.exit_code == 0, forced.stderr
+    assert a.loaded() == {"tiny-c"}
+
+
+@pytest.mark.realserver
+def test_a_pipeline_places_a_model_once_for_the_whole_run_and_shows_where(
+    cli: CliFn, routers: tuple[LlamaServer, LlamaServer], write_config: Callable[[str], Path]
+) -> None:
+    a, b = routers
+    extra = (
+        '[models.either]\nname = "tiny-c"\nendpoints = ["a", "b"]\n'
+        '[pipelines.placed]\nstages = [\n  { name = "one", model = "either", command = "true" },\n'
+        '  { name = "two", model = "fast", command = "true" },\n'
+        '  { name = "three", model = "either", command = "true" },\n]\n'
+    )
+    path = two_hosts(write_config, a, b, extra=extra, other=False)
+    assert cli("--config", path, "load", "tiny-c", "--endpoint", "b").exit_code == 0
+
+    dry = cli("--config", path, "run-pipeline", "placed", "--dry-run", "--json")
+
+    assert dry.exit_code == 0, dry.stderr
+    placed = [(row["stage"], row["endpoint"], row["host"], row["action"]) for row in dry.json()["stages"]]
+    assert placed == [("one", "b", "right", "hit"), ("two", "a", "left", "load"), ("three", "b", "right", "hit")]
+
+
+def test_a_model_with_endpoints_and_endpoint_or_a_pin_is_a_config_error(
+    cli: CliFn, write_config: Callable[[str], Path]
+) -> None:
+    base = (
+        '[endpoints.a]\nkind = "ollama"\nurl = "http://127.0.0.1:1"\n'
+        '[endpoints.b]\nkind = "ollama"\nurl = "http://127.0.0.1:2"\n'
+    )
+    both = write_config(base + '[models.m]\nendpoint = "a"\nendpoints = ["a", "b"]\n')
+    assert (
+        f"{both}:9: models.m.endpoints: give either endpoint or endpoints"
+        in cli("--config", str(both), "status").stderr
+    )
+    unknown = write_config(base + '[models.m]\nendpoints = ["a", "c"]\n')
+    result = cli("--config", str(unknown), "status")
+    assert result.exit_code == 5 and "models.m.endpoints[1]: no endpoint named 'c'; known: a, b" in result.stderr
+    pinned = write_config(base + '[models.m]\nendpoints = ["a", "b"]\nalways_available = true\n')
+    result = cli("--config", str(pinned), "status")
+    assert result.exit_code == 5 and "a pinned (always_available) model stays on one server" in result.stderr
+
+
+class MeetingRouter:
+    """A fake llama.cpp router whose load waits at a barrier shared with another one: both loads pass only
+    when they are in flight at the same time, so a tool that loads one host after the other fails them."""
+
+    def __init__(self, barrier: threading.Barrier, model: str) -> None:
+        self.router = FakeLlamaRouter(models={model: "unloaded"})
+        self.barrier = barrier
+        self.met = False
+
+    def __call__(self, request: Request) -> tuple[int, Any]:
+        path = request.path.split("?")[0]
+        if (request.method, path) == ("POST", "/models/load"):
+            try:
+                self.barrier.wait()
+                self.met = True
+            except threading.BrokenBarrierError:
+                return 500, error_body(500, "the other host's load never started")
+        return self.router.handle(request.method, path, request.body)
+
+
+def test_swaps_on_two_hosts_run_at_the_same_time(cli: CliFn, write_config: Callable[[str], Path]) -> None:
+    barrier = threading.Barrier(2, timeout=20)  # a hang guard only: passing needs both loads at once
+    left, right = MeetingRouter(barrier, "m-left"), MeetingRouter(barrier, "m-right")
+    with serve(left) as left_url, serve(right) as right_url:
+        path = write_config(
+            '[hosts.left]\nbudget = "1GiB"\n[hosts.right]\nbudget = "1GiB"\n'
+            f'[endpoints.l]\nkind = "llamacpp"\nurl = "{left_url}"\nhost = "left"\n'
+            f'[endpoints.r]\nkind = "llamacpp"\nurl = "{right_url}"\nhost = "right"\n'
+            '[models.one]\nname = "m-left"\nendpoint = "l"\n[models.two]\nname = "m-right"\nendpoint = "r"\n'
+        )
+
+        result = cli("--config", str(path), "load", "one", "two", "--no-warm", "--json")
+
+    assert result.exit_code == 0, result.stderr
+    assert [load["endpoint"] for load in result.json()["loads"]] == ["l", "r"]
+    assert left.met and right.met
+    assert (left.router.models, right.router.models) == ({"m-left": "loaded"}, {"m-right": "loaded"})

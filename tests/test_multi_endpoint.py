@@ -20,7 +20,7 @@ KEY_VAR = "DEEP_API_KEY"
 SECRET = "sk-deep-0123456789"
 
 # The documented keys of `status --json`, per endpoint and per model (README, "status --json").
-ENDPOINT_KEYS = {"name", "kind", "url", "ok", "error", "server", "models", "lost_pins"}
+ENDPOINT_KEYS = {"name", "kind", "url", "ok", "error", "server", "models", "lost_pins", "host"}
 MODEL_KEYS = {
     "name",
     "state",

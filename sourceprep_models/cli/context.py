@@ -69,7 +69,7 @@ class AppContext:
     def resolve_model(self, name: str, endpoint: str | None) -> tuple[ModelSpec | None, Endpoint]:
         """A configured model (by key or server name) and its endpoint, else the raw name on one."""
         from sourceprep_models.cli.options import check_model_name
-        from sourceprep_models.swap.operations import locate
+        from sourceprep_models.swap.placement import locate
 
         check_model_name(name)
         if endpoint is not None:

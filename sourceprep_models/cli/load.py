@@ -50,7 +50,8 @@ def load(
         spec, target = app.resolve_model(model, endpoint)
         if spec is not None and spec.always_available and alive is not None and not alive.forever:
             out.warn(f"{model} is marked always_available in the config, so it stays loaded forever")
-        orders.append(LoadOrder(model, spec, target, alive, context_length, parse_timeout(timeout)))
+        choices = spec.candidates if spec is not None and endpoint is None else ()
+        orders.append(LoadOrder(model, spec, target, alive, context_length, parse_timeout(timeout), choices))
     outcomes = operations.load(
         app.config, orders, dry_run=dry_run, warm=warm, single_model=single_model, hooks=app.hooks()
     )

@@ -128,6 +128,32 @@ def host_key(validator: Validator, table: dict[str, Any], keypath: KeyPath) -> s
     return validator.string(table["host"], (*keypath, "host"))
 
 
+def model_endpoints(
+    validator: Validator, table: dict[str, Any], keypath: KeyPath, endpoints: Mapping[str, Endpoint]
+) -> tuple[str, ...]:
+    """A model's ``endpoints = [...]``: the servers that may serve it, in order of preference."""
+    if "endpoints" not in table:
+        return ()
+    where = (*keypath, "endpoints")
+    if "endpoint" in table:
+        raise validator.fail(where, "give either endpoint or endpoints, not both")
+    raw = table["endpoints"]
+    if not isinstance(raw, list) or not raw:
+        raise validator.fail(where, 'expected a non-empty array of endpoint names, e.g. ["desk-ollama", "mac"]')
+    names: list[str] = []
+    for index, value in enumerate(raw):
+        name = validator.string(value, (*where, index))
+        if name not in endpoints:
+            known = ", ".join(endpoints)
+            raise validator.fail((*where, index), f"no endpoint named {name!r}; known: {known}")
+        if name in names:
+            raise validator.fail((*where, index), f"{name!r} is listed twice; list each endpoint once")
+        names.append(name)
+    if len(names) > 1 and table.get("always_available") is True:
+        raise validator.fail(where, "a pinned (always_available) model stays on one server; give it one endpoint")
+    return tuple(names)
+
+
 def is_this_machine(address: str) -> bool:
     """Whether a URL's host reaches this machine, judged without a DNS lookup (which could hang)."""
     if address in _LOOPBACK or address.startswith("127."):

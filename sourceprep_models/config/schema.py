@@ -73,6 +73,14 @@ class ModelSpec:
     options: Mapping[str, object] = field(default_factory=dict)
     always_available: bool = False
     kind: str | None = None
+    # The endpoints that may serve it, in order of preference (``endpoints = [...]``); ``endpoint`` is the
+    # first. With more than one, each load places it (swap.placement): where it is resident, else where it
+    # fits with the fewest bytes to load.
+    endpoints: tuple[str, ...] = ()
+
+    @property
+    def candidates(self) -> tuple[str, ...]:
+        return self.endpoints or (self.endpoint,)
 
     def runner_options(self) -> dict[str, object]:
         """The options every request for this model must carry so the server never reloads it."""
@@ -142,7 +150,7 @@ class Config:
 
         ``folds_case(kind)`` says whether that kind of server matches model names regardless of
         case (Ollama does); there, a name that matches nothing exactly matches a case variant."""
-        candidates = [spec for spec in self.models.values() if endpoint is None or spec.endpoint == endpoint]
+        candidates = [spec for spec in self.models.values() if endpoint is None or endpoint in spec.candidates]
         found = [spec for spec in candidates if name in (spec.key, spec.name)]
         if not found and folds_case is not None:
             wanted = name.casefold()

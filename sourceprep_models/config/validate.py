@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sourceprep_models.config.hosts import assign_hosts, host_key, parse_hosts
+from sourceprep_models.config.hosts import assign_hosts, host_key, model_endpoints, parse_hosts
 from sourceprep_models.config.keylines import KeyPath, dotted
 from sourceprep_models.config.schema import (
     MODEL_KINDS,
@@ -43,7 +43,7 @@ T = TypeVar("T")
 
 _TOP_KEYS = ("endpoints", "models", "memory", "pipelines", "default_endpoint", "hosts")
 _ENDPOINT_KEYS = ("kind", "url", "api_key_env", "load_timeout", "unload_timeout", "sleep_level", "host")
-_MODEL_KEYS = ("name", "endpoint", "keep_alive", "context_length", "options", "always_available", "kind")
+_MODEL_KEYS = ("name", "endpoint", "endpoints", "keep_alive", "context_length", "options", "always_available", "kind")
 _MEMORY_KEYS = ("budget", "headroom", "single_model", "allow_evict_pinned")
 _PIPELINE_KEYS = ("stages", "description")
 _STAGE_KEYS = ("name", "model", "repeat", "prompts", "prompts_file", "command", "max_tokens", "when")
@@ -293,14 +293,14 @@ class Validator:
         seen: dict[tuple[str, str], str] = {}
         for key, value in section.items():
             spec = self.model(key, self.table(value, ("models", key)), endpoints, default)
-            other = seen.get((spec.endpoint, spec.name))
-            if other is not None:
-                raise self.fail(
-                    ("models", key, "name"),
-                    f"{spec.name!r} on endpoint {spec.endpoint!r} is already configured as models.{other}; "
-                    "keep one entry",
-                )
-            seen[(spec.endpoint, spec.name)] = key
+            for where in spec.candidates:
+                other = seen.get((where, spec.name))
+                if other is not None:
+                    raise self.fail(
+                        ("models", key, "name"),
+                        f"{spec.name!r} on endpoint {where!r} is already configured as models.{other}; keep one entry",
+                    )
+                seen[(where, spec.name)] = key
             models[key] = spec
         return models
 
@@ -313,6 +313,8 @@ class Validator:
             endpoint = self.string(table["endpoint"], (*keypath, "endpoint"))
             if endpoint not in endpoints:
                 raise self.fail((*keypath, "endpoint"), _unknown_name("endpoint", endpoint, endpoints))
+        placed = model_endpoints(self, table, keypath, endpoints)
+        endpoint = placed[0] if placed else endpoint
         keep_alive: KeepAlive | None = None
         if "keep_alive" in table:
             keep_alive = self.parsed(table["keep_alive"], (*keypath, "keep_alive"), _keep_alive)
@@ -346,6 +348,7 @@ class Validator:
             options=options,
             always_available=always,
             kind=kind,
+            endpoints=placed,
         )
 
     def options(self, raw: object, keypath: KeyPath) -> dict[str, object]:

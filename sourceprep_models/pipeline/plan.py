@@ -5,7 +5,7 @@ touches its own host; stages on another host are no reason to evict anything her
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from sourceprep_models.config.schema import LOCAL_HOST, Config
@@ -107,7 +107,7 @@ def plan_run(
     machine: before every stage every other non-pinned model leaves, which is the unload-all strategy."""
     if machine.single_model or config.memory.single_model:
         strategy = UNLOAD_ALL
-    targets = {run.id: resolve_target(config, run.stage.model) for run in runs}
+    targets = _placed(machine, {run.id: resolve_target(config, run.stage.model) for run in runs})
     keys: dict[str, str] = {}
     names: dict[str, str] = {}
     sizes: dict[str, int] = {}
@@ -167,6 +167,22 @@ def plan_run(
         for run, step in zip(on_host, result.stages, strict=True):
             steps[run.id] = step
     return RunPlan(list(runs), targets, keys, steps, plans, names, sizes, groups)
+
+
+def _placed(machine: Machine, targets: dict[str, Target]) -> dict[str, Target]:
+    """Each model that several endpoints may serve, placed once for the whole run (a model used by stages
+    1 and 5 stays on one server), where it is resident now, else where it fits (``swap.placement``)."""
+    from sourceprep_models.swap.placement import place
+
+    chosen: dict[str, Target] = {}
+    for run_id, target in targets.items():
+        spec = target.spec
+        if spec is None or len(spec.candidates) < 2:
+            continue
+        if spec.key not in chosen:
+            chosen[spec.key] = replace(target, endpoint=place(machine, spec).endpoint)
+        targets[run_id] = chosen[spec.key]
+    return targets
 
 
 def _several_hosts(machine: Machine) -> bool:

@@ -85,6 +85,8 @@ class LoadOrder:
     keep_alive: KeepAlive | None = None
     context_length: int | None = None
     deadline_s: float | None = None
+    # Several endpoints may serve it (a model's ``endpoints``, no --endpoint): placed when the load runs.
+    choices: tuple[str, ...] = ()
 
 
 @dataclass
@@ -147,7 +149,7 @@ def _load(
     results: list[LoadReport | LoadPreview | None] = []
     local: list[tuple[int, Session, LoadRequest]] = []
     for order in orders:
-        session = machine.session(order.endpoint)
+        session = machine.session(_placed(machine, order, hooks))
         request = session.request(
             order.name,
             order.spec,
@@ -176,15 +178,56 @@ def _load(
             for index, preview in previews.items():
                 results[index] = preview
             return results
-        protected: frozenset[str] = frozenset()
-        for index, session, request in local:
-            report, key = _load_one(machine, session, request, protected, warm=warm, hooks=hooks)
-            protected |= {key}
+        for index, report in _load_per_host(machine, local, warm=warm, hooks=hooks):
             if repaired is not None and index == local[0][0]:
                 report.steps[:0] = repaired.steps
                 report.warnings.extend(_repair_warnings(repaired))
             results[index] = report
     return results
+
+
+def _load_per_host(
+    machine: Machine, local: list[tuple[int, Session, LoadRequest]], *, warm: bool, hooks: Hooks
+) -> list[tuple[int, LoadReport]]:
+    """The loads, in order on each host, the hosts at the same time: a swap on one machine never waits
+    for another machine's. Every host finishes what it started (each load restores the pins it evicted,
+    also when it fails) before the first failure is raised."""
+    by_host: dict[str, list[tuple[int, Session, LoadRequest]]] = {}
+    for item in local:
+        by_host.setdefault(item[1].host, []).append(item)
+
+    def one_host(items: list[tuple[int, Session, LoadRequest]]) -> list[tuple[int, LoadReport]]:
+        done = []
+        protected: frozenset[str] = frozenset()
+        for index, session, request in items:
+            report, key = _load_one(machine, session, request, protected, warm=warm, hooks=hooks)
+            protected |= {key}
+            done.append((index, report))
+        return done
+
+    if len(by_host) == 1:
+        return one_host(local)
+    from concurrent.futures import ThreadPoolExecutor
+
+    # Leaving the pool waits for every host's loads, also on Ctrl-C: a load is never cut off mid-way.
+    with ThreadPoolExecutor(max_workers=len(by_host), thread_name_prefix="host") as pool:
+        futures = [pool.submit(one_host, items) for items in by_host.values()]
+        errors = [future.exception() for future in futures]
+    first = next((error for error in errors if error is not None), None)
+    if first is not None:
+        raise first
+    return sorted((done for future in futures for done in future.result()), key=lambda item: item[0])
+
+
+def _placed(machine: Machine, order: LoadOrder, hooks: Hooks) -> Endpoint:
+    """The endpoint the order goes to: its own, or where placement puts a model several may serve."""
+    if len(order.choices) < 2 or order.spec is None:
+        return order.endpoint
+    from sourceprep_models.swap.placement import place
+
+    placement = place(machine, order.spec)
+    hooks.info(f"{order.name}: placed on {placement.endpoint.name} ({placement.reason})")
+    return placement.endpoint
 
 
 def _plan_together(machine: Machine, local: list[tuple[int, Session, LoadRequest]]) -> dict[int, LoadPreview]:
@@ -463,42 +506,6 @@ def _unpin(
         if session.provider.capabilities.pins_on_server:
             session.provider.set_pinned(name, False)
     return PinResult(name, order.endpoint.name, False, config_path)
-
-
-def locate(config: Config, name: str, endpoint: str | None) -> tuple[ModelSpec | None, Endpoint]:
-    """A configured model (by key or server name) and its endpoint; an unconfigured name on the one
-    endpoint that has it (the default first), or on the named/default endpoint."""
-    from sourceprep_models.errors import UsageError
-    from sourceprep_models.providers import server_facts
-
-    specs = config.find_models(name, endpoint, folds_case=lambda kind: server_facts(kind).names_fold_case)
-    if len({spec.endpoint for spec in specs}) > 1:
-        where = ", ".join(sorted({spec.endpoint for spec in specs}))
-        raise UsageError(f"{name!r} is configured on several endpoints ({where}); pick one with --endpoint")
-    if specs:
-        return specs[0], config.endpoints[specs[0].endpoint]
-    if endpoint is not None:
-        return None, config.endpoints[endpoint]
-    default = config.endpoints[config.default_endpoint]
-    if len(config.endpoints) == 1:
-        return None, default
-    from sourceprep_models.providers import create_provider
-
-    ordered = [default] + [ep for ep in config.endpoints.values() if ep.name != default.name]
-    serving = []
-    for candidate in ordered:
-        provider = create_provider(candidate)
-        try:
-            provider.describe(name)
-            serving.append(candidate)
-        except SourceprepError:
-            continue  # not there, or that server is down: the others may still have it
-        finally:
-            provider.close()
-    if len(serving) > 1:
-        where = ", ".join(ep.name for ep in serving)
-        raise UsageError(f"{name!r} is offered by several endpoints ({where}); pick one with --endpoint")
-    return None, serving[0] if serving else default
 
 
 # -- helpers -----------------------------------------------------------------------------------------
