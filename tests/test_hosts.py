@@ -18,6 +18,7 @@ from tests.conftest import CliFn
 from tests.emulator import EmulatedModel
 from tests.emulator.pytest_plugin import EmulatorFactory
 from tests.fakes.llamacpp import FakeLlamaRouter, error_body
+from tests.fakes.omlx import FakeOMLX
 from tests.loopback import Request, serve
 from tests.realserver.router import LlamaServer
 
@@ -437,3 +438,35 @@ def test_swaps_on_two_hosts_run_at_the_same_time(cli: CliFn, write_config: Calla
     assert [load["endpoint"] for load in result.json()["loads"]] == ["l", "r"]
     assert left.met and right.met
     assert (left.router.models, right.router.models) == ({"m-left": "loaded"}, {"m-right": "loaded"})
+
+
+def test_a_host_without_a_budget_uses_the_ceiling_its_only_server_reports(
+    cli: CliFn, write_config: Callable[[str], Path]
+) -> None:
+    server = FakeOMLX(ceiling=12 * 1024**3)
+    with serve(server.loopback) as url:
+        path = write_config(
+            f'[hosts.mini]\nheadroom = "1GiB"\n[endpoints.mini-omlx]\nkind = "omlx"\nurl = "{url}/v1"\nhost = "mini"\n'
+        )
+        result = cli("--config", str(path), "status", "--json")
+
+    assert result.exit_code == 0, result.stderr
+    (host,) = result.json()["hosts"]
+    assert (host["name"], host["budget_bytes"]) == ("mini", 11 * 1024**3)
+    assert host["budget_source"] == "reported by mini-omlx (the server's memory ceiling)"
+
+
+def test_a_host_with_one_server_that_reports_no_total_stays_unknown(
+    cli: CliFn, emulator_url: str, write_config: Callable[[str], Path]
+) -> None:
+    server = FakeOMLX(ceiling=12 * 1024**3)
+    with serve(server.loopback) as url:
+        path = write_config(
+            f'[hosts.mini]\n[endpoints.mini-omlx]\nkind = "omlx"\nurl = "{url}/v1"\nhost = "mini"\n'
+            f'[endpoints.mini-ollama]\nkind = "ollama"\nurl = "{emulator_url}"\nhost = "mini"\n'
+        )
+        result = cli("--config", str(path), "status", "--json")
+
+    assert result.exit_code == 0, result.stderr
+    (host,) = result.json()["hosts"]
+    assert host["budget_bytes"] is None and host["budget_source"].startswith("unknown ([hosts.mini] has no budget")

@@ -257,6 +257,11 @@ class Provider:
         """What the server says about itself, for ``status`` (None: nothing to add)."""
         return None
 
+    def memory_ceiling(self) -> int | None:
+        """What the server lets its models occupy together, where it reports such a total (oMLX's pool
+        ceiling); None where it reports none (Ollama, LM Studio, llama.cpp, vLLM report no total)."""
+        return None
+
     def weight_paths(self, name: str) -> list[Path]:
         """The model's weight files when they are on this machine's disk (for page-cache warming)."""
         return []

@@ -222,6 +222,7 @@ class Machine:
         self._sessions: dict[str, Session] = {}
         # Endpoints that did not answer while the machine was being looked at: their models are not counted.
         self.unreachable: dict[str, str] = {}
+        self._reported: dict[str, Budget | None] = {}  # host -> the budget its servers report, asked once
 
     def session(self, endpoint: Endpoint | str) -> Session:
         name = endpoint if isinstance(endpoint, str) else endpoint.name
@@ -261,7 +262,27 @@ class Machine:
         spec = self.config.hosts.get(host)
         if host == LOCAL_HOST or spec is None:
             return memory_budget(self.config.memory, self.hardware)
-        return host_budget(spec)
+        budget = host_budget(spec)
+        if budget.total is None:
+            budget = self._reported_budget(host, spec.headroom_bytes) or budget
+        return budget
+
+    def _reported_budget(self, host: str, headroom: int) -> Budget | None:
+        """A host with no configured budget, whose every server reports what its models may occupy (oMLX's
+        memory ceiling): the sum of those. One server that reports nothing leaves the host unknown: no
+        guessing."""
+        if host not in self._reported:
+            sessions = self.memory_sessions(host)
+            ceilings = [self._answer(session, session.provider.memory_ceiling, None) for session in sessions]
+            known = [ceiling for ceiling in ceilings if ceiling is not None]
+            self._reported[host] = None
+            if sessions and len(known) == len(sessions):
+                names = ", ".join(session.endpoint.name for session in sessions)
+                total = sum(known)
+                self._reported[host] = Budget(
+                    max(0, total - headroom), total, f"reported by {names} (the server's memory ceiling)"
+                )
+        return self._reported[host]
 
     def caps(self, host: str | None = None) -> dict[str, int]:
         """Each server's own cap on loaded models, by endpoint (llama.cpp --models-max)."""
