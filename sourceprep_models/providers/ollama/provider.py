@@ -43,8 +43,23 @@ if TYPE_CHECKING:
     from sourceprep_models.providers.diagnostics import EndpointUses, Fetch, SettingsQuestion
     from sourceprep_models.providers.prompts import PromptProtocol
 
-# Fragments of llama-server's load-failure texts that mean "not enough memory" (§4.9).
-_OOM_MARKERS = ("out of memory", "out-of-memory", "requires more system memory", "cudamalloc failed")
+# Texts that mean "not enough memory" (§4.9): Ollama's own fit errors, and every needle of
+# llm/status.go outOfMemorySubstrings (IsOutOfMemoryMessage, matched case-insensitively), which the
+# runner's dying words carry inside "llama-server process has terminated: ...".
+_OOM_MARKERS = (
+    "out-of-memory",
+    "requires more system memory",
+    "out of memory",
+    "out of device memory",
+    "cudamalloc failed",
+    "hipmalloc failed",
+    "failed to allocate",
+    "allocation failed",
+    "not enough memory",
+    "insufficient memory",
+    "vk_error_out_of_device_memory",
+    "erroroutofmemory",
+)
 
 
 # The process that holds the server's settings; the menu-bar / tray app is another one (ollama.md §4.10).
