@@ -307,7 +307,7 @@ class OllamaProvider(Provider):
         return reply
 
     def _residency(self, identity: str) -> str:
-        """"resident", "dying" (listed, expiry due: its unload is pending) or "absent", by /api/ps.
+        """The model's state in /api/ps: "resident", "dying" (its unload is pending) or "absent".
 
         A pending unload shows as an expiry at or before now: expireRunner sets ``expiresAt = now``,
         and an idle timer fires at the ``expiresAt`` it set (sched.go). While its process exits,
