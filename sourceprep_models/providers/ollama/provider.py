@@ -336,6 +336,11 @@ class OllamaProvider(Provider):
             time.sleep(_DYING_POLL_S)
         return waited
 
+    def predicts_reload(self, request: LoadRequest, resident: LoadedModel) -> bool | None:
+        from sourceprep_models.providers.ollama.reload import predicts_reload
+
+        return predicts_reload(request.options, resident)
+
     def unload(self, name: str) -> None:
         info = self.describe(name)
         if info.remote:
