@@ -133,7 +133,10 @@ class KeepAlive:
 
         A number sidesteps the unit trap: the string ``"300"`` is a 400 error, the number 300 is not.
         """
-        if self.seconds is None:
+        if self.seconds is None or self.seconds * 1e9 >= 2**63:
+            # Beyond Go's int64 nanoseconds the server's float-to-int conversion overflows (to the
+            # minimum int64 on amd64: expire when idle); the nearest thing it can hold is forever.
+            # Parsing caps keep-alives at 10 years, so only a value built in code gets here.
             return -1
         return int(self.seconds) if float(self.seconds).is_integer() else self.seconds
 
@@ -152,6 +155,11 @@ def parse_keep_alive(value: str | int | float) -> KeepAlive:
     if isinstance(value, str) and value.strip().lower() in {"forever", "inf", "infinite", "never"}:
         return KeepAlive(None)
     seconds = parse_duration(value)
+    if 0 < seconds < 1e-9:
+        # Ollama holds keep_alive in whole nanoseconds: a number becomes time.Duration(t * 1e9) and a
+        # string goes through time.ParseDuration, both truncating (api/types.go Duration.UnmarshalJSON),
+        # so less than 1 ns is 0: unload as soon as idle. Say so here rather than let it surprise.
+        return KeepAlive(0.0)
     return KeepAlive(None if seconds < 0 else seconds)
 
 

@@ -42,7 +42,7 @@ WarmOption = Annotated[
 
 
 def parse_keep_alive(value: str | None) -> KeepAlive | None:
-    from sourceprep_models.units import DurationOutOfRange
+    from sourceprep_models.units import DurationOutOfRange, parse_duration
     from sourceprep_models.units import parse_keep_alive as parse
 
     if value is None:
@@ -54,7 +54,11 @@ def parse_keep_alive(value: str | None) -> KeepAlive | None:
     except ValueError as exc:
         raise UsageError(f"--keep-alive: {exc}") from None
     if alive.seconds == 0:
-        raise UsageError("--keep-alive 0 would unload the model as soon as it loads; use `unload` instead")
+        below = f" ({value} is below 1 ns, which Ollama counts as 0)" if parse_duration(value) > 0 else ""
+        raise UsageError(
+            f"--keep-alive 0 would unload the model as soon as it loads{below}; use `unload` instead, or give a "
+            "keep-alive such as 30m"
+        )
     return alive
 
 

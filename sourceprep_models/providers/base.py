@@ -292,6 +292,11 @@ class Provider:
         """How to give a loaded model ``wanted`` tokens of context when a reload cannot (a server argument)."""
         return None
 
+    def predicts_reload(self, request: LoadRequest, resident: LoadedModel) -> bool | None:
+        """Whether sending ``request`` makes the server load the resident model again for options other
+        than the context; None: nothing beyond the context rule (``reloads_for_context``) is known."""
+        return None
+
     def loaded_limit_fix(self, count: int) -> str | None:
         """How to let the server keep ``count`` models loaded, where ``max_loaded`` reports its cap."""
         return None

@@ -176,6 +176,8 @@ class Executor:
         elif sets_context and wanted_ctx is not None and previous.context_length not in (None, wanted_ctx):
             # A changed num_ctx makes the server reload the runner (ollama.md §4.7).
             outcome = "reloaded"
+        elif self.provider.predicts_reload(request, previous):
+            outcome = "reloaded"  # another runner option differs (the provider knows its server's rules)
         else:
             outcome = "already-loaded"
         report = LoadReport(model=request.name, endpoint=self.endpoint, outcome=outcome)

@@ -10,7 +10,8 @@ through ``OllamaEmulator`` and ``Faults``.
 
 Version followed: Ollama v0.33.0-rc2 (commit fb30760, 2026-08-21); server/sched.go,
 server/routes.go, api/types.go, envconfig/config.go, llm/status.go and llm/llama_server.go
-are byte-identical in v0.32.15. Not checked against 0.34.
+are byte-identical in v0.32.15. Not checked against 0.34: no 0.34 source was at hand (the
+newest tag seen was v0.33.0-rc2), so nothing here follows a 0.34 change.
 
 Left out on purpose (Ollama's rule, then why):
 

@@ -6,7 +6,11 @@ The traps this module exists to avoid:
 - unload answers 200 at once and finishes later (§2.5 step 5, §4.6): the executor polls ``/api/ps``;
 - embedding-only models cannot be preloaded through generate, only through ``/api/embed`` (§2.7);
 - keep_alive strings need a unit (§3.1): we always send a number of seconds;
-- aliases share one runner (§4.1): a model's identity is its GGUF blob, read from ``/api/show``.
+- aliases share one runner (§4.1): a model's identity is its GGUF blob, read from ``/api/show``;
+- a runner whose unload is pending still serves requests and unloads after them (sched.go
+  processCompleted, useLoadedRunner): a preload waits for such a runner to go, and a load is
+  confirmed in ``/api/ps`` afterwards and sent again (three tries in all) if the model left;
+- every out-of-memory text of llm/status.go (outOfMemorySubstrings) in an error is does-not-fit.
 """
 
 from __future__ import annotations
@@ -43,9 +47,29 @@ if TYPE_CHECKING:
     from sourceprep_models.providers.diagnostics import EndpointUses, Fetch, SettingsQuestion
     from sourceprep_models.providers.prompts import PromptProtocol
 
-# Fragments of llama-server's load-failure texts that mean "not enough memory" (§4.9).
-_OOM_MARKERS = ("out of memory", "out-of-memory", "requires more system memory", "cudamalloc failed")
+# Texts that mean "not enough memory" (§4.9): Ollama's own fit errors, and every needle of
+# llm/status.go outOfMemorySubstrings (IsOutOfMemoryMessage, matched case-insensitively), which the
+# runner's dying words carry inside "llama-server process has terminated: ...".
+_OOM_MARKERS = (
+    "out-of-memory",
+    "requires more system memory",
+    "out of memory",
+    "out of device memory",
+    "cudamalloc failed",
+    "hipmalloc failed",
+    "failed to allocate",
+    "allocation failed",
+    "not enough memory",
+    "insufficient memory",
+    "vk_error_out_of_device_memory",
+    "erroroutofmemory",
+)
 
+
+# Loads sent before giving up on one that a dying runner keeps taking away; how often to look
+# whether a pending unload is done (ps answers once the process has exited).
+_LOAD_TRIES = 3
+_DYING_POLL_S = 0.05
 
 # The process that holds the server's settings; the menu-bar / tray app is another one (ollama.md §4.10).
 _PROCESS_NAMES = ("ollama", "ollama.exe")
@@ -243,19 +267,79 @@ class OllamaProvider(Provider):
         else:
             path = "/api/generate"  # empty prompt = load shortcut, answers once ready (§2.5 step 9)
             body.update(prompt="", stream=False)
-        # No read timeout shorter than the whole deadline: giving up early cancels the load (§4.2).
-        timeout = httpx.Timeout(CONNECT_TIMEOUT_S, read=request.deadline_s)
         started = time.monotonic()
-        reply = self._request("POST", path, json=body, model=request.name, timeout=timeout, action="load")
+        deadline = started + request.deadline_s
+        # A runner whose expiry is pending still takes requests and unloads afterwards whatever
+        # their keep_alive (sched.go processCompleted / useLoadedRunner): a preload it serves leaves
+        # the model unloaded. Let it go first, then confirm the load stuck; a few tries, not forever.
+        waited = self._wait_until_not_dying(request.name, info.identity, deadline)
+        for attempt in range(1, _LOAD_TRIES + 1):
+            # The whole deadline for a first load sent at once, what is left of it otherwise.
+            read_s = max(deadline - time.monotonic(), 0.001) if waited or attempt > 1 else request.deadline_s
+            reply = self._send_load(path, body, request.name, read_s)
+            if request.keep_alive is not None and request.keep_alive.seconds == 0:
+                break  # asked to leave once idle: not listed afterwards is what was asked for
+            state = self._residency(info.identity)
+            if state == "resident":
+                break
+            if state == "dying":
+                waited = self._wait_until_not_dying(request.name, info.identity, deadline)
+            if attempt == _LOAD_TRIES:
+                raise ServerError(
+                    f"Ollama at {self.endpoint.url} answered that {request.name} loaded, but unloaded it again "
+                    f"{_LOAD_TRIES} times: another client keeps unloading it (keep_alive 0), or OLLAMA_KEEP_ALIVE "
+                    "is 0 on the server; find that client, or give the model a keep_alive"
+                )
         wall = time.monotonic() - started
-        if not isinstance(reply, dict) or ("embeddings" not in reply and reply.get("done") is not True):
-            raise self._unexpected(path, reply)
         server_s = reply.get("load_duration")
         return LoadOutcome(
             name=request.name,
             wall_s=wall,
             server_load_s=server_s / 1e9 if isinstance(server_s, int | float) else None,
         )
+
+    def _send_load(self, path: str, body: dict[str, Any], name: str, read_s: float) -> dict[str, Any]:
+        # No read timeout shorter than the whole deadline: giving up early cancels the load (§4.2).
+        timeout = httpx.Timeout(CONNECT_TIMEOUT_S, read=read_s)
+        reply = self._request("POST", path, json=body, model=name, timeout=timeout, action="load")
+        if not isinstance(reply, dict) or ("embeddings" not in reply and reply.get("done") is not True):
+            raise self._unexpected(path, reply)
+        return reply
+
+    def _residency(self, identity: str) -> str:
+        """The model's state in /api/ps: "resident", "dying" (its unload is pending) or "absent".
+
+        A pending unload shows as an expiry at or before now: expireRunner sets ``expiresAt = now``,
+        and an idle timer fires at the ``expiresAt`` it set (sched.go). While its process exits,
+        /api/ps waits and then leaves it out (processCompleted holds loadedMu)."""
+        now = datetime.now().astimezone()
+        for model in self.list_loaded():
+            try:
+                listed = self.describe(model.name).identity
+            except ModelNotFound:  # deleted while loaded: not the model being loaded
+                continue
+            if listed == identity:
+                due = model.expires_at is not None and model.expires_at.year < 2200 and model.expires_at <= now
+                return "dying" if due else "resident"
+        return "absent"
+
+    def _wait_until_not_dying(self, name: str, identity: str, deadline: float) -> bool:
+        """Wait while the model's unload is pending; whether there was one."""
+        waited = False
+        while self._residency(identity) == "dying":
+            waited = True
+            if time.monotonic() >= deadline:
+                raise DeadlineExceeded(
+                    f"Ollama at {self.endpoint.url} is still unloading {name} (its unload is pending), so it "
+                    "cannot be loaded yet; retry in a moment, or with a longer --timeout"
+                )
+            time.sleep(_DYING_POLL_S)
+        return waited
+
+    def predicts_reload(self, request: LoadRequest, resident: LoadedModel) -> bool | None:
+        from sourceprep_models.providers.ollama.reload import predicts_reload
+
+        return predicts_reload(request.options, resident)
 
     def unload(self, name: str) -> None:
         info = self.describe(name)
