@@ -39,7 +39,7 @@ import contextlib
 import difflib
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -95,6 +95,7 @@ class _Entry:
     exit_code: int | None
     meta: dict[str, Any]
     args: tuple[str, ...] = ()  # the child's command line (status.args)
+    preset: str | None = None  # the preset section it was built from (status.preset)
 
     @property
     def model_path(self) -> str | None:
@@ -296,6 +297,13 @@ class LlamaCppProvider(HTTPEndpoint):
         candidate = Path(path)
         return [candidate] if candidate.is_file() else []
 
+    def direct_io(self, name: str, hardware: Mapping[str, Any]) -> str | None:
+        """``--load-mode dio`` in the model's arguments (providers/load_mode.py); the hardware does not matter."""
+        from sourceprep_models.providers.load_mode import direct_io_flag
+
+        entry = self._find(name) if self.is_router() else None
+        return direct_io_flag(entry.args, entry.preset) if entry is not None else None
+
     def gguf_metadata(self, name: str) -> GGUFMetadata | None:
         """The header of the GGUF the router will open, when that file is on this machine."""
         if not self.is_router():
@@ -421,6 +429,7 @@ class LlamaCppProvider(HTTPEndpoint):
             exit_code=int_or_none(status.get("exit_code")),
             meta=meta if isinstance(meta, dict) else {},
             args=command,
+            preset=status.get("preset") if isinstance(status.get("preset"), str) else None,
         )
 
     def _info(self, entry: _Entry) -> ModelInfo:
