@@ -286,3 +286,44 @@ def test_load_on_an_ordinary_router_still_warms(
 def pagecache_warm_fraction() -> float:
     """The share of a file in the page cache from which the tool calls it warm (and a warm read reaches)."""
     return 0.9
+
+
+@realserver
+def test_a_pipeline_on_a_direct_io_router_neither_prefetches_nor_warms(
+    cli: CliFn, start_router: StartRouter, write_config: Callable[[str], Path], models_dir: Path
+) -> None:
+    server = start_router("--load-mode", "dio")
+    _cold(models_dir / "tiny-a.gguf")
+    _cold(models_dir / "tiny-b.gguf")
+    stages = (
+        '[pipelines.p]\nstages = [\n  { name = "one", model = "tiny-a", command = "true" },\n'
+        '  { name = "two", model = "tiny-b", command = "true" },\n]\n'
+    )
+
+    with _watching_loads(server, models_dir) as (url, seen):
+        path = str(write_config(Path(_config(write_config, url)).read_text() + stages))
+        result = cli("--config", path, "run-pipeline", "p", "--json")
+
+    assert result.exit_code == 0, result.stderr
+    one, two = result.json()["stages"]
+    assert (one["action"], two["action"]) == ("load", "load")
+    assert two["prefetched"] is False
+    assert server.loaded() >= {"tiny-b"}
+    for model, fraction in seen.items():  # nothing read either file into the cache before its load request
+        assert fraction is not None and fraction < pagecache_warm_fraction(), f"{model}: {fraction:.0%} cached"
+
+
+@realserver
+def test_bench_on_a_direct_io_router_says_the_page_cache_plays_no_part(
+    cli: CliFn, start_router: StartRouter, write_config: Callable[[str], Path]
+) -> None:
+    server = start_router("-lm", "dio")
+
+    result = cli("--config", _config(write_config, server.url), "bench", "tiny-a", "--json")
+
+    assert result.exit_code == 0, result.stderr
+    [row] = result.json()["models"]
+    assert row["cache"] == "direct I/O"
+    assert row["note"] == "--load-mode dio: the server bypasses the page cache, so every load reads the disk"
+    table = cli("--config", _config(write_config, server.url), "bench", "tiny-a")
+    assert "tiny-a: direct I/O: --load-mode dio: the server bypasses the page cache" in table.stderr
