@@ -263,6 +263,10 @@ def test_load_on_a_direct_io_router_reads_nothing_into_the_page_cache(
     if header_only >= pagecache_warm_fraction():
         pytest.skip(f"reading the header alone cached {header_only:.0%} (readahead): residency cannot show a warm read")
     assert before_load < pagecache_warm_fraction(), f"{before_load:.0%} of the GGUF was in the page cache"
+    assert cli("--config", _config(write_config, server.url), "unload", "tiny-b").exit_code == 0
+    table = cli("--config", _config(write_config, server.url), "load", "tiny-b")  # the table shows the same step
+    assert table.exit_code == 0, table.stderr
+    assert "skipped: direct I/O (--load-mode dio)" in table.stdout
 
 
 @realserver

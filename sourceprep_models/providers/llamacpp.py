@@ -29,6 +29,8 @@ What this module relies on and the traps it avoids:
   context (``--ctx-size 0``, llama-server's default). A loaded model's size is its child process's
   resident memory where the router runs on this machine (the child's ``--port`` and ``--alias`` in
   ``status.args`` find it), else the weights the router reports.
+- Direct I/O: a model whose arguments say ``--load-mode dio`` (``providers/load_mode.py`` reads every
+  spelling) bypasses the page cache; ``direct_io`` says so, and the core does not warm it.
 - Auth: a router started with ``--api-key`` wants ``Authorization: Bearer <key>``; the key is read
   from the environment variable named by ``api_key_env`` for each request, never stored or shown.
 """
