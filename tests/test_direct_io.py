@@ -13,17 +13,25 @@ import contextlib
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
+from sourceprep_models import hardware
+from sourceprep_models.cli import doctor as doctor_cmd
+from sourceprep_models.doctor.system import LocalSystem
 from sourceprep_models.providers.load_mode import direct_io_flag, load_mode
 from sourceprep_models.providers.ollama.direct_io import direct_io_reason
 from sourceprep_models.warming import pagecache
 from tests.conftest import CliFn
+from tests.emulator import EmulatedModel
 from tests.loopback import Reply, Request, serve
 from tests.realserver.make_gguf import Shape, write_model
 from tests.realserver.router import LlamaServer, llama_server, require_binary
+from tests.test_hardware import FakeSystem, fake_nvml
+
+GiB = 1 << 30
 
 # -- llama-server's arguments (status.args / status.preset of GET /models) -----------------------------------
 
@@ -331,3 +339,59 @@ def test_bench_on_a_direct_io_router_says_the_page_cache_plays_no_part(
     assert row["note"] == "--load-mode dio: the server bypasses the page cache, so every load reads the disk"
     table = cli("--config", _config(write_config, server.url), "bench", "tiny-a")
     assert "tiny-a: direct I/O: --load-mode dio: the server bypasses the page cache" in table.stderr
+
+
+# -- Ollama on a GB10 (the emulator, a recorded DGX Spark probe) -----------------------------------------------
+
+
+def _spark() -> FakeSystem:
+    """A DGX Spark as the probe sees it: Linux on aarch64, one NVIDIA GB10 that reports no memory of its own."""
+    return FakeSystem(machine="aarch64", memory=(128 * GiB, 120 * GiB), nvml=fake_nvml([("NVIDIA GB10", None, None)]))
+
+
+@pytest.fixture
+def spark_with_ollama(ollama_emulator: Any, monkeypatch: pytest.MonkeyPatch) -> Callable[[str], Any]:
+    """Ollama ``version`` (the emulator) on a recorded DGX Spark; ``doctor`` and the other commands probe it.
+
+    The blob is 48 MiB so that reading its header (kernel readahead included) leaves it cold enough to warm."""
+
+    def start(version: str) -> Any:
+        emulator = ollama_emulator(models=[EmulatedModel("small:1b", file_mib=48)], gpu_vram_mib=None, version=version)
+        monkeypatch.setenv("OLLAMA_HOST", emulator.url)
+        original = hardware.probe
+        monkeypatch.setattr(hardware, "probe", lambda system=None: original(_spark()))
+        monkeypatch.setattr(
+            doctor_cmd, "make_system", lambda app: LocalSystem(app.environ, probe_system=_spark(), timeout_s=5.0)
+        )
+        return emulator
+
+    return start
+
+
+def test_ollama_on_a_spark_loads_without_warming_and_doctor_says_why(
+    cli: CliFn, spark_with_ollama: Callable[[str], Any]
+) -> None:
+    emu = spark_with_ollama("0.33.0")
+    _cold(emu.blob_path("small:1b"))
+
+    result = cli("load", "small:1b", "--json")
+    doctor = cli("doctor", "--json")
+
+    assert result.exit_code == 0, result.stderr
+    reason = "Ollama 0.33.0 starts its runner with --load-mode dio on Linux with an integrated GPU (NVIDIA GB10)"
+    assert _warm_step(result.json())["detail"] == f"skipped: direct I/O ({reason}): the server bypasses the page cache"
+    assert "small:1b" in emu.loaded_names()
+    checks = {check["id"]: check for check in doctor.json()["checks"]}
+    assert checks["endpoint.ollama.direct_io"]["details"]["reasons"] == {"small:1b": reason}
+
+
+def test_ollama_before_0_32_2_on_a_spark_still_warms(cli: CliFn, spark_with_ollama: Callable[[str], Any]) -> None:
+    emu = spark_with_ollama("0.32.1")
+    _cold(emu.blob_path("small:1b"))
+
+    result = cli("load", "small:1b", "--json")
+    doctor = cli("doctor", "--json")
+
+    assert result.exit_code == 0, result.stderr
+    assert str(_warm_step(result.json())["detail"]).startswith("read ")
+    assert "endpoint.ollama.direct_io" not in {check["id"] for check in doctor.json()["checks"]}
