@@ -43,7 +43,7 @@ class ModelBench:
     warm_load_s: float | None = None
     ttft_s: float | None = None
     tokens_per_s: float | None = None
-    cache: str = "cold"  # cold | warm-cache only
+    cache: str = "cold"  # cold | warm-cache only | direct I/O
     note: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -180,10 +180,15 @@ def bench_models(
             paths = session.weight_paths(name)
             _unload(session, executor, name)
             on_step(f"{name}: cold load")
-            dropped = bool(paths) and all(pagecache.drop(path) for path in paths)
+            direct_io = session.direct_io(name)
+            dropped = direct_io is None and bool(paths) and all(pagecache.drop(path) for path in paths)
             if dropped_all:
                 pagecache.drop_all_caches()
-            if not dropped:
+            if direct_io is not None:
+                # The page cache plays no part: every load reads the disk, so there is nothing to drop or warm.
+                bench.cache = "direct I/O"
+                bench.note = f"{direct_io}: the server bypasses the page cache, so every load reads the disk"
+            elif not dropped:
                 bench.cache = "warm-cache only"
                 bench.note = (
                     "the weights are not on this machine's disk (or the cache could not be dropped), so the first "

@@ -61,4 +61,4 @@ def bench(
         out.data(bench_table(results))
         for result_row in results:
             if result_row.note:
-                out.warn(f"{result_row.model}: warm-cache only: {result_row.note}")
+                out.warn(f"{result_row.model}: {result_row.cache}: {result_row.note}")

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
 
+from sourceprep_models.doctor.checks.direct_io import check_direct_io
 from sourceprep_models.doctor.checks.models import (
     check_default_context,
     check_fits,
@@ -152,6 +153,11 @@ class EndpointRun:
         supports = check_supports(provider, identity, uses)
         if supports is not None:
             self.out.append(supports)
+
+        names = [target.name for target in targets] or _available(provider)
+        direct_io = check_direct_io(endpoint, {name: session.direct_io(name) for name in names})
+        if direct_io is not None:
+            self.out.append(direct_io)
 
         plan_memory = not provider.capabilities.always_ready and self.budget.total is not None
         pinned_keys = {spec.key for spec in session.pinned_specs()}
@@ -318,6 +324,14 @@ class EndpointRun:
                 reuse for reuse in reuse_gaps(name, runs, self.system.stage_durations(name)) if reuse.model in mine
             ]
         return reuses
+
+
+def _available(provider: Provider) -> list[str]:
+    """The server's models, for the checks that speak of all of them when the config names none."""
+    try:
+        return [info.name for info in provider.list_available()]
+    except SourceprepError:
+        return []
 
 
 def _spec_for(session: Session, config: Config, endpoint: Endpoint, name: str) -> ModelSpec | None:

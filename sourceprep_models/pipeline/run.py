@@ -40,7 +40,7 @@ from sourceprep_models.planning.lookahead import StagePlan
 from sourceprep_models.swap.executor import Step
 from sourceprep_models.swap.pins import bring_back, repair_pins
 from sourceprep_models.swap.residency import Machine, Session
-from sourceprep_models.warming.prefetch import Prefetch, cache_state, warm_paths
+from sourceprep_models.warming.prefetch import Prefetch, cache_state, skip_direct_io, warm_paths
 
 # How long a stage's swap waits for another process's swap on this machine's servers.
 LOCK_TIMEOUT_S = 600.0
@@ -319,6 +319,9 @@ class PipelineRun:
             return
         paths = session.weight_paths(target.name)
         warm = None if row.prefetched or not self.ctx.warm else (lambda: warm_paths(paths))
+        direct_io = session.direct_io(target.name) if warm is not None and paths else None
+        if direct_io is not None:
+            warm = lambda: skip_direct_io(direct_io)  # noqa: E731
         row.cache = "warm" if row.prefetched else cache_state(paths)
         load_plan = Plan(
             incoming=Demand(key, target.name, plan.sizes.get(key, 0), group=target.endpoint.name),
@@ -376,8 +379,9 @@ class PipelineRun:
         if step is None or step.prefetch is None:
             return None
         name = plan.names.get(step.prefetch, step.prefetch)
-        paths = self.machine.session(plan.groups[step.prefetch]).weight_paths(name)
-        if not paths:
+        session = self.machine.session(plan.groups[step.prefetch])
+        paths = session.weight_paths(name)
+        if not paths or session.direct_io(name) is not None:  # the server bypasses the page cache
             return None
         return _PrefetchHandle(step.prefetch, Prefetch.start(name, paths))
 

@@ -266,6 +266,11 @@ class Provider:
         """The model's weight files when they are on this machine's disk (for page-cache warming)."""
         return []
 
+    def direct_io(self, name: str, hardware: Mapping[str, Any]) -> str | None:
+        """Why the server reads ``name``'s weights with direct I/O on this machine (``hardware``: the probe's
+        record), bypassing the page cache, so that warming them would be wasted; None: it reads through it."""
+        return None
+
     def gguf_metadata(self, name: str) -> GGUFMetadata | None:
         """The model's GGUF header, for the memory formula, when the server or the disk gives it."""
         return None

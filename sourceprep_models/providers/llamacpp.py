@@ -29,6 +29,8 @@ What this module relies on and the traps it avoids:
   context (``--ctx-size 0``, llama-server's default). A loaded model's size is its child process's
   resident memory where the router runs on this machine (the child's ``--port`` and ``--alias`` in
   ``status.args`` find it), else the weights the router reports.
+- Direct I/O: a model whose arguments say ``--load-mode dio`` (``providers/load_mode.py`` reads every
+  spelling) bypasses the page cache; ``direct_io`` says so, and the core does not warm it.
 - Auth: a router started with ``--api-key`` wants ``Authorization: Bearer <key>``; the key is read
   from the environment variable named by ``api_key_env`` for each request, never stored or shown.
 """
@@ -39,7 +41,7 @@ import contextlib
 import difflib
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -95,6 +97,7 @@ class _Entry:
     exit_code: int | None
     meta: dict[str, Any]
     args: tuple[str, ...] = ()  # the child's command line (status.args)
+    preset: str | None = None  # the preset section it was built from (status.preset)
 
     @property
     def model_path(self) -> str | None:
@@ -296,6 +299,13 @@ class LlamaCppProvider(HTTPEndpoint):
         candidate = Path(path)
         return [candidate] if candidate.is_file() else []
 
+    def direct_io(self, name: str, hardware: Mapping[str, Any]) -> str | None:
+        """``--load-mode dio`` in the model's arguments (providers/load_mode.py); the hardware does not matter."""
+        from sourceprep_models.providers.load_mode import direct_io_flag
+
+        entry = self._find(name) if self.is_router() else None
+        return direct_io_flag(entry.args, entry.preset) if entry is not None else None
+
     def gguf_metadata(self, name: str) -> GGUFMetadata | None:
         """The header of the GGUF the router will open, when that file is on this machine."""
         if not self.is_router():
@@ -421,6 +431,7 @@ class LlamaCppProvider(HTTPEndpoint):
             exit_code=int_or_none(status.get("exit_code")),
             meta=meta if isinstance(meta, dict) else {},
             args=command,
+            preset=status.get("preset") if isinstance(status.get("preset"), str) else None,
         )
 
     def _info(self, entry: _Entry) -> ModelInfo:

@@ -285,7 +285,7 @@ def _load_one(
     report = machine.executor(session).load(
         request,
         plan,
-        warm=_warmer(paths),
+        warm=_warmer(paths, session.direct_io(request.name) if paths else None),
         restore=machine.restore_requests(),
         unload_timeout_s=session.endpoint.unload_timeout_s or DEFAULT_UNLOAD_TIMEOUT_S,
     )
@@ -566,12 +566,15 @@ def _loaded_everywhere(
     return rows
 
 
-def _warmer(paths: list[Any]) -> Callable[[], tuple[float, str] | None] | None:
-    """A callable for the executor: pre-read the weights when they are on this machine's disk."""
+def _warmer(paths: list[Any], direct_io: str | None) -> Callable[[], tuple[float, str] | None] | None:
+    """A callable for the executor: pre-read the weights when they are on this machine's disk, unless the
+    server reads them with direct I/O (then the step only says why it was skipped)."""
     if not paths:
         return None
-    from sourceprep_models.warming.prefetch import warm_paths
+    from sourceprep_models.warming.prefetch import skip_direct_io, warm_paths
 
+    if direct_io is not None:
+        return lambda: skip_direct_io(direct_io)
     return lambda: warm_paths(paths)
 
 

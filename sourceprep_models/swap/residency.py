@@ -175,6 +175,13 @@ class Session:
         except Exception:  # warming is an optimisation: any trouble finding the files just skips it
             return []
 
+    def direct_io(self, name: str) -> str | None:
+        """Why the server reads this model with direct I/O, bypassing the page cache (so warming is skipped)."""
+        try:
+            return self.provider.direct_io(name, self.hardware)
+        except Exception:  # like weight_paths: not knowing only means the warm happens as before
+            return None
+
     def remember(self, identity: str, num_ctx: int, size: int | None) -> None:
         if size:
             self.book.put(identity, num_ctx, size)

@@ -4,7 +4,9 @@ pipeline stage works (prefetch of the next model the plan will load).
 Only weights on this machine's disk can be warmed; providers that know where they are offer
 ``weight_paths(name)`` (Ollama's blob store, llama-server's ``--model`` argument). Warming stops
 before available RAM would drop below the margin (hardware.md §5: page cache is evictable, but
-reading more than fits only pushes out something else).
+reading more than fits only pushes out something else). A server that reads with direct I/O
+(llama-server ``--load-mode dio``, Ollama on Linux with an integrated CUDA/ROCm GPU) never uses the
+cache, so its loads are not warmed and the warm step says why (``skip_direct_io``).
 """
 
 from __future__ import annotations
@@ -58,6 +60,11 @@ def warm_paths(paths: list[Path], cancel: threading.Event | None = None) -> tupl
         stopped = f", stopped: {result.stopped}" if result.stopped else ""
         details.append(f"read {human_bytes(result.bytes_read)} in {format_seconds(result.seconds)}{share}{stopped}")
     return time.monotonic() - started, "; ".join(details)
+
+
+def skip_direct_io(reason: str) -> tuple[float, str]:
+    """The warm step of a load whose server bypasses the page cache: nothing read, and why (direct I/O)."""
+    return 0.0, f"skipped: direct I/O ({reason}): the server bypasses the page cache"
 
 
 class Prefetch:

@@ -21,6 +21,7 @@ import json
 import os
 import re
 import time
+from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -197,6 +198,13 @@ class OllamaProvider(Provider):
             return [weight.path for weight in find_weight_files(name, os.environ)]
         except (StoreError, OSError):
             return []
+
+    def direct_io(self, name: str, hardware: Mapping[str, Any]) -> str | None:
+        from sourceprep_models.providers.diagnostics import is_local
+        from sourceprep_models.providers.ollama.direct_io import direct_io_reason
+
+        # The probe describes this machine, not a server elsewhere (the rule: providers/ollama/direct_io.py).
+        return direct_io_reason(self.version(), hardware) if is_local(self.endpoint.url) else None
 
     def gguf_metadata(self, name: str) -> GGUFMetadata | None:
         """Architecture numbers for the memory estimate: from the local blob's header, else /api/show."""
