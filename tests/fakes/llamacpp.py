@@ -70,11 +70,11 @@ class FakeLlamaRouter:
         path = url.path
         if (method, path) == ("GET", "/slots"):
             # Proxied to the model's child (server.cpp: routes.get_slots = proxy_get); 400 when not running.
-            [model] = parse_qs(url.query).get("model", [""])
-            if self.models.get(model) != "loaded":
+            [child] = parse_qs(url.query).get("model", [""])
+            if self.models.get(child) != "loaded":
                 return 400, error_body(400, "model is not loaded")
-            running = self.busy.get(model, 0)
-            self.busy[model] = max(0, running - 1)
+            running = self.busy.get(child, 0)
+            self.busy[child] = max(0, running - 1)
             return 200, [{"id": 0, "n_ctx": 512, "speculative": False, "is_processing": running > 0}]
         if (method, path) == ("GET", "/props"):
             return 200, {**ROUTER_PROPS, "max_instances": self.max_instances}
