@@ -53,6 +53,12 @@ class Capabilities:
     # A request that names another context length reloads the model (Ollama num_ctx, ollama.md §4.7), so a
     # model loaded with a context other than the configured one is reloaded by the next configured request.
     reloads_for_context: bool = False
+    # The server says whether a model is loading or serving requests (``Provider.activity``), so an
+    # eviction can wait for it instead of cutting a request off (llama.cpp slots, vLLM metrics).
+    reports_activity: bool = False
+    # The server's own unload never interrupts a running request: it unloads when the last one ends
+    # (Ollama, ollama.md §4.5-4.6). Such a server reports no busy flag, and needs none.
+    unload_waits_for_requests: bool = False
 
 
 @dataclass(frozen=True)
@@ -129,6 +135,29 @@ class LoadedModel:
     def pinned(self) -> bool:
         """Kept by the server; Ollama shows "forever" as an expiry centuries away (ollama.md §2.4, §3.3)."""
         return self.server_pinned or (self.expires_at is not None and self.expires_at.year >= 2200)
+
+
+@dataclass(frozen=True)
+class Activity:
+    """What a model is doing, as its server reports it: an eviction waits while it is ``busy``."""
+
+    name: str
+    loading: bool = False
+    # Requests in flight (running or queued on it); None: the server did not say.
+    requests: int | None = None
+
+    @property
+    def busy(self) -> bool:
+        return self.loading or bool(self.requests)
+
+    @property
+    def doing(self) -> str:
+        """What keeps it busy, for a message ("serving a request"); empty when idle."""
+        if self.loading:
+            return "loading"
+        if self.requests:
+            return "serving a request" if self.requests == 1 else f"serving {self.requests} requests"
+        return ""
 
 
 @dataclass(frozen=True)
@@ -278,6 +307,10 @@ class Provider:
     def unload_all(self) -> None:
         """Unload everything in one request; only called when ``capabilities.unloads_all_at_once``."""
         raise Unsupported(f"{self.kind} has no single request that unloads every model")
+
+    def activity(self, name: str) -> Activity:
+        """Whether the model is loading or serving requests; only called when ``capabilities.reports_activity``."""
+        raise Unsupported(f"{self.kind} does not report what its models are doing")
 
     def set_pinned(self, name: str, pinned: bool) -> None:
         """Set the server's own pin; only called when ``capabilities.pins_on_server``."""

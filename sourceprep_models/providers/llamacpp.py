@@ -66,6 +66,7 @@ from sourceprep_models.providers._http import (
     strip_api_base,
 )
 from sourceprep_models.providers.base import (
+    Activity,
     Capabilities,
     LoadedModel,
     LoadOutcome,
@@ -123,7 +124,9 @@ class LlamaCppProvider(HTTPEndpoint):
     server_noun: ClassVar[str] = "a llama.cpp server"
     unreachable_fix: ClassVar[str] = "start it (`llama-server --models-dir DIR --port PORT`)"
     kind: ClassVar[str] = "llamacpp"
-    capabilities = Capabilities(can_load=True, can_unload=True, can_pin=True, reports_memory=False, sets_context=False)
+    capabilities = Capabilities(
+        can_load=True, can_unload=True, can_pin=True, reports_memory=False, sets_context=False, reports_activity=True
+    )
     start_hint: ClassVar[str] = "start `llama-server --models-dir DIR --port PORT`"
     default_port: ClassVar[int | None] = 8080
     get_hint: ClassVar[str] = "put its GGUF in the router's --models-dir"
@@ -402,6 +405,20 @@ class LlamaCppProvider(HTTPEndpoint):
             self._raise_for(response, body, model=name)
         if not (isinstance(body, dict) and body.get("success") is True):
             raise self._unexpected("/models/unload", body if body is not None else response.text)
+
+    def activity(self, name: str) -> Activity:
+        """Loading, or serving on its child's slots (``llamacpp_activity``)."""
+        from urllib.parse import quote
+
+        from sourceprep_models.providers.llamacpp_activity import activity_of
+
+        entry = self._find(name)
+
+        def slots() -> tuple[int, Any]:
+            response = self._send("GET", f"/slots?model={quote(entry.id, safe='')}")
+            return response.status_code, json_body(response)
+
+        return activity_of(name, entry.status, slots)
 
     # -- the listing -----------------------------------------------------------------------------
 

@@ -90,6 +90,8 @@ class LMStudioProvider(HTTPEndpoint):
         "start its server with `lms server start` (or `lms daemon up`, or the app's Developer tab)"
     )
     kind: ClassVar[str] = "lmstudio"
+    # The REST API's loaded_instances carry only their load config: no request or queue counts (servers.md
+    # §1.3; `lms ps --json` has `status`/`queued`, but through the SDK's websocket, not HTTP), so no activity.
     capabilities = Capabilities(can_load=True, can_unload=True, can_pin=True, reports_memory=False)
     start_hint: ClassVar[str] = "start its server with `lms server start` (or the app's Developer tab)"
     default_port: ClassVar[int | None] = 1234

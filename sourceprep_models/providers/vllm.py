@@ -78,6 +78,7 @@ from sourceprep_models.providers._http import (
     strip_api_base,
 )
 from sourceprep_models.providers.base import (
+    Activity,
     Capabilities,
     LoadedModel,
     LoadOutcome,
@@ -131,6 +132,7 @@ class VLLMProvider(HTTPEndpoint):
         can_pin=True,  # a pin is kept by never putting the model to sleep
         reports_memory=False,
         sets_context=False,
+        reports_activity=True,  # vllm:num_requests_running / _waiting on GET /metrics
     )
     start_hint: ClassVar[str] = "start `vllm serve MODEL --enable-sleep-mode` with VLLM_SERVER_DEV_MODE=1"
     default_port: ClassVar[int | None] = 8000
@@ -258,6 +260,25 @@ class VLLMProvider(HTTPEndpoint):
                 "raise the endpoint's unload_timeout"
             ) from None
         self._expect_no_body(response, SLEEP, model=info.name, action="sleep")
+
+    def activity(self, name: str) -> Activity:
+        """The requests the engine runs or queues, from the ``vllm:num_requests_running`` and
+        ``vllm:num_requests_waiting`` gauges of ``GET /metrics`` (vllm ``v1/metrics/loggers.py``). A
+        sleep waits for them (``mode=wait``) except on an in-process engine, where it aborts them."""
+        info = self.describe(name)
+        response = self._send("GET", METRICS, model=info.name)
+        if not response.is_success:
+            return Activity(info.name)
+        found = False
+        total = 0.0
+        for line in response.text.splitlines():
+            if line.startswith(("vllm:num_requests_running{", "vllm:num_requests_waiting{")):
+                try:
+                    total += float(line.rsplit(None, 1)[-1])
+                except ValueError:
+                    continue
+                found = True
+        return Activity(info.name, requests=round(total) if found else None)
 
     # -- sleep state ------------------------------------------------------------------------------
 

@@ -20,6 +20,7 @@ from typing import Any
 from sourceprep_models.errors import DeadlineExceeded, ModelNotFound, ServerError, SourceprepError
 from sourceprep_models.planning.load import Plan, Resident
 from sourceprep_models.providers.base import LoadedModel, LoadOutcome, LoadRequest, Provider
+from sourceprep_models.swap.busy import wait_until_idle
 from sourceprep_models.units import format_seconds, percent
 
 # Joins an endpoint name and a model identity into a key unique across the machine's servers.
@@ -40,7 +41,7 @@ def local_identity(key: str) -> str:
 class Step:
     """One timed step of a swap, as shown in the timing table."""
 
-    step: str  # "load", "unload", "wait-for-free", "verify"
+    step: str  # "load", "unload", "wait-for-free", "wait-for-busy", "verify"
     model: str
     endpoint: str
     wall_s: float
@@ -137,6 +138,7 @@ class Executor:
         *,
         peers: Mapping[str, Provider] | None = None,
         on_step: Callable[[Step], None] | None = None,
+        on_notice: Callable[[str], None] | None = None,
         poll_interval_s: float = 0.1,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
@@ -145,6 +147,7 @@ class Executor:
         self.endpoint = provider.endpoint.name
         self._providers = {**(peers or {}), self.endpoint: provider}
         self._on_step = on_step
+        self._on_notice = on_notice or (lambda _: None)
         self._poll = poll_interval_s
         self._clock = clock
         self._sleep = sleep
@@ -198,6 +201,24 @@ class Executor:
         unloads_sent: set[tuple[str, str]] = set()
         try:
             if victims:
+                # Never cut off a victim's load or running request: wait for it first (swap/busy.py).
+                asked = [(self._providers.get(self._endpoint_of(v)), v.name) for v in victims]
+                waited = wait_until_idle(
+                    [(provider, name) for provider, name in asked if provider is not None],
+                    deadline_s=request.deadline_s,
+                    clock=self._clock,
+                    sleep=self._sleep,
+                    notify=self._on_notice,
+                )
+                if waited is not None:
+                    step = Step(
+                        "wait-for-busy",
+                        ", ".join(waited.models),
+                        self.endpoint,
+                        waited.seconds,
+                        detail="waited for busy",
+                    )
+                    self._record(report.steps, step)
                 evicted_pins = [(self._endpoint_of(victim), victim.name) for victim in victims if victim.pinned]
                 self._evict(victims, before, report, unload_timeout_s, unloads_sent)
             # Sent even when already loaded: it refreshes the keep-alive (and re-asserts a pin, §3.2).

@@ -60,7 +60,8 @@ def open_machine(
     from sourceprep_models.memory.sizing import default_size_book
     from sourceprep_models.providers import create_provider
 
-    debug = (hooks or Hooks()).debug
+    hooks = hooks or Hooks()
+    debug = hooks.debug
     machine = Machine(
         config,
         make_provider or create_provider,
@@ -68,6 +69,7 @@ def open_machine(
         default_size_book(),
         single_model=single_model,
         on_step=lambda step: debug(f"{step.step} {step.model}: {step.wall_s:.3f}s"),
+        on_notice=hooks.info,
     )
     try:
         yield machine

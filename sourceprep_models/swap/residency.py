@@ -219,6 +219,7 @@ class Machine:
         *,
         single_model: bool = False,
         on_step: Callable[[Step], None] | None = None,
+        on_notice: Callable[[str], None] | None = None,
     ) -> None:
         self.config = config
         self.hardware = hardware
@@ -226,6 +227,7 @@ class Machine:
         self.single_model = single_model
         self._make_provider = make_provider
         self._on_step = on_step
+        self._on_notice = on_notice
         self._sessions: dict[str, Session] = {}
         # Endpoints that did not answer while the machine was being looked at: their models are not counted.
         self.unreachable: dict[str, str] = {}
@@ -383,7 +385,7 @@ class Machine:
     def executor(self, here: Session) -> Executor:
         """An executor for ``here`` that can also evict from, and restore pins on, its host's other servers."""
         peers = {session.endpoint.name: session.provider for session in self.memory_sessions(here.host)}
-        return Executor(here.provider, peers=peers, on_step=self._on_step)
+        return Executor(here.provider, peers=peers, on_step=self._on_step, on_notice=self._on_notice)
 
     @contextlib.contextmanager
     def locked(self, timeout_s: float, on_wait: LockWait | None = None) -> Iterator[None]:

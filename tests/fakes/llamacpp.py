@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 
@@ -55,15 +56,36 @@ class FakeLlamaRouter:
 
     models: dict[str, str] = field(default_factory=lambda: {"tiny-a": "unloaded", "tiny-b": "unloaded"})
     requests: list[tuple[str, str]] = field(default_factory=list)
+    # Requests in flight per model (one slot each, ``is_processing`` true); each ends after one GET /slots.
+    busy: dict[str, int] = field(default_factory=dict)
+    # Extra listings a model stays "loading" for (another client's slow load).
+    loading_for: dict[str, int] = field(default_factory=dict)
+    max_instances: int = 2  # --models-max
+    # Models unloaded while still loading (the router kills the child) or while serving (the request dies).
+    cut_off: list[str] = field(default_factory=list)
 
     def handle(self, method: str, path: str, body: Any) -> Reply:
         self.requests.append((method, path))
+        url = urlsplit(path)
+        path = url.path
+        if (method, path) == ("GET", "/slots"):
+            # Proxied to the model's child (server.cpp: routes.get_slots = proxy_get); 400 when not running.
+            [child] = parse_qs(url.query).get("model", [""])
+            if self.models.get(child) != "loaded":
+                return 400, error_body(400, "model is not loaded")
+            running = self.busy.get(child, 0)
+            self.busy[child] = max(0, running - 1)
+            return 200, [{"id": 0, "n_ctx": 512, "speculative": False, "is_processing": running > 0}]
         if (method, path) == ("GET", "/props"):
-            return 200, ROUTER_PROPS
+            return 200, {**ROUTER_PROPS, "max_instances": self.max_instances}
         if (method, path) == ("GET", "/models"):
             listing = [entry(model_id, value) for model_id, value in self.models.items()]
             # A child reports ready a moment after it was spawned: one listing later here.
-            self.models = {model_id: "loaded" if v == "loading" else v for model_id, v in self.models.items()}
+            for model_id, value in self.models.items():
+                if value == "loading" and self.loading_for.get(model_id, 0) > 0:
+                    self.loading_for[model_id] -= 1
+                elif value == "loading":
+                    self.models[model_id] = "loaded"
             return 200, {"data": listing, "object": "list"}
         model = body.get("model") if isinstance(body, dict) else None
         if (method, path) == ("POST", "/models/load"):
@@ -78,6 +100,8 @@ class FakeLlamaRouter:
                 return 400, error_body(400, "model is not found")
             if self.models[model] == "unloaded":
                 return 400, NOT_RUNNING
+            if self.models[model] == "loading" or self.busy.get(model, 0) > 0:
+                self.cut_off.append(model)
             self.models[model] = "unloaded"
             return 200, {"success": True}
         return 404, error_body(404, "File Not Found", "not_found_error")
@@ -85,7 +109,7 @@ class FakeLlamaRouter:
     def transport(self) -> httpx.MockTransport:
         def handler(request: httpx.Request) -> httpx.Response:
             body = json.loads(request.content) if request.content else None
-            status, payload = self.handle(request.method, request.url.path, body)
+            status, payload = self.handle(request.method, request.url.raw_path.decode(), body)
             return httpx.Response(status, json=payload)
 
         return httpx.MockTransport(handler)

@@ -61,6 +61,9 @@ class FakeVLLM:
     sleep_mode: bool = True  # --enable-sleep-mode
     config_json: bool = True  # /server_info?config_format=json (newer vLLM)
     level_gauge: bool = True  # vllm:engine_sleep_state on /metrics (newer vLLM)
+    request_gauges: bool = True  # vllm:num_requests_running / _waiting on /metrics
+    running: int = 0  # requests in the engine's batch now
+    waiting: int = 0  # requests queued for it
     rpc: bool = True  # /collective_rpc (newer vLLM)
     inproc: bool = False  # VLLM_ENABLE_V1_MULTIPROCESSING=0: sleep mode=wait is refused
     api_key: str | None = None
@@ -168,11 +171,16 @@ class FakeVLLM:
         return " there" if self.weights_valid else " ��garbage"
 
     def metrics(self) -> str:
-        lines = [
-            "# HELP vllm:num_requests_running Number of requests in model execution batches.",
-            "# TYPE vllm:num_requests_running gauge",
-            f'vllm:num_requests_running{{engine="0",model_name="{self.model}"}} 0.0',
-        ]
+        lines = []
+        if self.request_gauges:
+            lines += [
+                "# HELP vllm:num_requests_running Number of requests in model execution batches.",
+                "# TYPE vllm:num_requests_running gauge",
+                f'vllm:num_requests_running{{engine="0",model_name="{self.model}"}} {float(self.running)}',
+                "# HELP vllm:num_requests_waiting Number of requests waiting to be processed.",
+                "# TYPE vllm:num_requests_waiting gauge",
+                f'vllm:num_requests_waiting{{engine="0",model_name="{self.model}"}} {float(self.waiting)}',
+            ]
         if self.level_gauge:
             values = {"awake": not self.sleeping, "weights_offloaded": self.level == 1, "discard_all": self.level == 2}
             lines += ["# TYPE vllm:engine_sleep_state gauge"] + [

@@ -78,8 +78,15 @@ _PROCESS_NAMES = ("ollama", "ollama.exe")
 
 class OllamaProvider(Provider):
     kind: ClassVar[str] = "ollama"
+    # No busy flag over HTTP, and none needed: an unload of a busy runner waits for its last request
+    # (ollama.md §4.5-4.6, server/sched.go), so the eviction itself never cuts a request off.
     capabilities = Capabilities(
-        can_load=True, can_unload=True, can_pin=True, reports_memory=True, reloads_for_context=True
+        can_load=True,
+        can_unload=True,
+        can_pin=True,
+        reports_memory=True,
+        reloads_for_context=True,
+        unload_waits_for_requests=True,
     )
     server_label: ClassVar[str] = "Ollama"
     start_hint: ClassVar[str] = "start it with `ollama serve` (or open the Ollama app)"
