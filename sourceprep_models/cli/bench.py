@@ -7,12 +7,16 @@ from typing import Annotated
 
 import typer
 
+from sourceprep_models.cli import complete
 from sourceprep_models.cli.options import EndpointOption, JsonOption
 
 
 def bench(
     ctx: typer.Context,
-    models: Annotated[list[str], typer.Argument(help="Model keys from the config or server model names.")],
+    models: Annotated[
+        list[str],
+        typer.Argument(help="Model keys from the config or server model names.", autocompletion=complete.models),
+    ],
     alternate: Annotated[
         int | None,
         typer.Option(
