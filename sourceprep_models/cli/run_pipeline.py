@@ -88,13 +88,14 @@ def _show(app: AppContext, result: RunReport, json_output: bool, report: Path | 
 
     from sourceprep_models.fs import write_atomic
     from sourceprep_models.ui import render
+    from sourceprep_models.ui.output import json_document
 
     for warning in result.warnings:
         app.output.warn(warning)
     document = result.to_dict()
     if report is not None:
         report.parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(report, json.dumps(document, indent=2) + "\n")
+        write_atomic(report, json.dumps(json_document(document), indent=2) + "\n")  # as --json writes it
     if json_output:
         app.output.json(document)
     else:
