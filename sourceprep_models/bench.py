@@ -25,13 +25,14 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from sourceprep_models.errors import UsageError
-from sourceprep_models.pipeline.work import PromptClient
+from sourceprep_models.pipeline.work import PromptClient, PromptResult
 from sourceprep_models.planning.load import Plan
 from sourceprep_models.swap.executor import Executor
 from sourceprep_models.swap.residency import Session
 
 if TYPE_CHECKING:
     from sourceprep_models.config.schema import Config, Endpoint
+    from sourceprep_models.providers.base import LoadRequest
 
 PROMPT = "Say hello in five words."
 
@@ -45,6 +46,7 @@ class ModelBench:
     tokens_per_s: float | None = None
     cache: str = "cold"  # cold | warm-cache only
     note: str | None = None
+    call: str = "generate"  # generate | embedding: the inference timed as the first answer
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -55,6 +57,7 @@ class ModelBench:
             "tokens_per_s": _round(self.tokens_per_s),
             "cache": self.cache,
             "note": self.note,
+            "call": self.call,
         }
 
 
@@ -190,8 +193,10 @@ def bench_models(
                     "load may be warm"
                 )
             bench.cold_load_s = _load(session, executor, request)
-            on_step(f"{name}: first token")
-            answer = client.send(request.name, PROMPT, max_tokens=16, options=request.options)
+            embedding = _embedding(session, request)
+            bench.call = "embedding" if embedding else "generate"
+            on_step(f"{name}: first {'embedding' if embedding else 'token'}")
+            answer = _ask(client, request, embedding, max_tokens=16)
             bench.ttft_s, bench.tokens_per_s = answer.ttft_s, answer.tokens_per_s
             _unload(session, executor, name)
             on_step(f"{name}: warm load")
@@ -216,6 +221,7 @@ def alternate(
     result = Alternation(models=(first, second))
     specs = session.config.models
     requests = {name: session.request(name, specs.get(name)) for name in (first, second)}
+    embedding = {name: _embedding(session, request) for name, request in requests.items()}
     client = PromptClient(session.endpoint, environ, autoload=True)
     try:
         on_step(f"before: {calls} calls as the server is configured now")
@@ -223,7 +229,7 @@ def alternate(
             name = (first, second)[index % 2]
             # No keep_alive sent: the server's own default decides, as for an ordinary client.
             started = time.monotonic()
-            client.send(requests[name].name, PROMPT, max_tokens=4, options=requests[name].options)
+            _ask(client, requests[name], embedding[name], max_tokens=4)
             result.calls.append(Call(index + 1, name, time.monotonic() - started))
 
         on_step("after: both kept resident")
@@ -235,7 +241,7 @@ def alternate(
                 request = requests[call.model]
                 keep = request.keep_alive.seconds if request.keep_alive is not None else None
                 started = time.monotonic()
-                client.send(request.name, PROMPT, max_tokens=4, options=request.options, keep_alive=keep)
+                _ask(client, request, embedding[call.model], max_tokens=4, keep_alive=keep)
                 call.after_s = time.monotonic() - started
     finally:
         client.close()
@@ -316,6 +322,22 @@ def _load(session: Session, executor: Executor, request: Any) -> float:
 
 def _unload(session: Session, executor: Executor, name: str) -> None:
     executor.unload([name], timeout_s=session.endpoint.unload_timeout_s or 120.0)
+
+
+def _embedding(session: Session, request: LoadRequest) -> bool:
+    """Whether the model answers only the embedding call: the config's ``kind`` says, else the server."""
+    if request.embedding is not None:
+        return bool(request.embedding)
+    return session.provider.describe(request.name).embedding_only
+
+
+def _ask(
+    client: PromptClient, request: LoadRequest, embedding: bool, *, max_tokens: int, keep_alive: float | None = None
+) -> PromptResult:
+    """One inference as a client of this model would make it: an embedding model has no generate route."""
+    if embedding:
+        return client.embed(request.name, PROMPT, options=request.options, keep_alive=keep_alive)
+    return client.send(request.name, PROMPT, max_tokens=max_tokens, options=request.options, keep_alive=keep_alive)
 
 
 def _round(value: float | None) -> float | None:

@@ -109,3 +109,36 @@ def test_bench_on_a_cloud_endpoint_is_a_usage_error(cli: CliFn, write_config: Ca
     path = str(write_config('[endpoints.cloud]\nkind = "openai"\nurl = "http://127.0.0.1:9/v1"\n'))
     result = cli("--config", path, "bench", "gpt-4.1")
     assert result.exit_code == 2 and "cloud API: nothing is loaded there" in result.stderr
+
+
+EMBEDDING_MODELS = [
+    EmulatedModel("nomic-embed-text", file_mib=2, capabilities=["embedding"]),
+    EmulatedModel("rerank:small", file_mib=4),
+]
+README_MODELS = '[models.embed]\nname = "nomic-embed-text"\n[models.rerank]\nname = "rerank:small"\n'
+
+
+def test_the_readme_bench_of_an_embedding_model_goes_through_the_embedding_call(
+    cli: CliFn, ollama_emulator: Any, monkeypatch: pytest.MonkeyPatch, write_config: Callable[[str], Path]
+) -> None:
+    emu = ollama_emulator(models=EMBEDDING_MODELS, gpu_vram_mib=None, max_loaded_models=3, unload_delay_s=0.01)
+    monkeypatch.setenv("OLLAMA_HOST", emu.url)
+    path = str(write_config(README_MODELS))
+
+    result = cli("--config", path, "bench", "embed", "rerank", "--json")  # the README's example
+
+    assert result.exit_code == 0, result.stderr
+    rows = {row["model"]: row for row in result.json()["models"]}
+    assert rows["nomic-embed-text"]["call"] == "embedding" and rows["rerank:small"]["call"] == "generate"
+    assert rows["nomic-embed-text"]["ttft_s"] > 0 and rows["nomic-embed-text"]["tokens_per_s"] is None
+    assert rows["nomic-embed-text"]["cold_load_s"] > 0 and rows["nomic-embed-text"]["warm_load_s"] > 0
+    embedded = [r.body for r in emu.requests if r.path == "/api/embed" and r.body.get("input")]
+    assert [body["model"] for body in embedded] == ["nomic-embed-text"]  # one real embedding, after the load
+    generated = [r.body["model"] for r in emu.requests if r.path == "/api/generate" and r.body.get("prompt")]
+    assert generated == ["rerank:small"]  # never a generate to the embedding model
+
+    alternation = cli("--config", path, "bench", "embed", "rerank", "--alternate", "4", "--json")
+    assert alternation.exit_code == 0, alternation.stderr
+    calls = alternation.json()["alternation"]["calls"]
+    assert [call["model"] for call in calls] == ["nomic-embed-text", "rerank:small"] * 2
+    assert all(call["before_s"] > 0 and call["after_s"] is not None for call in calls)
