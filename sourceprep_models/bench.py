@@ -2,10 +2,12 @@
 latency; and for two models called alternately, each call's latency as the server behaves now
 ("before") and with both kept resident ("after"), with the fix that gets there.
 
-Cold means the model's weights were dropped from the page cache first. That needs the weight files
-on this machine (the provider's ``weight_paths``) and, for a complete drop, permission to write
-``/proc/sys/vm/drop_caches``; when the drop is not possible the result says "warm-cache only"
-rather than passing a warm load off as cold (hardware.md §5).
+Cold means the model's own weight files were dropped from the page cache first
+(``posix_fadvise(DONTNEED)`` on each, ``warming.pagecache.drop``; hardware.md §5.1). That needs the
+weight files on this machine (the provider's ``weight_paths``); when the drop is not possible the
+result says "warm-cache only" rather than passing a warm load off as cold. The machine-wide
+``/proc/sys/vm/drop_caches`` is never written: it would throw away every other model's warm weights
+(and every other program's cache) to measure one model.
 
 "Before" sends the calls the way a client that relies on the server does: one request per call,
 the server loads what it lacks and evicts by its own rule (Ollama's scheduler, llama.cpp's LRU
@@ -173,7 +175,6 @@ def bench_models(
     """Cold load, warm load, first token for each model (evicting others as ``load`` would)."""
     from sourceprep_models.warming import pagecache
 
-    dropped_all = pagecache.drop_all_caches()
     results = []
     client = PromptClient(session.endpoint, environ)
     try:
@@ -184,8 +185,6 @@ def bench_models(
             _unload(session, executor, name)
             on_step(f"{name}: cold load")
             dropped = bool(paths) and all(pagecache.drop(path) for path in paths)
-            if dropped_all:
-                pagecache.drop_all_caches()
             if not dropped:
                 bench.cache = "warm-cache only"
                 bench.note = (

@@ -142,3 +142,34 @@ def test_the_readme_bench_of_an_embedding_model_goes_through_the_embedding_call(
     calls = alternation.json()["alternation"]["calls"]
     assert [call["model"] for call in calls] == ["nomic-embed-text", "rerank:small"] * 2
     assert all(call["before_s"] > 0 and call["after_s"] is not None for call in calls)
+
+
+def test_a_cold_measurement_drops_only_the_benchmarked_models_file(
+    cli: CliFn, ollama_emulator: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from sourceprep_models.warming import pagecache
+
+    emu = emulator_with(ollama_emulator, monkeypatch, 3)
+    # The machine-wide switch, redirected to a file here: writing "3" to it would drop every file's cache.
+    switch = tmp_path / "drop_caches"
+    switch.write_text("0\n")
+    monkeypatch.setattr(pagecache, "_DROP_CACHES", switch)
+    dropped: list[Path] = []
+    real_drop = pagecache.drop
+
+    def recording_drop(path: Path) -> bool:
+        dropped.append(Path(path))
+        return real_drop(path)
+
+    monkeypatch.setattr(pagecache, "drop", recording_drop)
+    other = emu.blob_path("rerank:small")
+    pagecache.warm(other, min_available_bytes=0)  # another model's warm weights, which the benchmark must leave alone
+    before = pagecache.residency(other).resident_bytes
+
+    result = cli("bench", "embed:small", "--json")
+
+    assert result.exit_code == 0, result.stderr
+    assert result.json()["models"][0]["cache"] == "cold"
+    assert dropped == [emu.blob_path("embed:small")]  # the benchmarked model's file, nothing else
+    assert switch.read_text() == "0\n"  # the whole machine's page cache was never dropped
+    assert pagecache.residency(other).resident_bytes == before
