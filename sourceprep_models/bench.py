@@ -35,6 +35,7 @@ from sourceprep_models.swap.residency import Session
 if TYPE_CHECKING:
     from sourceprep_models.config.schema import Config, Endpoint
     from sourceprep_models.providers.base import LoadRequest
+    from sourceprep_models.providers.diagnostics import ServerProcess
 
 PROMPT = "Say hello in five words."
 
@@ -132,6 +133,7 @@ def run(
     environ: Mapping[str, str],
     on_step: Callable[[str], None],
     on_detail: Callable[[str], None],
+    processes: Callable[[str], list[ServerProcess]] | None = None,
 ) -> BenchReport:
     """Benchmark ``names`` on ``endpoint`` (or alternate the two of them ``alternate_calls`` times) under the
     locks of this machine's servers; pins the benchmark moved out (on any of them) are loaded again afterwards."""
@@ -157,7 +159,14 @@ def run(
                 else:
                     first, second = names
                     report.alternation = alternate(
-                        session, executor, first, second, alternate_calls, environ=environ, on_step=on_step
+                        session,
+                        executor,
+                        first,
+                        second,
+                        alternate_calls,
+                        environ=environ,
+                        on_step=on_step,
+                        limit_in_effect=lambda: _limit_in_effect(session, processes),
                     )
             finally:
                 repair_all(machine)  # pins the benchmark moved out come back
@@ -215,6 +224,7 @@ def alternate(
     *,
     environ: Mapping[str, str],
     on_step: Callable[[str], None],
+    limit_in_effect: Callable[[], tuple[int, str] | None] = lambda: None,
 ) -> Alternation:
     """A/B calls as the server behaves now, then with both resident."""
     result = Alternation(models=(first, second))
@@ -244,13 +254,27 @@ def alternate(
                 call.after_s = time.monotonic() - started
     finally:
         client.close()
-    result.recommendation = recommend(session, result)
+    result.recommendation = recommend(session, result, limit_in_effect)
     return result
 
 
-def recommend(session: Session, result: Alternation) -> str:
+def _limit_in_effect(
+    session: Session, processes: Callable[[str], list[ServerProcess]] | None
+) -> tuple[int, str] | None:
+    """The server's cap on loaded models as it runs now, read from its process where the OS allows."""
+    if processes is None:
+        return None
+    gpus = len(session.hardware.get("gpus") or [])
+    return session.provider.loaded_limit_in_effect(processes(session.endpoint.kind), gpus)
+
+
+def recommend(
+    session: Session, result: Alternation, limit_in_effect: Callable[[], tuple[int, str] | None] = lambda: None
+) -> str:
     """What to change so the two models stay resident together, in the words doctor uses; what keeps two
-    models loaded on a server is its provider's knowledge."""
+    models loaded on a server is its provider's knowledge. Advice never sets a cap on loaded models below
+    the one in effect: when the cap read from the server already allows both, the eviction was the
+    server's own memory estimate, and a count is not the fix."""
     first, second = result.models
     provider = session.provider
     pins = f"`sourceprep-models pin {first}` and `sourceprep-models pin {second}`"
@@ -262,6 +286,13 @@ def recommend(session: Session, result: Alternation) -> str:
     if limit is not None and limit < 2 and (raise_limit := provider.loaded_limit_fix(2)) is not None:
         return f"{raise_limit} (now {limit}) so {first} and {second} stay loaded together"
     if not result.after_possible and result.why_not and "evicted" in result.why_not:
+        in_effect = limit_in_effect()
+        if in_effect is not None and in_effect[0] >= 2:
+            return (
+                f"{provider.server_label} already keeps up to {in_effect[0]} models ({in_effect[1]}) but did not keep "
+                f"{first} and {second} together: its own memory estimate does not fit both; give them a smaller "
+                f"context or quantization, or free memory; then {pins}"
+            )
         # The same fix `doctor` gives for a model limit below what fits, written for this OS.
         hidden = provider.hidden_limit_fix(2, str(session.hardware.get("os") or ""))
         if hidden is not None:

@@ -173,3 +173,34 @@ def test_a_cold_measurement_drops_only_the_benchmarked_models_file(
     assert dropped == [emu.blob_path("embed:small")]  # the benchmarked model's file, nothing else
     assert switch.read_text() == "0\n"  # the whole machine's page cache was never dropped
     assert pagecache.residency(other).resident_bytes == before
+
+
+def test_the_advice_never_lowers_the_model_limit_the_server_runs_with(
+    cli: CliFn, ollama_emulator: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sourceprep_models.doctor.system import PsutilProcesses
+    from sourceprep_models.providers.diagnostics import ServerProcess
+
+    emu = emulator_with(ollama_emulator, monkeypatch, 1)  # the server keeps one model: every call swaps
+    on_recorded_linux(monkeypatch)
+    # The local `ollama serve` behind the endpoint, as the process table shows it: started with a limit of 3.
+    serve = ServerProcess(
+        4242,
+        "ollama",
+        ("ollama", "serve"),
+        {"OLLAMA_HOST": f"127.0.0.1:{emu.port}", "OLLAMA_MAX_LOADED_MODELS": "3"},
+    )
+    monkeypatch.setattr(PsutilProcesses, "servers", lambda self, kind: [serve])
+
+    result = cli("bench", "embed:small", "rerank:small", "--alternate", "4", "--json")
+
+    assert result.exit_code == 0, result.stderr
+    advice = result.json()["alternation"]["recommendation"]
+    assert "OLLAMA_MAX_LOADED_MODELS=2" not in advice and "OLLAMA_MAX_LOADED_MODELS=1" not in advice
+    assert advice.startswith("Ollama already keeps up to 3 models (OLLAMA_MAX_LOADED_MODELS=3, read from")
+    assert "pid 4242" in advice and "sourceprep-models pin embed:small" in advice
+
+    # The server's own limit read as 1: the advice raises it to 2.
+    serve.environ["OLLAMA_MAX_LOADED_MODELS"] = "1"  # type: ignore[index]
+    raised = cli("bench", "embed:small", "rerank:small", "--alternate", "2", "--json")
+    assert "OLLAMA_MAX_LOADED_MODELS=2" in raised.json()["alternation"]["recommendation"]
