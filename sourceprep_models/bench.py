@@ -2,10 +2,12 @@
 latency; and for two models called alternately, each call's latency as the server behaves now
 ("before") and with both kept resident ("after"), with the fix that gets there.
 
-Cold means the model's weights were dropped from the page cache first. That needs the weight files
-on this machine (the provider's ``weight_paths``) and, for a complete drop, permission to write
-``/proc/sys/vm/drop_caches``; when the drop is not possible the result says "warm-cache only"
-rather than passing a warm load off as cold (hardware.md §5).
+Cold means the model's own weight files were dropped from the page cache first
+(``posix_fadvise(DONTNEED)`` on each, ``warming.pagecache.drop``; hardware.md §5.1). That needs the
+weight files on this machine (the provider's ``weight_paths``); when the drop is not possible the
+result says "warm-cache only" rather than passing a warm load off as cold. The machine-wide
+``/proc/sys/vm/drop_caches`` is never written: it would throw away every other model's warm weights
+(and every other program's cache) to measure one model.
 
 "Before" sends the calls the way a client that relies on the server does: one request per call,
 the server loads what it lacks and evicts by its own rule (Ollama's scheduler, llama.cpp's LRU
@@ -25,13 +27,15 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from sourceprep_models.errors import UsageError
-from sourceprep_models.pipeline.work import PromptClient
+from sourceprep_models.pipeline.work import PromptClient, PromptResult
 from sourceprep_models.planning.load import Plan
 from sourceprep_models.swap.executor import Executor
 from sourceprep_models.swap.residency import Session
 
 if TYPE_CHECKING:
     from sourceprep_models.config.schema import Config, Endpoint
+    from sourceprep_models.providers.base import LoadRequest
+    from sourceprep_models.providers.diagnostics import ServerProcess
 
 PROMPT = "Say hello in five words."
 
@@ -45,6 +49,7 @@ class ModelBench:
     tokens_per_s: float | None = None
     cache: str = "cold"  # cold | warm-cache only | direct I/O
     note: str | None = None
+    call: str = "generate"  # generate | embedding: the inference timed as the first answer
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -55,6 +60,7 @@ class ModelBench:
             "tokens_per_s": _round(self.tokens_per_s),
             "cache": self.cache,
             "note": self.note,
+            "call": self.call,
         }
 
 
@@ -127,6 +133,7 @@ def run(
     environ: Mapping[str, str],
     on_step: Callable[[str], None],
     on_detail: Callable[[str], None],
+    processes: Callable[[str], list[ServerProcess]] | None = None,
 ) -> BenchReport:
     """Benchmark ``names`` on ``endpoint`` (or alternate the two of them ``alternate_calls`` times) under the
     locks of this machine's servers; pins the benchmark moved out (on any of them) are loaded again afterwards."""
@@ -152,7 +159,14 @@ def run(
                 else:
                     first, second = names
                     report.alternation = alternate(
-                        session, executor, first, second, alternate_calls, environ=environ, on_step=on_step
+                        session,
+                        executor,
+                        first,
+                        second,
+                        alternate_calls,
+                        environ=environ,
+                        on_step=on_step,
+                        limit_in_effect=lambda: _limit_in_effect(session, processes),
                     )
             finally:
                 repair_all(machine)  # pins the benchmark moved out come back
@@ -170,7 +184,6 @@ def bench_models(
     """Cold load, warm load, first token for each model (evicting others as ``load`` would)."""
     from sourceprep_models.warming import pagecache
 
-    dropped_all = pagecache.drop_all_caches()
     results = []
     client = PromptClient(session.endpoint, environ)
     try:
@@ -182,8 +195,6 @@ def bench_models(
             on_step(f"{name}: cold load")
             direct_io = session.direct_io(name)
             dropped = direct_io is None and bool(paths) and all(pagecache.drop(path) for path in paths)
-            if dropped_all:
-                pagecache.drop_all_caches()
             if direct_io is not None:
                 # The page cache plays no part: every load reads the disk, so there is nothing to drop or warm.
                 bench.cache = "direct I/O"
@@ -195,8 +206,10 @@ def bench_models(
                     "load may be warm"
                 )
             bench.cold_load_s = _load(session, executor, request)
-            on_step(f"{name}: first token")
-            answer = client.send(request.name, PROMPT, max_tokens=16, options=request.options)
+            embedding = _embedding(session, request)
+            bench.call = "embedding" if embedding else "generate"
+            on_step(f"{name}: first {'embedding' if embedding else 'token'}")
+            answer = _ask(client, request, embedding, max_tokens=16)
             bench.ttft_s, bench.tokens_per_s = answer.ttft_s, answer.tokens_per_s
             _unload(session, executor, name)
             on_step(f"{name}: warm load")
@@ -216,11 +229,13 @@ def alternate(
     *,
     environ: Mapping[str, str],
     on_step: Callable[[str], None],
+    limit_in_effect: Callable[[], tuple[int, str] | None] = lambda: None,
 ) -> Alternation:
     """A/B calls as the server behaves now, then with both resident."""
     result = Alternation(models=(first, second))
     specs = session.config.models
     requests = {name: session.request(name, specs.get(name)) for name in (first, second)}
+    embedding = {name: _embedding(session, request) for name, request in requests.items()}
     client = PromptClient(session.endpoint, environ, autoload=True)
     try:
         on_step(f"before: {calls} calls as the server is configured now")
@@ -228,7 +243,7 @@ def alternate(
             name = (first, second)[index % 2]
             # No keep_alive sent: the server's own default decides, as for an ordinary client.
             started = time.monotonic()
-            client.send(requests[name].name, PROMPT, max_tokens=4, options=requests[name].options)
+            _ask(client, requests[name], embedding[name], max_tokens=4)
             result.calls.append(Call(index + 1, name, time.monotonic() - started))
 
         on_step("after: both kept resident")
@@ -240,17 +255,31 @@ def alternate(
                 request = requests[call.model]
                 keep = request.keep_alive.seconds if request.keep_alive is not None else None
                 started = time.monotonic()
-                client.send(request.name, PROMPT, max_tokens=4, options=request.options, keep_alive=keep)
+                _ask(client, request, embedding[call.model], max_tokens=4, keep_alive=keep)
                 call.after_s = time.monotonic() - started
     finally:
         client.close()
-    result.recommendation = recommend(session, result)
+    result.recommendation = recommend(session, result, limit_in_effect)
     return result
 
 
-def recommend(session: Session, result: Alternation) -> str:
+def _limit_in_effect(
+    session: Session, processes: Callable[[str], list[ServerProcess]] | None
+) -> tuple[int, str] | None:
+    """The server's cap on loaded models as it runs now, read from its process where the OS allows."""
+    if processes is None:
+        return None
+    gpus = len(session.hardware.get("gpus") or [])
+    return session.provider.loaded_limit_in_effect(processes(session.endpoint.kind), gpus)
+
+
+def recommend(
+    session: Session, result: Alternation, limit_in_effect: Callable[[], tuple[int, str] | None] = lambda: None
+) -> str:
     """What to change so the two models stay resident together, in the words doctor uses; what keeps two
-    models loaded on a server is its provider's knowledge."""
+    models loaded on a server is its provider's knowledge. Advice never sets a cap on loaded models below
+    the one in effect: when the cap read from the server already allows both, the eviction was the
+    server's own memory estimate, and a count is not the fix."""
     first, second = result.models
     provider = session.provider
     pins = f"`sourceprep-models pin {first}` and `sourceprep-models pin {second}`"
@@ -262,6 +291,13 @@ def recommend(session: Session, result: Alternation) -> str:
     if limit is not None and limit < 2 and (raise_limit := provider.loaded_limit_fix(2)) is not None:
         return f"{raise_limit} (now {limit}) so {first} and {second} stay loaded together"
     if not result.after_possible and result.why_not and "evicted" in result.why_not:
+        in_effect = limit_in_effect()
+        if in_effect is not None and in_effect[0] >= 2:
+            return (
+                f"{provider.server_label} already keeps up to {in_effect[0]} models ({in_effect[1]}) but did not keep "
+                f"{first} and {second} together: its own memory estimate does not fit both; give them a smaller "
+                f"context or quantization, or free memory; then {pins}"
+            )
         # The same fix `doctor` gives for a model limit below what fits, written for this OS.
         hidden = provider.hidden_limit_fix(2, str(session.hardware.get("os") or ""))
         if hidden is not None:
@@ -321,6 +357,22 @@ def _load(session: Session, executor: Executor, request: Any) -> float:
 
 def _unload(session: Session, executor: Executor, name: str) -> None:
     executor.unload([name], timeout_s=session.endpoint.unload_timeout_s or 120.0)
+
+
+def _embedding(session: Session, request: LoadRequest) -> bool:
+    """Whether the model answers only the embedding call: the config's ``kind`` says, else the server."""
+    if request.embedding is not None:
+        return bool(request.embedding)
+    return session.provider.describe(request.name).embedding_only
+
+
+def _ask(
+    client: PromptClient, request: LoadRequest, embedding: bool, *, max_tokens: int, keep_alive: float | None = None
+) -> PromptResult:
+    """One inference as a client of this model would make it: an embedding model has no generate route."""
+    if embedding:
+        return client.embed(request.name, PROMPT, options=request.options, keep_alive=keep_alive)
+    return client.send(request.name, PROMPT, max_tokens=max_tokens, options=request.options, keep_alive=keep_alive)
 
 
 def _round(value: float | None) -> float | None:

@@ -109,3 +109,94 @@ def test_bench_on_a_cloud_endpoint_is_a_usage_error(cli: CliFn, write_config: Ca
     path = str(write_config('[endpoints.cloud]\nkind = "openai"\nurl = "http://127.0.0.1:9/v1"\n'))
     result = cli("--config", path, "bench", "gpt-4.1")
     assert result.exit_code == 2 and "cloud API: nothing is loaded there" in result.stderr
+
+
+EMBEDDING_MODELS = [
+    EmulatedModel("nomic-embed-text", file_mib=2, capabilities=["embedding"]),
+    EmulatedModel("rerank:small", file_mib=4),
+]
+README_MODELS = '[models.embed]\nname = "nomic-embed-text"\n[models.rerank]\nname = "rerank:small"\n'
+
+
+def test_the_readme_bench_of_an_embedding_model_goes_through_the_embedding_call(
+    cli: CliFn, ollama_emulator: Any, monkeypatch: pytest.MonkeyPatch, write_config: Callable[[str], Path]
+) -> None:
+    emu = ollama_emulator(models=EMBEDDING_MODELS, gpu_vram_mib=None, max_loaded_models=3, unload_delay_s=0.01)
+    monkeypatch.setenv("OLLAMA_HOST", emu.url)
+    path = str(write_config(README_MODELS))
+
+    result = cli("--config", path, "bench", "embed", "rerank", "--json")  # the README's example
+
+    assert result.exit_code == 0, result.stderr
+    rows = {row["model"]: row for row in result.json()["models"]}
+    assert rows["nomic-embed-text"]["call"] == "embedding" and rows["rerank:small"]["call"] == "generate"
+    assert rows["nomic-embed-text"]["ttft_s"] > 0 and rows["nomic-embed-text"]["tokens_per_s"] is None
+    assert rows["nomic-embed-text"]["cold_load_s"] > 0 and rows["nomic-embed-text"]["warm_load_s"] > 0
+    embedded = [r.body for r in emu.requests if r.path == "/api/embed" and r.body.get("input")]
+    assert [body["model"] for body in embedded] == ["nomic-embed-text"]  # one real embedding, after the load
+    generated = [r.body["model"] for r in emu.requests if r.path == "/api/generate" and r.body.get("prompt")]
+    assert generated == ["rerank:small"]  # never a generate to the embedding model
+
+    alternation = cli("--config", path, "bench", "embed", "rerank", "--alternate", "4", "--json")
+    assert alternation.exit_code == 0, alternation.stderr
+    calls = alternation.json()["alternation"]["calls"]
+    assert [call["model"] for call in calls] == ["nomic-embed-text", "rerank:small"] * 2
+    assert all(call["before_s"] > 0 and call["after_s"] is not None for call in calls)
+
+
+def test_a_cold_measurement_drops_only_the_benchmarked_models_file(
+    cli: CliFn, ollama_emulator: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from sourceprep_models.warming import pagecache
+
+    emu = emulator_with(ollama_emulator, monkeypatch, 3)
+    # The machine-wide switch, redirected to a file here: writing "3" to it would drop every file's cache.
+    switch = tmp_path / "drop_caches"
+    switch.write_text("0\n")
+    monkeypatch.setattr(pagecache, "_DROP_CACHES", switch)
+    dropped: list[Path] = []
+    real_drop = pagecache.drop
+
+    def recording_drop(path: Path) -> bool:
+        dropped.append(Path(path))
+        return real_drop(path)
+
+    monkeypatch.setattr(pagecache, "drop", recording_drop)
+
+    result = cli("bench", "embed:small", "--json")
+
+    assert result.exit_code == 0, result.stderr
+    assert result.json()["models"][0]["cache"] == "cold"
+    assert dropped == [emu.blob_path("embed:small")]  # the benchmarked model's file, nothing else
+    assert switch.read_text() == "0\n"  # the whole machine's page cache was never dropped
+
+
+def test_the_advice_never_lowers_the_model_limit_the_server_runs_with(
+    cli: CliFn, ollama_emulator: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sourceprep_models.doctor.system import PsutilProcesses
+    from sourceprep_models.providers.diagnostics import ServerProcess
+
+    emu = emulator_with(ollama_emulator, monkeypatch, 1)  # the server keeps one model: every call swaps
+    on_recorded_linux(monkeypatch)
+    # The local `ollama serve` behind the endpoint, as the process table shows it: started with a limit of 3.
+    serve = ServerProcess(
+        4242,
+        "ollama",
+        ("ollama", "serve"),
+        {"OLLAMA_HOST": f"127.0.0.1:{emu.port}", "OLLAMA_MAX_LOADED_MODELS": "3"},
+    )
+    monkeypatch.setattr(PsutilProcesses, "servers", lambda self, kind: [serve])
+
+    result = cli("bench", "embed:small", "rerank:small", "--alternate", "4", "--json")
+
+    assert result.exit_code == 0, result.stderr
+    advice = result.json()["alternation"]["recommendation"]
+    assert "OLLAMA_MAX_LOADED_MODELS=2" not in advice and "OLLAMA_MAX_LOADED_MODELS=1" not in advice
+    assert advice.startswith("Ollama already keeps up to 3 models (OLLAMA_MAX_LOADED_MODELS=3, read from")
+    assert "pid 4242" in advice and "sourceprep-models pin embed:small" in advice
+
+    # The server's own limit read as 1: the advice raises it to 2.
+    serve.environ["OLLAMA_MAX_LOADED_MODELS"] = "1"  # type: ignore[index]
+    raised = cli("bench", "embed:small", "rerank:small", "--alternate", "2", "--json")
+    assert "OLLAMA_MAX_LOADED_MODELS=2" in raised.json()["alternation"]["recommendation"]

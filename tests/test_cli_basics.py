@@ -70,3 +70,51 @@ def test_bash_completion_completes_commands() -> None:
     )
     assert result.returncode == 0
     assert result.stdout.split() == ["unload"]
+
+
+# Every command with the arguments it needs; the global options go after them.
+COMMAND_LINES = [
+    ("status",),
+    ("load", "qwen3:4b"),
+    ("unload", "qwen3:4b"),
+    ("pin", "qwen3:4b"),
+    ("run-pipeline", "trace"),
+    ("doctor",),
+    ("bench", "qwen3:4b"),
+    ("wait",),
+]
+
+
+@pytest.mark.parametrize("command", COMMAND_LINES, ids=lambda line: line[0])
+def test_global_config_option_after_the_command_is_used(cli: CliFn, tmp_path: Path, command: tuple[str, ...]) -> None:
+    broken = tmp_path / "broken.toml"
+    broken.write_text("memory = [unclosed\n", encoding="utf-8")
+
+    result = cli(*command, "--config", str(broken), "--no-color")
+
+    # The file named after the command is the one read: its syntax error is reported, not "No such option".
+    assert "No such option" not in result.stderr
+    if command[0] == "doctor":  # doctor reports a broken config as a failed check
+        assert result.exit_code == 1
+        assert f"{broken}:1: invalid TOML" in result.stdout
+    else:
+        assert result.exit_code == 5
+        assert result.stderr.startswith(f"error: {broken}:1: invalid TOML")
+        assert len(result.stderr.splitlines()) == 1
+
+
+def test_global_options_after_the_command_mix_with_its_own(cli: CliFn, ollama_emulator, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from tests.emulator import EmulatedModel
+
+    emu = ollama_emulator(models=[EmulatedModel("qwen3:4b", file_mib=4)])
+    config = tmp_path / "models.toml"
+    config.write_text(f'[endpoints.box]\nkind = "ollama"\nurl = "{emu.url}"\n', encoding="utf-8")
+
+    result = cli("load", "qwen3:4b", "-q", "--json", f"--config={config}", "-e", "box", "-vv")
+
+    assert result.exit_code == 0, result.stderr
+    assert result.json()["endpoint"] == "box"
+    assert emu.loaded_names() == ["qwen3:4b"]
+    # A value of the command's own option that looks like a global option stays the command's.
+    usage = cli("load", "qwen3:4b", "--endpoint", "-q", f"--config={config}")
+    assert usage.exit_code == 2 and "no endpoint named '-q'" in usage.stderr

@@ -72,7 +72,7 @@ def test_status_json_is_one_document_for_every_endpoint(cli: CliFn, side_by_side
 
     assert result.exit_code == 0, result.stderr
     document = result.json()
-    assert set(document) == {"hosts", "endpoints", "hardware"}
+    assert set(document) == {"schema_version", "hosts", "endpoints", "hardware"}  # docs/json.md
     by_name = {endpoint["name"]: endpoint for endpoint in document["endpoints"]}
     assert [(e["name"], e["kind"]) for e in document["endpoints"]] == [
         ("heavy", "ollama"),

@@ -74,7 +74,9 @@ def root(
     from sourceprep_models.ui.output import Output
 
     verbosity = verbose - quiet + env_count(ENV_VERBOSE) - env_count(ENV_QUIET)
-    ctx.obj = AppContext(output=Output(verbosity=verbosity, color=color), config_path=config, environ=os.environ)
+    # hold_json: the document is written as the command ends, with the error if it fails (cli/group.py).
+    output = Output(verbosity=verbosity, color=color, hold_json=True)
+    ctx.obj = AppContext(output=output, config_path=config, environ=os.environ)
 
 
 COMMANDS: dict[str, Callable[..., None]] = {

@@ -7,12 +7,16 @@ from typing import Annotated
 
 import typer
 
+from sourceprep_models.cli import complete
 from sourceprep_models.cli.options import EndpointOption, JsonOption
 
 
 def bench(
     ctx: typer.Context,
-    models: Annotated[list[str], typer.Argument(help="Model keys from the config or server model names.")],
+    models: Annotated[
+        list[str],
+        typer.Argument(help="Model keys from the config or server model names.", autocompletion=complete.models),
+    ],
     alternate: Annotated[
         int | None,
         typer.Option(
@@ -29,6 +33,7 @@ def bench(
 
     Example: sourceprep-models bench embed rerank --alternate 10"""
     from sourceprep_models import bench as core
+    from sourceprep_models.doctor.system import PsutilProcesses
     from sourceprep_models.errors import UsageError
     from sourceprep_models.ui.render.bench import alternation_table, bench_table
 
@@ -40,6 +45,7 @@ def bench(
     targets = {target.name for _, target in resolved}
     if len(targets) > 1:
         raise UsageError(f"the models are on different endpoints ({', '.join(sorted(targets))}); bench one endpoint")
+    server_processes = PsutilProcesses().servers  # the running server's own settings, as doctor reads them
     names = [spec.name if spec else model for (spec, _), model in zip(resolved, models, strict=True)]
     report = core.run(
         app.config,
@@ -49,6 +55,7 @@ def bench(
         environ=app.environ,
         on_step=out.info,
         on_detail=out.debug,
+        processes=server_processes,
     )
     if json_output:
         out.json(report.to_dict())

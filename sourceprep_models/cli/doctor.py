@@ -36,6 +36,7 @@ def doctor(ctx: typer.Context, endpoint: EndpointOption = None, json_output: Jso
         out.data(doctor_table(report))
     out.info(report.summary_line())
     if report.exit_code:
+        out.failure(report.summary_line())
         raise typer.Exit(report.exit_code)
 
 

@@ -8,6 +8,7 @@ import typer
 from typer._click import exceptions as click_errors
 from typer.core import TyperGroup
 
+from sourceprep_models.cli.argv import hoist_global_options
 from sourceprep_models.cli.context import AppContext
 from sourceprep_models.cli.options import refuse_undecodable, undecodable_argument, usage_message
 from sourceprep_models.errors import Interrupted, SourceprepError, UsageError
@@ -18,9 +19,27 @@ class Group(TyperGroup):
 
     def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
         ctx.meta["undecodable"] = undecodable_argument(args)  # refused in invoke, where errors are handled
-        return super().parse_args(ctx, args)
+        # With --json, stdout gets a document even when the command fails before it parses its options.
+        ctx.meta["json"] = "--json" in (args[: args.index("--")] if "--" in args else args)
+        return super().parse_args(ctx, hoist_global_options(args, self.params, self.commands))
 
     def invoke(self, ctx: Any) -> Any:
+        exit_code = 1
+        try:
+            result = self._invoke(ctx)
+            exit_code = 0
+            return result
+        except typer.Exit as exc:
+            exit_code = exc.exit_code
+            raise
+        except click_errors.NoArgsIsHelpError:
+            exit_code = 0  # the help, not a failure
+            raise
+        finally:
+            if ctx.meta.get("json"):
+                _output(ctx).finish_json(exit_code)
+
+    def _invoke(self, ctx: Any) -> Any:
         failure: SourceprepError
         try:
             refuse_undecodable(ctx.meta.get("undecodable"))
@@ -41,4 +60,7 @@ def _output(ctx: Any) -> Any:
     from sourceprep_models.ui.output import Output
 
     obj = getattr(ctx, "obj", None)
-    return obj.output if isinstance(obj, AppContext) else Output()
+    if isinstance(obj, AppContext):
+        return obj.output
+    # A failure before the root callback made the context's: one Output for the error and the document.
+    return ctx.meta.setdefault("output", Output())

@@ -6,13 +6,19 @@ from typing import Annotated
 
 import typer
 
+from sourceprep_models.cli import complete
 from sourceprep_models.cli.options import EndpointOption, JsonOption, SingleModelOption, TimeoutOption, WarmOption
 
 
 def load(
     ctx: typer.Context,
     models: Annotated[
-        list[str], typer.Argument(help="Model keys from the config or the server's model names.", metavar="MODEL...")
+        list[str],
+        typer.Argument(
+            help="Model keys from the config or the server's model names.",
+            metavar="MODEL...",
+            autocompletion=complete.models,
+        ),
     ],
     keep_alive: Annotated[
         str | None,

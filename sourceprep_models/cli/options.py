@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from sourceprep_models.cli import complete
 from sourceprep_models.constants import ENV_TIMEOUT
 from sourceprep_models.errors import UsageError
 from sourceprep_models.ui.output import printable
@@ -13,10 +14,7 @@ from sourceprep_models.ui.output import printable
 if TYPE_CHECKING:
     from sourceprep_models.units import KeepAlive
 
-EndpointOption = Annotated[
-    str | None,
-    typer.Option("--endpoint", "-e", help="Endpoint name from the config (default: all / the default one)."),
-]
+EndpointOption = complete.EndpointOption
 JsonOption = Annotated[bool, typer.Option("--json", help="Write the result as JSON on stdout.")]
 TimeoutOption = Annotated[
     str | None,

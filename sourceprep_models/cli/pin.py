@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from sourceprep_models.cli import complete
 from sourceprep_models.cli.options import EndpointOption, JsonOption, TimeoutOption
 
 if TYPE_CHECKING:
@@ -16,7 +17,12 @@ if TYPE_CHECKING:
 def pin(
     ctx: typer.Context,
     model: Annotated[
-        str | None, typer.Argument(help="A model key from the config, or the server's model name.", show_default=False)
+        str | None,
+        typer.Argument(
+            help="A model key from the config, or the server's model name.",
+            show_default=False,
+            autocompletion=complete.models,
+        ),
     ] = None,
     remove: Annotated[bool, typer.Option("--remove", "-r", help="Unpin: let it expire like any other model.")] = False,
     repair: Annotated[

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from sourceprep_models.cli.complete import PipelineArgument, StrategyOption
 from sourceprep_models.cli.options import JsonOption, SingleModelOption, WarmOption
 
 if TYPE_CHECKING:
@@ -17,7 +18,7 @@ if TYPE_CHECKING:
 
 def run_pipeline(
     ctx: typer.Context,
-    name: Annotated[str, typer.Argument(help="A pipeline from the config ([pipelines.NAME]).")],
+    name: PipelineArgument,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Show the plan only; exit 6 naming the first stage that cannot fit.")
     ] = False,
@@ -38,10 +39,7 @@ def run_pipeline(
         bool, typer.Option("--prefetch/--no-prefetch", help="Warm the next model's weights while a stage works.")
     ] = True,
     warm: WarmOption = True,
-    strategy: Annotated[
-        str,
-        typer.Option("--strategy", help="Eviction strategy: lookahead (ours), lru, ollama or unload-all, to compare."),
-    ] = "lookahead",
+    strategy: StrategyOption = "lookahead",
     single_model: SingleModelOption = False,
     json_output: JsonOption = False,
 ) -> None:
@@ -90,13 +88,14 @@ def _show(app: AppContext, result: RunReport, json_output: bool, report: Path | 
 
     from sourceprep_models.fs import write_atomic
     from sourceprep_models.ui import render
+    from sourceprep_models.ui.output import json_document
 
     for warning in result.warnings:
         app.output.warn(warning)
     document = result.to_dict()
     if report is not None:
         report.parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(report, json.dumps(document, indent=2) + "\n")
+        write_atomic(report, json.dumps(json_document(document), indent=2) + "\n")  # as --json writes it
     if json_output:
         app.output.json(document)
     else:

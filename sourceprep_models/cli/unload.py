@@ -6,13 +6,17 @@ from typing import Annotated
 
 import typer
 
+from sourceprep_models.cli import complete
 from sourceprep_models.cli.options import EndpointOption, JsonOption, TimeoutOption
 
 
 def unload(
     ctx: typer.Context,
     models: Annotated[
-        list[str] | None, typer.Argument(help="Model keys from the config or server model names.", show_default=False)
+        list[str] | None,
+        typer.Argument(
+            help="Model keys from the config or server model names.", show_default=False, autocompletion=complete.models
+        ),
     ] = None,
     all_models: Annotated[bool, typer.Option("--all", "-a", help="Unload every loaded model but the pins.")] = False,
     include_pins: Annotated[bool, typer.Option("--include-pins", help="With --all: the pins too.")] = False,

@@ -77,7 +77,8 @@ class RunPlan:
                     "endpoint": here,
                     "host": target.endpoint.host,
                     "action": step.action if step else "ready",
-                    "evict": [self.label(key, here) for key in step.evict] if step else [],
+                    "evicted": [self.label(key, here) for key in step.evict] if step else [],
+                    "evict": [self.label(key, here) for key in step.evict] if step else [],  # deprecated: evicted
                     "restore_after": [self.label(key, here) for key in step.restore_after] if step else [],
                     "prefetch": self.label(step.prefetch, here) if step and step.prefetch else None,
                     "resident": [self.label(key, here) for key in step.resident_after] if step else [],
@@ -88,7 +89,8 @@ class RunPlan:
             "stages": rows,
             "loads": self.loads,
             "bytes_loaded": self.bytes_loaded,
-            "budgets": {name: plan.budget for name, plan in self.plans.items()},
+            "hosts": [{"name": name, "budget_bytes": plan.budget} for name, plan in self.plans.items()],
+            "budgets": {name: plan.budget for name, plan in self.plans.items()},  # deprecated: hosts (docs/json.md)
         }
 
 

@@ -311,6 +311,32 @@ class PromptClient:
             total_s=finished - started,
         )
 
+    def embed(
+        self, model: str, text: str, *, options: Mapping[str, object] | None = None, keep_alive: float | None = None
+    ) -> PromptResult:
+        """One embedding call (the only inference an embedding model answers); its whole answer comes at
+        once, so the time to it is both ``ttft_s`` and ``total_s``."""
+        protocol = self._protocol
+        body = protocol.embed_body(model, text, options=options or {}, keep_alive=keep_alive)
+        where = f"{self.endpoint.kind} endpoint {self.endpoint.name!r} at {self.endpoint.url}"
+        started = time.monotonic()
+        try:
+            response = self._client.post(
+                protocol.embed_path, json=body, headers=secrets.auth_headers(self.endpoint, self._environ)
+            )
+        except httpx.TransportError as exc:
+            raise transport_error(
+                exc, where=where, unreachable_fix="start the server, or check the endpoint's url", what="an embedding"
+            ) from None
+        elapsed = time.monotonic() - started
+        if not response.is_success:
+            message = error_message(json_body(response)) or secrets.scrub(response.text.strip())[:200]
+            raise ServerError(
+                f"{where} answered {response.status_code} to an embedding for {model}: {secrets.scrub(message)}",
+                response.status_code,
+            )
+        return PromptResult(prompt=text, output="", ttft_s=elapsed, tokens=0, generation_s=0.0, total_s=elapsed)
+
 
 def read_prompts_file(path: str, base: str | None) -> list[str]:
     """Prompts from a file: JSONL (``{"prompt": …}`` or a JSON string per line) or plain lines."""

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
         Fetch,
         Finding,
         ServerIdentity,
+        ServerProcess,
         SettingsQuestion,
     )
     from sourceprep_models.providers.prompts import PromptProtocol
@@ -337,6 +338,12 @@ class Provider:
 
     def loaded_limit_fix(self, count: int) -> str | None:
         """How to let the server keep ``count`` models loaded, where ``max_loaded`` reports its cap."""
+        return None
+
+    def loaded_limit_in_effect(self, processes: list[ServerProcess], gpu_count: int) -> tuple[int, str] | None:
+        """The cap on loaded models the server runs with, read from its process (``processes``: this machine's
+        server processes of this kind), and how it was read; None when it cannot be read (advice must then not
+        assume a value, and never suggests one below what may be in effect)."""
         return None
 
     def hidden_limit_fix(self, count: int, os_name: str) -> str | None:

@@ -38,6 +38,15 @@ class PromptProtocol:
         """An event that reports an error instead of carrying any part of the answer."""
         return "error" in event and not event.get("choices") and "response" not in event
 
+    # An embedding-only model has no generate or chat route: it answers the embedding call, relative to
+    # ``base_url`` (OpenAI ``POST /v1/embeddings``, one JSON answer, no stream).
+    embed_path = "/embeddings"
+
+    def embed_body(
+        self, model: str, text: str, *, options: Mapping[str, object], keep_alive: float | None
+    ) -> dict[str, Any]:
+        return {"model": model, "input": [text]}
+
 
 def parse_event(line: str) -> dict[str, Any] | None:
     """One JSON event of a stream (None when the line is not a JSON object)."""

@@ -94,7 +94,8 @@ class LoadReport:
             "evictions": [eviction.to_dict() for eviction in self.evictions],
             "evicted_by_server": self.evicted_by_server,
             "pending_restore": self.pending_restore,
-            "predicted_size": self.prediction,
+            "predicted_bytes": self.prediction,
+            "predicted_size": self.prediction,  # deprecated name of predicted_bytes (docs/json.md)
             "warnings": self.warnings,
         }
 

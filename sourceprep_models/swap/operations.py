@@ -120,6 +120,14 @@ class LoadPreview:
             loaded=[model.name for _, model in self.loaded],
             loaded_on=[{"model": model.name, "endpoint": where, "size": model.size} for where, model in self.loaded],
         )
+        # The names every --json document uses (docs/json.md); `evict`, `predicted_size` and the `budget`
+        # object stay for older scripts, deprecated.
+        data.update(
+            evicted=[victim.name for victim in evicted],
+            predicted_bytes=data.get("predicted_size"),
+            budget_bytes=self.budget.bytes,
+            budget_source=self.budget.source,
+        )
         return data
 
 

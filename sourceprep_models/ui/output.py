@@ -11,6 +11,12 @@ command that changes what a server holds must never stop halfway through a swap 
 reads its log. Text with undecodable bytes (a model name or path given as raw bytes) is written
 with backslash escapes instead of failing. No API key leaves through here: every message and JSON
 document is scrubbed (``providers.secrets``).
+
+Every ``--json`` document follows one contract (docs/json.md): it starts with ``schema_version``,
+every duration in seconds (a key ending in ``_s``) is rounded to 0.1 ms, and a command that fails
+still writes one document, with an ``error`` object carrying the message, exit code and kind. The
+CLI holds the document (``hold_json``) until the command ends, so a failure after the result is
+known is added to that same document: stdout always carries exactly one JSON document.
 """
 
 from __future__ import annotations
@@ -25,10 +31,17 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from sourceprep_models.constants import ENV_CI, ENV_FORCE_COLOR, ENV_NO_COLOR
+from sourceprep_models.errors import ExitCode
 from sourceprep_models.providers.secrets import scrub, scrub_data
 
 if TYPE_CHECKING:
     from rich.console import Console, RenderableType
+
+# The version of the --json contract (docs/json.md): raised when a key is removed or changes meaning;
+# new keys may appear within a version.
+SCHEMA_VERSION = 1
+# Seconds are given to 0.1 ms: finer figures are timer noise, and every command rounds alike.
+SECONDS_DIGITS = 4
 
 
 class Output:
@@ -39,9 +52,13 @@ class Output:
         color: bool | None = None,
         interactive: bool | None = None,
         json_mode: bool = False,
+        hold_json: bool = False,
     ) -> None:
         self.verbosity = verbosity
         self.json_mode = json_mode
+        self.hold_json = hold_json
+        self._held: dict[str, Any] | None = None
+        self._last_error: str | None = None
         self._color = color
         self._interactive = interactive
         self._out: Console | None = None
@@ -92,10 +109,26 @@ class Output:
     # -- data (stdout) ---------------------------------------------------------------------------
 
     def json(self, data: Any) -> None:
+        if self.hold_json:
+            self._held = data  # written by finish_json, with the error if the command then fails
+            return
+        self._write_json(json_document(data))
+
+    def finish_json(self, exit_code: int) -> None:
+        """The held document (or none) as the command ends: with ``error`` added when it failed."""
+        document, self._held = self._held, None
+        if exit_code == 0 and document is None:
+            return
+        document = json_document(document or {})
+        if exit_code != 0 and "error" not in document:
+            document["error"] = error_object(self._last_error or f"failed with exit code {exit_code}", exit_code)
+        self._write_json(document)
+
+    def _write_json(self, document: dict[str, Any]) -> None:
         if self._stdout_gone:
             return
         try:
-            sys.stdout.write(json.dumps(scrub_data(data), indent=2, sort_keys=False) + "\n")
+            sys.stdout.write(json.dumps(document, indent=2, sort_keys=False) + "\n")
             sys.stdout.flush()
         except OSError as exc:
             if exc.errno != errno.EPIPE:
@@ -112,8 +145,14 @@ class Output:
     # -- messages (stderr) -----------------------------------------------------------------------
 
     def error(self, message: str) -> None:
+        self._last_error = message
         if self.verbosity >= -2:
             self.err.print(f"error: {one_line(scrub(message))}", style="bold red")
+
+    def failure(self, message: str) -> None:
+        """Why the command is about to fail, for the ``error`` of its JSON document, when the message
+        already went to stderr some other way (doctor's summary line)."""
+        self._last_error = message
 
     def warn(self, message: str) -> None:
         if self.verbosity >= -1:
@@ -143,6 +182,34 @@ class Output:
         else:
             self.err.print(printable(scrub(message)))
             yield
+
+
+def json_document(data: Any) -> dict[str, Any]:
+    """``data`` as a --json document: ``schema_version`` first, seconds rounded, secrets scrubbed."""
+    body = data if isinstance(data, dict) else {"result": data}
+    rounded: dict[str, Any] = _rounded(scrub_data(body))
+    rounded.pop("schema_version", None)
+    return {"schema_version": SCHEMA_VERSION, **rounded}
+
+
+def error_object(message: str, exit_code: int) -> dict[str, Any]:
+    """The ``error`` of a failed command's document; ``kind`` names the exit code (docs/json.md)."""
+    try:
+        kind = ExitCode(exit_code).name.lower()
+    except ValueError:
+        kind = "error"
+    return {"message": one_line(scrub(message)), "exit_code": exit_code, "kind": kind}
+
+
+def _rounded(value: Any, key: str = "") -> Any:
+    if isinstance(value, dict):
+        return {name: _rounded(item, str(name)) for name, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_rounded(item, key) for item in value]
+    # A duration in seconds ends in "_s"; a rate ("tokens_per_s") is not one.
+    if isinstance(value, float) and key.endswith("_s") and not key.endswith("_per_s"):
+        return round(value, SECONDS_DIGITS)
+    return value
 
 
 def _isatty(stream: Any) -> bool:

@@ -37,6 +37,18 @@ class OllamaGenerate(PromptProtocol):
             if event is not None:
                 yield event
 
+    # ollama.md §2.7 (server/routes.go EmbedHandler): the same options and keep_alive as a load, so the
+    # call hits the instance the executor loaded instead of reloading it.
+    embed_path = "/api/embed"
+
+    def embed_body(
+        self, model: str, text: str, *, options: Mapping[str, object], keep_alive: float | None
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {"model": model, "input": text, "options": dict(options)}
+        if keep_alive is not None:
+            body["keep_alive"] = keep_alive
+        return body
+
     def piece(self, event: Mapping[str, Any]) -> tuple[str, int | None]:
         text = event.get("response") or ""
         count = event.get("eval_count") if event.get("done") else None

@@ -45,7 +45,7 @@ from sourceprep_models.providers.diagnostics import Finding, ServerIdentity
 
 if TYPE_CHECKING:
     from sourceprep_models.memory.gguf import GGUFMetadata
-    from sourceprep_models.providers.diagnostics import EndpointUses, Fetch, SettingsQuestion
+    from sourceprep_models.providers.diagnostics import EndpointUses, Fetch, ServerProcess, SettingsQuestion
     from sourceprep_models.providers.prompts import PromptProtocol
 
 # Texts that mean "not enough memory" (§4.9): Ollama's own fit errors, and every needle of
@@ -155,6 +155,11 @@ class OllamaProvider(Provider):
         from sourceprep_models.providers.ollama.settings import settings_findings
 
         return settings_findings(self.endpoint, question)
+
+    def loaded_limit_in_effect(self, processes: list[ServerProcess], gpu_count: int) -> tuple[int, str] | None:
+        from sourceprep_models.providers.ollama.settings import loaded_limit_in_effect
+
+        return loaded_limit_in_effect(self.endpoint, processes, gpu_count)
 
     def hidden_limit_fix(self, count: int, os_name: str) -> str | None:
         from sourceprep_models.providers.ollama.settings import env_fix

@@ -138,6 +138,20 @@ def read_server_env(endpoint: Endpoint, processes: list[ServerProcess]) -> Serve
     return ServerEnv({}, False, f"inferred: no local `ollama serve` process listens on port {port}")
 
 
+def loaded_limit_in_effect(
+    endpoint: Endpoint, processes: list[ServerProcess], gpu_count: int
+) -> tuple[int, str] | None:
+    """OLLAMA_MAX_LOADED_MODELS as the running server has it (0 or unset: 3 x GPUs, at least 3; ollama.md
+    §4.3, server/sched.go InitScheduler), and how it was read; None when its environment is not readable."""
+    env = read_server_env(endpoint, processes)
+    if not env.read:
+        return None
+    configured = _env_int(env.values.get("OLLAMA_MAX_LOADED_MODELS"))
+    if configured:
+        return configured, f"OLLAMA_MAX_LOADED_MODELS={configured}, {env.note}"
+    return 3 * max(1, gpu_count), f"OLLAMA_MAX_LOADED_MODELS unset: 3 x GPUs, at least 3; {env.note}"
+
+
 def _env_int(value: str | None) -> int | None:
     try:
         return int(value.strip()) if value is not None else None

@@ -227,7 +227,7 @@ def run_plan_table(plan: RunPlan) -> FlexTable:
     several = len({row["endpoint"] for row in rows}) > 1
     table = _table("STAGE", "MODEL", *(["ENDPOINT"] if several else []), "ACTION", "PREFETCH", "RESIDENT", "PREDICTED")
     for row in rows:
-        action = row["action"] + (f", evict {', '.join(row['evict'])}" if row["evict"] else "")
+        action = row["action"] + (f", evict {', '.join(row['evicted'])}" if row["evicted"] else "")
         if row["restore_after"]:
             action += f", back after: {', '.join(row['restore_after'])}"
         table.add_row(
