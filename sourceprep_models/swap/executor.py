@@ -12,18 +12,26 @@ and a pin evicted there is restored there.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 from sourceprep_models.errors import DeadlineExceeded, ModelNotFound, ServerError, SourceprepError
 from sourceprep_models.planning.load import Plan, Resident
 from sourceprep_models.providers.base import LoadedModel, LoadOutcome, LoadRequest, Provider
+from sourceprep_models.swap.progress import Breakdown, Phases, ProgressFn, page_cache_probe
 from sourceprep_models.units import format_seconds, percent
 
 # Joins an endpoint name and a model identity into a key unique across the machine's servers.
 _KEY_SEP = "\x1f"
+# Waiting for a freed model: the first look comes this soon and the interval grows by half each time
+# up to the cap. A llama.cpp child is gone 20 to 70 ms after its unload (real-engine.md §5), so the
+# former fixed 0.1 s first poll cost about 90 ms per swap on the real router (issue 13 target 6).
+FIRST_POLL_S = 0.005
+MAX_POLL_S = 0.25
 
 
 def machine_key(endpoint: str, identity: str) -> str:
@@ -75,10 +83,15 @@ class LoadReport:
     pending_restore: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     prediction: int | None = None  # the planner's predicted size, to compare with resident.size
+    read_from: str | None = None  # the weights before the swap read them: "disk", "page cache", None (unknown)
+    busy_wait_s: float | None = None  # seconds waiting for a busy or loading victim (None: no such wait)
 
     @property
     def total_s(self) -> float:
         return sum(step.wall_s for step in self.steps)
+
+    def breakdown(self) -> Breakdown:
+        return Breakdown.of(self.steps, self.read_from, self.busy_wait_s)
 
     def to_dict(self) -> dict[str, Any]:
 
@@ -94,6 +107,7 @@ class LoadReport:
             "evicted_by_server": self.evicted_by_server,
             "pending_restore": self.pending_restore,
             "predicted_size": self.prediction,
+            "seconds": self.breakdown().to_dict(),
             "warnings": self.warnings,
         }
 
@@ -137,7 +151,7 @@ class Executor:
         *,
         peers: Mapping[str, Provider] | None = None,
         on_step: Callable[[Step], None] | None = None,
-        poll_interval_s: float = 0.1,
+        poll_interval_s: float = FIRST_POLL_S,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
@@ -159,13 +173,18 @@ class Executor:
         warm: Callable[[], tuple[float, str] | None] | None = None,
         restore: Mapping[tuple[str, str], LoadRequest] | None = None,
         unload_timeout_s: float = 120.0,
+        progress: ProgressFn | None = None,
+        weights: Sequence[Path] = (),
     ) -> LoadReport:
         """Make ``request.name`` resident, evicting what ``plan`` says first (on whichever server).
 
         ``warm`` pre-reads the weights into the page cache and returns (seconds, detail); ``restore``
         maps (endpoint, name) of each pin the plan may evict to the request that brings it back: if
         anything fails after the evictions (or the user presses Ctrl-C), those pins are reloaded at once.
+        ``progress`` hears each phase start and end; ``weights`` (the files the server reads, where
+        they are on this disk) tell where the read comes from and how far a silent server's load is.
         """
+        phases = Phases(progress, self._clock)
         target = self.provider.describe(request.name)  # unknown model → ModelNotFound before anything else
         before = self._resident_by_identity()
         previous = before.get(target.identity)
@@ -181,9 +200,14 @@ class Executor:
         report = LoadReport(model=request.name, endpoint=self.endpoint, outcome=outcome)
         if plan is not None:
             report.warnings.extend(plan.warnings)
+        if weights and outcome != "already-loaded":
+            from sourceprep_models.warming.prefetch import cache_state
+
+            report.read_from = {"warm": "page cache", "cold": "disk"}.get(cache_state(list(weights)) or "")
 
         if warm is not None and outcome != "already-loaded":
-            warmed = warm()
+            with phases.phase("warm", request.name, self.endpoint):
+                warmed = warm()
             if warmed is not None:
                 self._record(report.steps, Step("warm", request.name, self.endpoint, warmed[0], detail=warmed[1]))
 
@@ -197,16 +221,19 @@ class Executor:
         try:
             if victims:
                 evicted_pins = [(self._endpoint_of(victim), victim.name) for victim in victims if victim.pinned]
-                self._evict(victims, before, report, unload_timeout_s, unloads_sent)
+                self._evict(victims, before, report, unload_timeout_s, unloads_sent, phases)
             # Sent even when already loaded: it refreshes the keep-alive (and re-asserts a pin, §3.2).
-            result = self.provider.load(request)
+            total, probe = page_cache_probe(weights) if progress is not None else (None, None)
+            with phases.phase("load", request.name, self.endpoint, total_bytes=total, probe=probe) as told:
+                result = self.provider.load(dataclasses.replace(request, on_progress=told))
             self._record(
                 report.steps,
                 Step("load", request.name, self.endpoint, result.wall_s, result.server_load_s, outcome),
             )
             # Inside the try: a model the server does not list after its load is a failed swap too.
             ours = {local_identity(v.key) for v in victims if self._endpoint_of(v) == self.endpoint}
-            self._verify(request, target.identity, before, report, wanted_ctx, ours)
+            with phases.phase("verify", request.name, self.endpoint):
+                self._verify(request, target.identity, before, report, wanted_ctx, ours)
         except BaseException as exc:
             if evicted_pins and restore:
                 wanted = [(where, restore[where, name]) for where, name in evicted_pins if (where, name) in restore]
@@ -281,6 +308,7 @@ class Executor:
         report: LoadReport,
         timeout_s: float,
         sent: set[tuple[str, str]],
+        phases: Phases,
     ) -> None:
         by_endpoint: dict[str, list[Resident]] = {}
         for victim in victims:
@@ -295,7 +323,8 @@ class Executor:
             for victim in group:
                 started = self._clock()
                 sent.add((endpoint, victim.name))  # before the request: an interrupt may land during it
-                provider.unload(victim.name)
+                with phases.phase("unload", victim.name, endpoint):
+                    provider.unload(victim.name)
                 detail = "evict" if endpoint == self.endpoint else f"evict for {report.model} on {self.endpoint}"
                 self._record(
                     report.steps, Step("unload", victim.name, endpoint, self._clock() - started, detail=detail)
@@ -303,7 +332,8 @@ class Executor:
         for endpoint, group in by_endpoint.items():
             started = self._clock()
             names = {local_identity(victim.key): victim.name for victim in group}
-            self._wait_until_gone(gone_before[endpoint], names, timeout_s, self._providers[endpoint])
+            with phases.phase("release", ", ".join(names.values()), endpoint):
+                self._wait_until_gone(gone_before[endpoint], names, timeout_s, self._providers[endpoint])
             self._record(
                 report.steps,
                 Step("wait-for-free", ", ".join(names.values()), endpoint, self._clock() - started, detail="gone"),
@@ -416,7 +446,7 @@ class Executor:
                     "or raise --timeout"
                 )
             self._sleep(interval)
-            interval = min(interval * 1.5, 1.0)
+            interval = min(interval * 1.5, MAX_POLL_S)
 
     # -- helpers -------------------------------------------------------------------------------
 
