@@ -27,10 +27,12 @@ from sourceprep_models.units import format_seconds, percent
 
 # Joins an endpoint name and a model identity into a key unique across the machine's servers.
 _KEY_SEP = "\x1f"
-# Waiting for a freed model: the first look comes this soon and the interval grows by half each time
-# up to the cap. A llama.cpp child is gone 20 to 70 ms after its unload (real-engine.md §5), so the
-# former fixed 0.1 s first poll cost about 90 ms per swap on the real router (issue 13 target 6).
+# Waiting for a freed model: a look every FIRST_POLL_S for the first FAST_POLL_WINDOW_S, then the
+# interval grows by half each time up to the cap. A llama.cpp child is gone 20 to 70 ms after its
+# unload (real-engine.md §5): a 0.1 s first poll cost about 90 ms per swap on the real router, and a
+# poll that backs off from the start still overshoots a 70 ms release by a third of it.
 FIRST_POLL_S = 0.005
+FAST_POLL_WINDOW_S = 0.2
 MAX_POLL_S = 0.25
 
 
@@ -162,6 +164,10 @@ class Executor:
         self._poll = poll_interval_s
         self._clock = clock
         self._sleep = sleep
+        # (endpoint, listed name) -> identity, for one command: a name's identity does not change while
+        # it runs, and asking again costs a request per loaded model at every look (llama.cpp's describe
+        # reads the whole listing).
+        self._identities: dict[tuple[str, str], str] = {}
 
     # -- load (a swap: warm, evict, wait, load, verify) -----------------------------------------
 
@@ -431,7 +437,8 @@ class Executor:
         self, identities: set[str], names: dict[str, str], timeout_s: float, provider: Provider | None = None
     ) -> None:
         provider = provider or self.provider
-        deadline = self._clock() + timeout_s
+        started = self._clock()
+        deadline = started + timeout_s
         interval = self._poll
         while True:
             still = identities & set(self._resident_by_identity(provider))
@@ -446,7 +453,8 @@ class Executor:
                     "or raise --timeout"
                 )
             self._sleep(interval)
-            interval = min(interval * 1.5, MAX_POLL_S)
+            if self._clock() - started >= FAST_POLL_WINDOW_S:
+                interval = min(interval * 1.5, MAX_POLL_S)
 
     # -- helpers -------------------------------------------------------------------------------
 
@@ -456,11 +464,13 @@ class Executor:
         for model in provider.list_loaded():
             if not model.occupies_memory:  # parked/asleep counts as unloaded (vLLM sleep, servers.md §4)
                 continue
-            try:
-                identity = provider.describe(model.name).identity
-            except ModelNotFound:  # deleted while loaded: it can only be matched by name
-                identity = f"name:{model.name}"
-            resident[identity] = model
+            key = (provider.endpoint.name, model.name)
+            if key not in self._identities:
+                try:
+                    self._identities[key] = provider.describe(model.name).identity
+                except ModelNotFound:  # deleted while loaded: it can only be matched by name
+                    self._identities[key] = f"name:{model.name}"
+            resident[self._identities[key]] = model
         return resident
 
     def _record(self, steps: list[Step], step: Step) -> None:
