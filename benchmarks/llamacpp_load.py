@@ -30,7 +30,6 @@ from sourceprep_models.warming import pagecache
 from tests.realserver.make_gguf import PRESETS, write_model
 from tests.realserver.router import llama_server
 
-
 SERVER: list[float] = []  # the router's own span of each load, from its events
 
 
