@@ -52,6 +52,14 @@ class ProgressView:
         self._stop = threading.Event()
         self._live: contextlib.ExitStack | None = None
         self._ticker: threading.Thread | None = None
+        self._interactive: bool | None = None
+
+    @property
+    def interactive(self) -> bool:
+        """A live line needs a person at a terminal that rich drives as one (``NO_COLOR`` gets lines)."""
+        if self._interactive is None:
+            self._interactive = self._output.interactive and self._output.err.is_terminal
+        return self._interactive
 
     def __call__(self, event: PhaseEvent) -> None:
         if self._output.verbosity < 0:
@@ -60,7 +68,7 @@ class ProgressView:
         with self._lock:  # printed after it is released: the live line's refresh reads under it too
             if event.state == "start":
                 self._current, self._since = event, time.monotonic()
-                if not self._output.interactive:
+                if not self.interactive:
                     line = f"{event.phase} {event.model} on {event.endpoint}: started"
             elif event.state == "progress" and self._current is not None:
                 self._current = _with_probe(event, self._current)
@@ -77,7 +85,7 @@ class ProgressView:
         self._output.info(text)
 
     def _ensure_running(self) -> None:
-        if self._output.interactive:
+        if self.interactive:
             if self._live is None:
                 from rich.live import Live
 
