@@ -236,3 +236,35 @@ def test_load_json_says_where_the_seconds_went(cli: CliFn, router, write_config:
     table = cli("--config", path, "load", "other", "--single-model")
     total = next(line for line in table.stdout.splitlines() if line.startswith("total"))
     assert "unload " in total and "released " in total and "load " in total
+
+
+def test_the_pipeline_report_says_where_each_swaps_seconds_went(
+    cli: CliFn, ollama_emulator: Any, write_config: WriteConfig, tmp_path: Path
+) -> None:
+    from tests.emulator import EmulatedModel
+
+    emu = ollama_emulator(
+        models=[EmulatedModel("fast:1b", file_mib=4), EmulatedModel("reason:14b", file_mib=6)],
+        gpu_vram_mib=None,
+        unload_delay_s=0.02,
+    )
+    path = write_config(
+        '[models.fast]\nname = "fast:1b"\n[models.reason]\nname = "reason:14b"\n'
+        "[pipelines.p]\nstages = [\n"
+        '  { name = "ask", model = "fast", prompts = ["first"], max_tokens = 4 },\n'
+        '  { name = "think", model = "reason", prompts = ["why"], max_tokens = 4 },\n]\n'
+    )
+    report = tmp_path / "run.json"
+
+    result = cli("--config", str(path), "run-pipeline", "p", "--report", str(report), env={"OLLAMA_HOST": emu.url})
+
+    assert result.exit_code == 0, result.stderr
+    import json
+
+    stages = json.loads(report.read_text())["stages"]
+    for stage in stages:
+        seconds = stage["seconds"]
+        assert seconds["load_s"] > 0 and seconds["busy_wait_s"] is None
+        assert seconds["first_token_s"] == stage["ttft_s"]  # the stage's first token, measured by its prompts
+        assert seconds["first_token_s"] is not None
+    assert {name for name in emu.loaded_names()} >= {"reason:14b"}
