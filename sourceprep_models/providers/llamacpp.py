@@ -9,7 +9,8 @@ What this module relies on and the traps it avoids:
   ``Unsupported`` naming the router-mode flags, instead of failing on a 404.
 - Loading is asynchronous: ``POST /models/load`` answers ``{"success": true}`` once the child
   process is spawned (status ``loading``), not when it is ready (§2.2, real-engine.md §5). ``load``
-  therefore polls ``GET /models`` until ``status.value`` is ``loaded``, or a crashed load shows
+  therefore waits for the router's ``loaded`` event on ``GET /models/sse`` (``llamacpp_events``),
+  else polls ``GET /models`` until ``status.value`` is ``loaded``, or a crashed load shows
   ``unloaded`` with ``failed: true`` and an ``exit_code``.
 - Unknown models are reported inconsistently: 404 on load, 400 "model is not found" on unload
   (real-engine.md §5 table). Both become ``ModelNotFound`` (exit 3). 400 "model is already running"
