@@ -2,9 +2,9 @@
 
 On a terminal (``Output.interactive``) one transient line shows the running phase, how far it is
 (the server's own fraction where it reports one, else how much of the weights is in the page cache)
-and the seconds so far; each finished phase leaves one line above it. In a pipe or CI log, a line
-when each phase starts and ends, and one every ``HEARTBEAT_S`` while a phase lasts longer, so a log
-shows a slow load is alive (a ten-minute load used to print nothing). ``-q`` silences it all.
+and the seconds so far. In a pipe or CI log, a line when a phase has lasted ``SHOW_AFTER_S`` and when
+it ends, and one every ``HEARTBEAT_S`` in between, so a log shows a slow load is alive (a ten-minute
+load used to print nothing). ``-q`` silences it all.
 """
 
 from __future__ import annotations
@@ -24,6 +24,11 @@ if TYPE_CHECKING:
     from sourceprep_models.ui.output import Output
 
 HEARTBEAT_S = 10.0
+# In a log, a phase is written only once it has lasted this long: a quick swap's log stays as it was
+# (its figures are in the table), and a failure stays one error line; a slow load is announced at once
+# by a person's measure, then every HEARTBEAT_S.
+SHOW_AFTER_S = 1.0
+TICK_S = 0.1
 
 
 def describe(event: PhaseEvent, elapsed_s: float) -> str:
@@ -43,12 +48,15 @@ def describe(event: PhaseEvent, elapsed_s: float) -> str:
 class ProgressView:
     """Receives ``PhaseEvent``s (call it) and renders them; ``close`` stops its timer or live line."""
 
-    def __init__(self, output: Output, heartbeat_s: float = HEARTBEAT_S) -> None:
+    def __init__(self, output: Output, heartbeat_s: float = HEARTBEAT_S, show_after_s: float = SHOW_AFTER_S) -> None:
         self._output = output
         self._heartbeat_s = heartbeat_s
+        self._show_after_s = show_after_s
         self._lock = threading.Lock()
         self._current: PhaseEvent | None = None
         self._since = 0.0
+        self._announced = False  # this phase's "started" line is written (a log only)
+        self._last_line = 0.0
         self._stop = threading.Event()
         self._live: contextlib.ExitStack | None = None
         self._ticker: threading.Thread | None = None
@@ -67,15 +75,14 @@ class ProgressView:
         line = None
         with self._lock:  # printed after it is released: the live line's refresh reads under it too
             if event.state == "start":
-                self._current, self._since = event, time.monotonic()
-                if not self.interactive:
-                    line = f"{event.phase} {event.model} on {event.endpoint}: started"
+                self._current, self._since, self._announced = event, time.monotonic(), False
             elif event.state == "progress" and self._current is not None:
                 self._current = _with_probe(event, self._current)
             elif event.state in ("end", "failed"):
-                verb = "done" if event.state == "end" else "failed"
-                line = f"{event.phase} {event.model} on {event.endpoint}: {verb} in {format_seconds(event.elapsed_s)}"
-                self._current = None
+                if self._announced:
+                    verb = "done" if event.state == "end" else "failed"
+                    line = f"{_name(event)}: {verb} in {format_seconds(event.elapsed_s)}"
+                self._current, self._announced = None, False
         if event.state == "start":
             self._ensure_running()
         if line is not None:
@@ -98,9 +105,19 @@ class ProgressView:
             self._ticker.start()
 
     def _beat(self) -> None:
-        while not self._stop.wait(self._heartbeat_s):
-            line = self.text()
-            if line:
+        """A log's lines: "started" once a phase has lasted ``show_after_s``, then one per heartbeat."""
+        tick = min(TICK_S, self._heartbeat_s, self._show_after_s or TICK_S)
+        while not self._stop.wait(tick):
+            line = None
+            with self._lock:
+                current, now = self._current, time.monotonic()
+                if current is not None and not self._announced and now - self._since >= self._show_after_s:
+                    self._announced, self._last_line = True, now
+                    line = f"{_name(current)}: started"
+                elif current is not None and self._announced and now - self._last_line >= self._heartbeat_s:
+                    self._last_line = now
+                    line = describe(current, now - self._since)
+            if line is not None:
                 self._line(line)
 
     def text(self) -> str:
@@ -117,6 +134,10 @@ class ProgressView:
         if self._ticker is not None:
             self._ticker.join()
             self._ticker = None
+
+
+def _name(event: PhaseEvent) -> str:
+    return f"{event.phase} {event.model} on {event.endpoint}"
 
 
 class _Line:
