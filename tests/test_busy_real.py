@@ -157,6 +157,7 @@ def test_the_time_waited_is_a_step_of_the_swap(router: LlamaServer, write_config
     steps = [step for step in json.loads(result.stdout)["steps"] if step["step"] != "warm"]
     assert [step["step"] for step in steps][:2] == ["wait-for-busy", "unload"]
     assert steps[0]["model"] == "busy" and steps[0]["detail"] == "waited for busy" and steps[0]["wall_s"] > 0
+    assert json.loads(result.stdout)["seconds"]["busy_wait_s"] == steps[0]["wall_s"]
     assert (stream.finish_reason, stream.completion_tokens) == ("length", TOKENS)
     assert router.loaded() == {"next"}
 

@@ -44,6 +44,8 @@ def provider_with(handler: Handler, endpoint: Endpoint = ENDPOINT) -> tuple[Llam
         )
         if request.url.path == "/props":
             return httpx.Response(200, json=ROUTER_PROPS)
+        if request.url.path == "/models/sse":  # a router from before the event stream: the load polls
+            return httpx.Response(404, json={"error": {"code": 404, "message": "File Not Found"}})
         status, payload = handler(request)
         if isinstance(payload, str):
             return httpx.Response(status, text=payload)

@@ -40,11 +40,14 @@ def load(
     Several models are planned together: if they cannot all be resident at once, nothing is touched.
     Example: sourceprep-models load embed rerank --keep-alive 30m
     """
+    import dataclasses
+
     from sourceprep_models.cli.options import parse_keep_alive, parse_timeout
     from sourceprep_models.errors import DoesNotFit, UsageError
     from sourceprep_models.swap import operations
     from sourceprep_models.swap.operations import LoadOrder, LoadPreview
     from sourceprep_models.ui import render
+    from sourceprep_models.ui.progress import progress
 
     app = ctx.obj
     out = app.output
@@ -58,9 +61,11 @@ def load(
             out.warn(f"{model} is marked always_available in the config, so it stays loaded forever")
         choices = spec.candidates if spec is not None and endpoint is None else ()
         orders.append(LoadOrder(model, spec, target, alive, context_length, parse_timeout(timeout), choices))
-    outcomes = operations.load(
-        app.config, orders, dry_run=dry_run, warm=warm, single_model=single_model, hooks=app.hooks()
-    )
+    with progress(out) as shown_progress:
+        hooks = dataclasses.replace(app.hooks(), progress=None if dry_run else shown_progress)
+        outcomes = operations.load(
+            app.config, orders, dry_run=dry_run, warm=warm, single_model=single_model, hooks=hooks
+        )
     shown = [outcome for outcome in outcomes if outcome is not None]  # None: a dry run on a cloud endpoint
     documents = [outcome.to_dict() for outcome in shown]
     if json_output and shown:
@@ -76,6 +81,6 @@ def load(
         for warning in report.warnings:
             out.warn(warning)
     if reports and not json_output:
-        out.data(render.steps_table([step for report in reports for step in report.steps]))
+        out.data(render.steps_table([step for report in reports for step in report.steps], reports))
     for report in reports:
         out.success(render.load_summary(report))

@@ -31,6 +31,8 @@ class StageReport:
     tokens_per_s: float | None = None
     exit_code: int | None = None
     bytes_loaded: int = 0
+    # Where the stage's swap seconds went (``LoadReport.breakdown``); its first token is filled in here.
+    seconds: dict[str, Any] | None = None
 
     @property
     def total_s(self) -> float:
@@ -55,8 +57,14 @@ class StageReport:
             "tokens_per_s": round(self.tokens_per_s, 2) if self.tokens_per_s is not None else None,
             "exit_code": self.exit_code,
             "bytes_loaded": self.bytes_loaded,
+            "seconds": self._seconds(),
             "total_s": round(self.total_s, 4),
         }
+
+    def _seconds(self) -> dict[str, Any] | None:
+        if self.seconds is None:
+            return None
+        return {**self.seconds, "first_token_s": round(self.ttft_s, 4) if self.ttft_s is not None else None}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> StageReport:

@@ -347,6 +347,7 @@ class PipelineRun:
         row.evicted = [e.model if e.endpoint == here else f"{e.model}@{e.endpoint}" for e in report.evictions]
         row.evicted += list(report.evicted_by_server)
         row.unload_s, row.load_s, row.warm_s = _step_times(report.steps)
+        row.seconds = report.breakdown().to_dict()
         if row.action == "load":
             row.bytes_loaded = plan.sizes.get(key, 0)
         for warning in report.warnings:

@@ -7,7 +7,7 @@ decides to evict anything. Ordering and waiting belong to the executor.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -170,6 +170,9 @@ class LoadRequest:
     # None = ask the server whether it is an embedding model.
     embedding: bool | None = None
     deadline_s: float = 600.0
+    # Told (stage, fraction 0..1) while the server reports the load's progress (llama.cpp's /models/sse);
+    # servers that report none never call it.
+    on_progress: Callable[[str, float], None] | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)

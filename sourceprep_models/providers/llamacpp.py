@@ -9,7 +9,8 @@ What this module relies on and the traps it avoids:
   ``Unsupported`` naming the router-mode flags, instead of failing on a 404.
 - Loading is asynchronous: ``POST /models/load`` answers ``{"success": true}`` once the child
   process is spawned (status ``loading``), not when it is ready (§2.2, real-engine.md §5). ``load``
-  therefore polls ``GET /models`` until ``status.value`` is ``loaded``, or a crashed load shows
+  therefore waits for the router's ``loaded`` event on ``GET /models/sse`` (``llamacpp_events``),
+  else polls ``GET /models`` until ``status.value`` is ``loaded``, or a crashed load shows
   ``unloaded`` with ``failed: true`` and an ``exit_code``.
 - Unknown models are reported inconsistently: 404 on load, 400 "model is not found" on unload
   (real-engine.md §5 table). Both become ``ModelNotFound`` (exit 3). 400 "model is already running"
@@ -75,6 +76,7 @@ from sourceprep_models.providers.base import (
     ModelState,
 )
 from sourceprep_models.providers.diagnostics import Finding, ServerIdentity, is_local
+from sourceprep_models.providers.llamacpp_events import LoadWatch
 
 if TYPE_CHECKING:
     from sourceprep_models.memory.gguf import GGUFMetadata
@@ -83,8 +85,12 @@ if TYPE_CHECKING:
     from sourceprep_models.providers.prompts import PromptProtocol
 
 _STATES: dict[str, ModelState] = {"loaded": "loaded", "loading": "loading", "sleeping": "asleep"}
-_FIRST_POLL_S = 0.01  # loads of small models finish in tens of milliseconds (real-engine.md §6)
+# Where the router has no event stream: loads of small models finish in tens of milliseconds
+# (real-engine.md §6), so the listing is read every 5 ms at first, then every tenth of the time so far.
+_FIRST_POLL_S = 0.005
 _MAX_POLL_S = 0.25
+# With the event stream, the listing is still read after this long without an event for the model.
+_EVENT_QUIET_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -341,50 +347,86 @@ class LlamaCppProvider(HTTPEndpoint):
         if not self.is_router():
             self.describe(request.name)  # another name is ModelNotFound
             return LoadOutcome(name=request.name, wall_s=self._clock() - started)
-        entry = self._find(request.name)
-        if entry.status == "loaded":
-            return LoadOutcome(name=request.name, wall_s=self._clock() - started)
-        if entry.status != "loading":
-            timeout = httpx.Timeout(CONNECT_TIMEOUT_S, read=request.deadline_s)
-            response = self._send("POST", "/models/load", json={"model": entry.id}, timeout=timeout, action="load")
-            body = json_body(response)
-            message = (error_message(body) or "").lower()
-            if response.status_code == 400 and "already running" in message:
-                pass  # loaded (or loading) by someone else meanwhile: wait for it below
-            elif response.status_code == 404:
-                raise self._not_found(request.name, self._entries())
-            elif not response.is_success:
-                self._raise_for(response, body, model=request.name)
-            elif not (isinstance(body, dict) and body.get("success") is True):
-                raise self._unexpected("/models/load", body if body is not None else response.text)
-        self._wait_until_loaded(entry.id, request.name, started + request.deadline_s)
-        return LoadOutcome(name=request.name, wall_s=self._clock() - started)
+        # Subscribed before the listing is read, so that no status event of this load is missed.
+        watch = LoadWatch.open(self._client, self._headers("/models/sse"))
+        try:
+            entry = self._find(request.name)
+            if entry.status == "loaded":
+                return LoadOutcome(name=request.name, wall_s=self._clock() - started)
+            if entry.status != "loading":
+                self._post_load(entry, request)
+            server_s = self._await_loaded(watch, entry.id, request, started + request.deadline_s)
+        finally:
+            if watch is not None:
+                watch.close()
+        return LoadOutcome(name=request.name, wall_s=self._clock() - started, server_load_s=server_s)
+
+    def _post_load(self, entry: _Entry, request: LoadRequest) -> None:
+        timeout = httpx.Timeout(CONNECT_TIMEOUT_S, read=request.deadline_s)
+        response = self._send("POST", "/models/load", json={"model": entry.id}, timeout=timeout, action="load")
+        body = json_body(response)
+        message = (error_message(body) or "").lower()
+        if response.status_code == 400 and "already running" in message:
+            return  # loaded (or loading) by someone else meanwhile: wait for it
+        if response.status_code == 404:
+            raise self._not_found(request.name, self._entries())
+        if not response.is_success:
+            self._raise_for(response, body, model=request.name)
+        if not (isinstance(body, dict) and body.get("success") is True):
+            raise self._unexpected("/models/load", body if body is not None else response.text)
+
+    def _await_loaded(
+        self, watch: LoadWatch | None, model_id: str, request: LoadRequest, deadline: float
+    ) -> float | None:
+        """Until the router says loaded: by its events where it has them (the seconds between its "loading"
+        and "loaded" events are returned), else by polling the listing. A quiet second or a lost
+        "unloaded" event is settled by the listing, which also says why a load failed."""
+        if watch is None:
+            self._wait_until_loaded(model_id, request.name, deadline)
+            return None
+        loading_at: float | None = None
+        while True:
+            event = watch.next(min(_EVENT_QUIET_S, deadline - self._clock()))
+            if watch.ended:  # the stream broke: poll for the rest
+                self._wait_until_loaded(model_id, request.name, deadline)
+                return None
+            if event is None or event.model != model_id or event.status not in ("loading", "loaded"):
+                if event is None or event.model == model_id:
+                    self._settled(self._find(model_id), request.name, deadline)
+                continue
+            if event.status == "loaded":
+                return event.at - loading_at if loading_at is not None else None
+            loading_at = event.at if loading_at is None else loading_at
+            if event.fraction is not None and request.on_progress is not None:
+                request.on_progress(event.stage or "load", event.fraction)
 
     def _wait_until_loaded(self, model_id: str, name: str, deadline: float) -> None:
-        interval = _FIRST_POLL_S
-        while True:
-            entry = self._find(model_id)
-            if entry.status == "loaded":
-                return
-            if entry.status in ("unloaded", "failed") and entry.failed:
-                code = f" (exit code {entry.exit_code})" if entry.exit_code is not None else ""
-                raise ServerError(
-                    f"llama-server failed to load {name} on endpoint {self.endpoint.name!r}{code}; the router's log "
-                    "says why: often too little memory for the context (lower --ctx-size) or an unreadable GGUF"
-                )
-            if entry.status == "unloaded":
-                # Not failed, not loading: unloaded meanwhile (another client, or an LRU eviction).
-                raise ServerError(
-                    f"{name} was unloaded on endpoint {self.endpoint.name!r} while it loaded; another client may "
-                    "be loading models there (its --models-max evicts the least recently used)"
-                )
-            if self._clock() >= deadline:
-                raise DeadlineExceeded(
-                    f"{name} is still {entry.status} on endpoint {self.endpoint.name!r} at the deadline; it may "
-                    "still finish (check `sourceprep-models status`); raise --timeout (or the endpoint's load_timeout)"
-                )
-            self._sleep(interval)
-            interval = min(interval * 1.5, _MAX_POLL_S)
+        started = self._clock()
+        while not self._settled(self._find(model_id), name, deadline):
+            self._sleep(min(max(_FIRST_POLL_S, (self._clock() - started) / 10), _MAX_POLL_S))
+
+    def _settled(self, entry: _Entry, name: str, deadline: float) -> bool:
+        """True once loaded; raises if the load failed, was undone, or the deadline passed; False meanwhile."""
+        if entry.status == "loaded":
+            return True
+        if entry.status in ("unloaded", "failed") and entry.failed:
+            code = f" (exit code {entry.exit_code})" if entry.exit_code is not None else ""
+            raise ServerError(
+                f"llama-server failed to load {name} on endpoint {self.endpoint.name!r}{code}; the router's log "
+                "says why: often too little memory for the context (lower --ctx-size) or an unreadable GGUF"
+            )
+        if entry.status == "unloaded":
+            # Not failed, not loading: unloaded meanwhile (another client, or an LRU eviction).
+            raise ServerError(
+                f"{name} was unloaded on endpoint {self.endpoint.name!r} while it loaded; another client may "
+                "be loading models there (its --models-max evicts the least recently used)"
+            )
+        if self._clock() >= deadline:
+            raise DeadlineExceeded(
+                f"{name} is still {entry.status} on endpoint {self.endpoint.name!r} at the deadline; it may "
+                "still finish (check `sourceprep-models status`); raise --timeout (or the endpoint's load_timeout)"
+            )
+        return False
 
     def unload(self, name: str) -> None:
         if not self.is_router():

@@ -28,6 +28,11 @@ What this module relies on and the traps it avoids:
 - Memory: the listing reports the weights' file size (``size_bytes``) but nothing about resident
   or GPU memory, so ``reports_memory`` is False; ``LoadedModel.size`` carries the file size as
   the best lower bound available and ``size_vram`` stays unknown.
+- Progress: ``POST /api/v1/models/load`` blocks until the model is loaded and reports nothing on the
+  way (§1.3); ``model_load.progress`` events exist only in a streaming ``/api/v1/chat`` that has to
+  load on the fly, and ``on_load_progress`` only through the Python SDK (§1.6). So a load never
+  calls ``request.on_progress``; the progress line shows the seconds (and the weights' page-cache
+  residency where their files are known).
 - Auth: when "Require Authentication" is on, requests need ``Authorization: Bearer <token>``
   (§1.3); the token is read from the environment variable named by ``api_key_env`` and never
   appears in a message (server texts are scrubbed of it too).

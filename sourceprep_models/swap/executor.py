@@ -12,19 +12,28 @@ and a pin evicted there is restored there.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 from sourceprep_models.errors import DeadlineExceeded, ModelNotFound, ServerError, SourceprepError
 from sourceprep_models.planning.load import Plan, Resident
 from sourceprep_models.providers.base import LoadedModel, LoadOutcome, LoadRequest, Provider
 from sourceprep_models.swap.busy import wait_until_idle
+from sourceprep_models.swap.progress import Breakdown, Phases, ProgressFn, page_cache_probe
 from sourceprep_models.units import format_seconds, percent
 
 # Joins an endpoint name and a model identity into a key unique across the machine's servers.
 _KEY_SEP = "\x1f"
+# Waiting for a freed model: a look every FIRST_POLL_S at first, then every tenth of the time waited
+# so far, up to the cap: a release is seen at most 10 % (or 5 ms) late. A llama.cpp child is gone 20
+# to 70 ms after its unload (real-engine.md §5): a 0.1 s first poll cost about 90 ms per swap on the
+# real router, and a poll growing by half from the start overshoots a 70 ms release by a third.
+FIRST_POLL_S = 0.005
+MAX_POLL_S = 0.25
 
 
 def machine_key(endpoint: str, identity: str) -> str:
@@ -76,10 +85,15 @@ class LoadReport:
     pending_restore: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     prediction: int | None = None  # the planner's predicted size, to compare with resident.size
+    read_from: str | None = None  # the weights before the swap read them: "disk", "page cache", None (unknown)
+    busy_wait_s: float | None = None  # seconds waiting for a busy or loading victim (None: no such wait)
 
     @property
     def total_s(self) -> float:
         return sum(step.wall_s for step in self.steps)
+
+    def breakdown(self) -> Breakdown:
+        return Breakdown.of(self.steps, self.read_from, self.busy_wait_s)
 
     def to_dict(self) -> dict[str, Any]:
 
@@ -96,6 +110,7 @@ class LoadReport:
             "pending_restore": self.pending_restore,
             "predicted_bytes": self.prediction,
             "predicted_size": self.prediction,  # deprecated name of predicted_bytes (docs/json.md)
+            "seconds": self.breakdown().to_dict(),
             "warnings": self.warnings,
         }
 
@@ -140,7 +155,7 @@ class Executor:
         peers: Mapping[str, Provider] | None = None,
         on_step: Callable[[Step], None] | None = None,
         on_notice: Callable[[str], None] | None = None,
-        poll_interval_s: float = 0.1,
+        poll_interval_s: float = FIRST_POLL_S,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
@@ -152,6 +167,10 @@ class Executor:
         self._poll = poll_interval_s
         self._clock = clock
         self._sleep = sleep
+        # (endpoint, listed name) -> identity, for one command: a name's identity does not change while
+        # it runs, and asking again costs a request per loaded model at every look (llama.cpp's describe
+        # reads the whole listing).
+        self._identities: dict[tuple[str, str], str] = {}
 
     # -- load (a swap: warm, evict, wait, load, verify) -----------------------------------------
 
@@ -163,13 +182,18 @@ class Executor:
         warm: Callable[[], tuple[float, str] | None] | None = None,
         restore: Mapping[tuple[str, str], LoadRequest] | None = None,
         unload_timeout_s: float = 120.0,
+        progress: ProgressFn | None = None,
+        weights: Sequence[Path] = (),
     ) -> LoadReport:
         """Make ``request.name`` resident, evicting what ``plan`` says first (on whichever server).
 
         ``warm`` pre-reads the weights into the page cache and returns (seconds, detail); ``restore``
         maps (endpoint, name) of each pin the plan may evict to the request that brings it back: if
         anything fails after the evictions (or the user presses Ctrl-C), those pins are reloaded at once.
+        ``progress`` hears each phase start and end; ``weights`` (the files the server reads, where
+        they are on this disk) tell where the read comes from and how far a silent server's load is.
         """
+        phases = Phases(progress, self._clock)
         target = self.provider.describe(request.name)  # unknown model → ModelNotFound before anything else
         before = self._resident_by_identity()
         previous = before.get(target.identity)
@@ -187,9 +211,14 @@ class Executor:
         report = LoadReport(model=request.name, endpoint=self.endpoint, outcome=outcome)
         if plan is not None:
             report.warnings.extend(plan.warnings)
+        if weights and outcome != "already-loaded":
+            from sourceprep_models.warming.prefetch import cache_state
+
+            report.read_from = {"warm": "page cache", "cold": "disk"}.get(cache_state(list(weights)) or "")
 
         if warm is not None and outcome != "already-loaded":
-            warmed = warm()
+            with phases.phase("warm", request.name, self.endpoint):
+                warmed = warm()
             if warmed is not None:
                 self._record(report.steps, Step("warm", request.name, self.endpoint, warmed[0], detail=warmed[1]))
 
@@ -220,17 +249,21 @@ class Executor:
                         detail="waited for busy",
                     )
                     self._record(report.steps, step)
+                    report.busy_wait_s = waited.seconds
                 evicted_pins = [(self._endpoint_of(victim), victim.name) for victim in victims if victim.pinned]
-                self._evict(victims, before, report, unload_timeout_s, unloads_sent)
+                self._evict(victims, before, report, unload_timeout_s, unloads_sent, phases)
             # Sent even when already loaded: it refreshes the keep-alive (and re-asserts a pin, §3.2).
-            result = self.provider.load(request)
+            total, probe = page_cache_probe(weights) if progress is not None else (None, None)
+            with phases.phase("load", request.name, self.endpoint, total_bytes=total, probe=probe) as told:
+                result = self.provider.load(dataclasses.replace(request, on_progress=told))
             self._record(
                 report.steps,
                 Step("load", request.name, self.endpoint, result.wall_s, result.server_load_s, outcome),
             )
             # Inside the try: a model the server does not list after its load is a failed swap too.
             ours = {local_identity(v.key) for v in victims if self._endpoint_of(v) == self.endpoint}
-            self._verify(request, target.identity, before, report, wanted_ctx, ours)
+            with phases.phase("verify", request.name, self.endpoint):
+                self._verify(request, target.identity, before, report, wanted_ctx, ours)
         except BaseException as exc:
             if evicted_pins and restore:
                 wanted = [(where, restore[where, name]) for where, name in evicted_pins if (where, name) in restore]
@@ -305,6 +338,7 @@ class Executor:
         report: LoadReport,
         timeout_s: float,
         sent: set[tuple[str, str]],
+        phases: Phases,
     ) -> None:
         by_endpoint: dict[str, list[Resident]] = {}
         for victim in victims:
@@ -319,7 +353,8 @@ class Executor:
             for victim in group:
                 started = self._clock()
                 sent.add((endpoint, victim.name))  # before the request: an interrupt may land during it
-                provider.unload(victim.name)
+                with phases.phase("unload", victim.name, endpoint):
+                    provider.unload(victim.name)
                 detail = "evict" if endpoint == self.endpoint else f"evict for {report.model} on {self.endpoint}"
                 self._record(
                     report.steps, Step("unload", victim.name, endpoint, self._clock() - started, detail=detail)
@@ -327,7 +362,8 @@ class Executor:
         for endpoint, group in by_endpoint.items():
             started = self._clock()
             names = {local_identity(victim.key): victim.name for victim in group}
-            self._wait_until_gone(gone_before[endpoint], names, timeout_s, self._providers[endpoint])
+            with phases.phase("release", ", ".join(names.values()), endpoint):
+                self._wait_until_gone(gone_before[endpoint], names, timeout_s, self._providers[endpoint])
             self._record(
                 report.steps,
                 Step("wait-for-free", ", ".join(names.values()), endpoint, self._clock() - started, detail="gone"),
@@ -425,7 +461,8 @@ class Executor:
         self, identities: set[str], names: dict[str, str], timeout_s: float, provider: Provider | None = None
     ) -> None:
         provider = provider or self.provider
-        deadline = self._clock() + timeout_s
+        started = self._clock()
+        deadline = started + timeout_s
         interval = self._poll
         while True:
             still = identities & set(self._resident_by_identity(provider))
@@ -440,7 +477,7 @@ class Executor:
                     "or raise --timeout"
                 )
             self._sleep(interval)
-            interval = min(interval * 1.5, 1.0)
+            interval = min(max(self._poll, (self._clock() - started) / 10), MAX_POLL_S)
 
     # -- helpers -------------------------------------------------------------------------------
 
@@ -450,11 +487,13 @@ class Executor:
         for model in provider.list_loaded():
             if not model.occupies_memory:  # parked/asleep counts as unloaded (vLLM sleep, servers.md §4)
                 continue
-            try:
-                identity = provider.describe(model.name).identity
-            except ModelNotFound:  # deleted while loaded: it can only be matched by name
-                identity = f"name:{model.name}"
-            resident[identity] = model
+            key = (provider.endpoint.name, model.name)
+            if key not in self._identities:
+                try:
+                    self._identities[key] = provider.describe(model.name).identity
+                except ModelNotFound:  # deleted while loaded: it can only be matched by name
+                    self._identities[key] = f"name:{model.name}"
+            resident[self._identities[key]] = model
         return resident
 
     def _record(self, steps: list[Step], step: Step) -> None:

@@ -21,6 +21,7 @@ from sourceprep_models.planning.load import Plan, Refusal, Resident
 from sourceprep_models.providers.base import LoadedModel, LoadRequest, Provider
 from sourceprep_models.swap.executor import LoadReport, UnloadReport
 from sourceprep_models.swap.pins import Repair, repair_pins
+from sourceprep_models.swap.progress import ProgressFn
 from sourceprep_models.swap.residency import Machine, Session
 from sourceprep_models.units import KeepAlive
 
@@ -41,6 +42,8 @@ class Hooks:
     info: Callable[[str], None] = _ignore
     warn: Callable[[str], None] = _ignore
     debug: Callable[[str], None] = _ignore
+    # Each phase of a swap as it starts and ends (``swap.progress``); ui/progress.py renders them.
+    progress: ProgressFn | None = None
 
     def waiting(self, endpoint: str) -> None:
         self.info(f"waiting for another sourceprep-models to finish on {endpoint}…")
@@ -291,13 +294,15 @@ def _load_one(
                 f"evicting {victim.name} from {victim.group} to fit {request.name} on {session.endpoint.name} "
                 f"(one budget for this machine's servers: {_human(budget.bytes)})"
             )
-    paths = session.weight_paths(request.name) if warm else []
+    paths = session.weight_paths(request.name) if warm or hooks.progress else []
     report = machine.executor(session).load(
         request,
         plan,
-        warm=_warmer(paths, session.direct_io(request.name) if paths else None),
+        warm=_warmer(paths, session.direct_io(request.name) if paths else None) if warm else None,
         restore=machine.restore_requests(),
         unload_timeout_s=session.endpoint.unload_timeout_s or DEFAULT_UNLOAD_TIMEOUT_S,
+        progress=hooks.progress,
+        weights=paths,
     )
     if report.resident is not None:
         measured = report.resident.size

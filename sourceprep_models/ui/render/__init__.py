@@ -3,7 +3,7 @@ anything a JSON consumer would not also get."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from sourceprep_models.config.schema import LOCAL_HOST
@@ -137,7 +137,8 @@ def hardware_lines(hardware: Mapping[str, Any]) -> list[str]:
     return lines
 
 
-def steps_table(steps: list[Step]) -> FlexTable:
+def steps_table(steps: list[Step], reports: Sequence[LoadReport] = ()) -> FlexTable:
+    """The timed steps; for loads, the total row says where the seconds went (``seconds_text``)."""
     table = _table("STEP", "MODEL", "ENDPOINT", "WALL", "SERVER", "DETAIL")
     for step in steps:
         table.add_row(
@@ -149,8 +150,29 @@ def steps_table(steps: list[Step]) -> FlexTable:
             step.detail,
         )
     total = sum(step.wall_s for step in steps)
-    table.add_row("total", "", "", format_seconds(total), "", "", style="bold")
+    texts = [seconds_text(report) for report in reports if report.outcome != "always-ready"]
+    if len(texts) > 1:
+        texts = [f"{report.model}: {text}" for report, text in zip(reports, texts, strict=True)]
+    table.add_row("total", "", "", format_seconds(total), "", "; ".join(texts), style="bold")
     return table
+
+
+def seconds_text(report: LoadReport) -> str:
+    """Where one swap's seconds went: ``unload 0.01s, released 0.05s, read 0.30s from disk, load 1.2s``."""
+    seconds = report.breakdown()
+    parts = []
+    if seconds.busy_wait_s is not None:
+        parts.append(f"busy wait {format_seconds(seconds.busy_wait_s)}")
+    if seconds.unload_s or seconds.released_s:
+        parts.append(f"unload {format_seconds(seconds.unload_s)}, released {format_seconds(seconds.released_s)}")
+    source = f" from {seconds.read_from}" if seconds.read_from else ""
+    if seconds.read_s is not None:
+        parts.append(f"read {format_seconds(seconds.read_s)}{source}")
+    served = f" (server {format_seconds(seconds.server_load_s)})" if seconds.server_load_s is not None else ""
+    parts.append(f"load {format_seconds(seconds.load_s)}{served}" + ("" if seconds.read_s is not None else source))
+    if seconds.first_token_s is not None:
+        parts.append(f"first token {format_seconds(seconds.first_token_s)}")
+    return ", ".join(parts)
 
 
 def load_summary(report: LoadReport) -> str:
