@@ -194,6 +194,10 @@ def _watching_loads(router: LlamaServer, models_dir: Path) -> Iterator[tuple[str
     seen: dict[str, float | None] = {}
 
     def handle(request: Request) -> Reply:
+        if request.path.startswith("/models/sse"):
+            # The relay answers one whole reply at a time and cannot pass an event stream on: it answers as a
+            # router built before the stream does, and the tool polls the listing instead.
+            return 404, {"error": {"code": 404, "message": "File Not Found", "type": "not_found_error"}}
         if request.method == "POST" and request.path == "/models/load":
             model = request.body["model"]
             seen[model] = pagecache.residency(models_dir / f"{model}.gguf").fraction

@@ -43,7 +43,6 @@ import difflib
 import os
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -76,6 +75,7 @@ from sourceprep_models.providers.base import (
     ModelState,
 )
 from sourceprep_models.providers.diagnostics import Finding, ServerIdentity, is_local
+from sourceprep_models.providers.llamacpp_entry import RouterEntry, read_header
 from sourceprep_models.providers.llamacpp_events import LoadWatch
 
 if TYPE_CHECKING:
@@ -91,38 +91,6 @@ _FIRST_POLL_S = 0.005
 _MAX_POLL_S = 0.25
 # With the event stream, the listing is still read after this long without an event for the model.
 _EVENT_QUIET_S = 1.0
-
-
-@dataclass(frozen=True)
-class _Entry:
-    """One model of the router's listing."""
-
-    id: str
-    aliases: tuple[str, ...]
-    status: str  # unloaded | loading | loaded | sleeping | downloading
-    failed: bool
-    exit_code: int | None
-    meta: dict[str, Any]
-    args: tuple[str, ...] = ()  # the child's command line (status.args)
-    preset: str | None = None  # the preset section it was built from (status.preset)
-
-    @property
-    def model_path(self) -> str | None:
-        """The ``--model`` argument the router passes to the child."""
-        return self.arg("--model")
-
-    def number(self, *flags: str) -> int | None:
-        """The integer after the last of ``flags`` (None: absent or not a number)."""
-        value = self.arg(*flags)
-        return int(value) if value is not None and value.strip().lstrip("-").isdigit() else None
-
-    def arg(self, *flags: str) -> str | None:
-        """The value after the last of ``flags`` in the child's arguments."""
-        found = None
-        for index, value in enumerate(self.args[:-1]):
-            if value in flags:
-                found = self.args[index + 1]
-        return found
 
 
 class LlamaCppProvider(HTTPEndpoint):
@@ -319,9 +287,9 @@ class LlamaCppProvider(HTTPEndpoint):
         """The header of the GGUF the router will open, when that file is on this machine."""
         if not self.is_router():
             return None
-        return _read_header(self._find(name).model_path)
+        return read_header(self._find(name).model_path)
 
-    def _children_memory(self, entries: list[_Entry]) -> dict[str, int]:
+    def _children_memory(self, entries: list[RouterEntry]) -> dict[str, int]:
         """Resident bytes of each model's child process, by model id, when the router runs here."""
         wanted = {(entry.arg("--port"), entry.id) for entry in entries}
         if not wanted or not is_local(self.endpoint.url):
@@ -332,7 +300,7 @@ class LlamaCppProvider(HTTPEndpoint):
         for process in psutil.process_iter(["cmdline"]):
             try:
                 command = tuple(process.info.get("cmdline") or ())
-                child = _Entry("", (), "", False, None, {}, command)
+                child = RouterEntry("", (), "", False, None, {}, command)
                 key = (child.arg("--port"), child.arg("--alias"))
                 if key in wanted and key[1] is not None:
                     found[key[1]] = process.memory_info().rss
@@ -361,7 +329,7 @@ class LlamaCppProvider(HTTPEndpoint):
                 watch.close()
         return LoadOutcome(name=request.name, wall_s=self._clock() - started, server_load_s=server_s)
 
-    def _post_load(self, entry: _Entry, request: LoadRequest) -> None:
+    def _post_load(self, entry: RouterEntry, request: LoadRequest) -> None:
         timeout = httpx.Timeout(CONNECT_TIMEOUT_S, read=request.deadline_s)
         response = self._send("POST", "/models/load", json={"model": entry.id}, timeout=timeout, action="load")
         body = json_body(response)
@@ -405,7 +373,7 @@ class LlamaCppProvider(HTTPEndpoint):
         while not self._settled(self._find(model_id), name, deadline):
             self._sleep(min(max(_FIRST_POLL_S, (self._clock() - started) / 10), _MAX_POLL_S))
 
-    def _settled(self, entry: _Entry, name: str, deadline: float) -> bool:
+    def _settled(self, entry: RouterEntry, name: str, deadline: float) -> bool:
         """True once loaded; raises if the load failed, was undone, or the deadline passed; False meanwhile."""
         if entry.status == "loaded":
             return True
@@ -464,7 +432,7 @@ class LlamaCppProvider(HTTPEndpoint):
 
     # -- the listing -----------------------------------------------------------------------------
 
-    def _entries(self, *, reload: bool = False) -> list[_Entry]:
+    def _entries(self, *, reload: bool = False) -> list[RouterEntry]:
         path = "/models?reload=1" if reload else "/models"
         body = self._json("GET", path)
         data = body.get("data") if isinstance(body, dict) else None
@@ -472,7 +440,7 @@ class LlamaCppProvider(HTTPEndpoint):
             raise self._unexpected("/models", body)
         return [self._entry(item) for item in data]
 
-    def _entry(self, item: object) -> _Entry:
+    def _entry(self, item: object) -> RouterEntry:
         if not isinstance(item, dict) or not isinstance(item.get("id"), str):
             raise self._unexpected("/models", item)
         status = item.get("status")
@@ -482,7 +450,7 @@ class LlamaCppProvider(HTTPEndpoint):
         command = tuple(str(arg) for arg in args) if isinstance(args, list) else ()
         aliases = item.get("aliases")
         meta = item.get("meta")
-        return _Entry(
+        return RouterEntry(
             id=item["id"],
             aliases=tuple(str(alias) for alias in aliases) if isinstance(aliases, list) else (),
             status=status["value"],
@@ -493,7 +461,7 @@ class LlamaCppProvider(HTTPEndpoint):
             preset=status.get("preset") if isinstance(status.get("preset"), str) else None,
         )
 
-    def _info(self, entry: _Entry) -> ModelInfo:
+    def _info(self, entry: RouterEntry) -> ModelInfo:
         size = int_or_none(entry.meta.get("size"))
         if size is None and entry.model_path is not None:
             try:  # not loaded yet: the file's size is the weights' size
@@ -510,7 +478,7 @@ class LlamaCppProvider(HTTPEndpoint):
             runner=self._runner(entry),
         )
 
-    def _runner(self, entry: _Entry) -> Runner:
+    def _runner(self, entry: RouterEntry) -> Runner:
         """How the router runs this model: its context, KV cache type and batch (servers.md §2.1)."""
         from sourceprep_models.memory.sizing import Runner
 
@@ -519,7 +487,7 @@ class LlamaCppProvider(HTTPEndpoint):
             context = entry.number("--ctx-size", "-c")
         if not context:  # 0 or absent: the model's trained context (llama-server --help, --ctx-size)
             context = int_or_none(entry.meta.get("n_ctx_train"))
-            header = None if context else _read_header(entry.model_path)
+            header = None if context else read_header(entry.model_path)
             context = context or (header.context_length if header else None)
         batch = entry.number("--ubatch-size", "-ub")
         return Runner(
@@ -544,7 +512,7 @@ class LlamaCppProvider(HTTPEndpoint):
             capabilities=("completion",),
         )
 
-    def _find(self, name: str) -> _Entry:
+    def _find(self, name: str) -> RouterEntry:
         entries = self._entries()
         for reload in (False, True):
             if reload:
@@ -554,7 +522,7 @@ class LlamaCppProvider(HTTPEndpoint):
                     return entry
         raise self._not_found(name, entries)
 
-    def _not_found(self, name: str, entries: list[_Entry]) -> ModelNotFound:
+    def _not_found(self, name: str, entries: list[RouterEntry]) -> ModelNotFound:
         names = [entry.id for entry in entries]
         close = difflib.get_close_matches(name, names, n=1, cutoff=0.5)
         hint = (
@@ -601,18 +569,6 @@ class LlamaCppProvider(HTTPEndpoint):
         if status == 503:
             raise ServerBusy(f"{where} is busy ({message}); retry in a moment", status)
         raise ServerError(f"{where} answered {status} to {response.request.method} {path}: {message}", status)
-
-
-def _read_header(path: str | None) -> GGUFMetadata | None:
-    """The GGUF header at ``path`` when it is a readable file here (None otherwise)."""
-    if path is None:
-        return None
-    from sourceprep_models.memory.gguf import read_gguf
-
-    try:
-        return read_gguf(Path(path))
-    except (OSError, ValueError):
-        return None
 
 
 def server_root(url: str) -> str:

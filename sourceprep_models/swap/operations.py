@@ -202,12 +202,8 @@ def _load(
 def _load_per_host(
     machine: Machine, local: list[tuple[int, Session, LoadRequest]], *, warm: bool, hooks: Hooks
 ) -> list[tuple[int, LoadReport]]:
-    """The loads, in order on each host, the hosts at the same time: a swap on one machine never waits
-    for another machine's. Every host finishes what it started (each load restores the pins it evicted,
-    also when it fails) before the first failure is raised."""
-    by_host: dict[str, list[tuple[int, Session, LoadRequest]]] = {}
-    for item in local:
-        by_host.setdefault(item[1].host, []).append(item)
+    """The loads in order on each host, the hosts at the same time (``placement.per_host``)."""
+    from sourceprep_models.swap.placement import per_host
 
     def one_host(items: list[tuple[int, Session, LoadRequest]]) -> list[tuple[int, LoadReport]]:
         done = []
@@ -218,18 +214,7 @@ def _load_per_host(
             done.append((index, report))
         return done
 
-    if len(by_host) == 1:
-        return one_host(local)
-    from concurrent.futures import ThreadPoolExecutor
-
-    # Leaving the pool waits for every host's loads, also on Ctrl-C: a load is never cut off mid-way.
-    with ThreadPoolExecutor(max_workers=len(by_host), thread_name_prefix="host") as pool:
-        futures = [pool.submit(one_host, items) for items in by_host.values()]
-        errors = [future.exception() for future in futures]
-    first = next((error for error in errors if error is not None), None)
-    if first is not None:
-        raise first
-    return sorted((done for future in futures for done in future.result()), key=lambda item: item[0])
+    return per_host(local, lambda item: item[1].host, one_host)
 
 
 def _placed(machine: Machine, order: LoadOrder, hooks: Hooks) -> Endpoint:

@@ -7,13 +7,18 @@ a load with ``--endpoint`` skips placement altogether."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 from sourceprep_models.config.schema import Config, Endpoint, ModelSpec
 from sourceprep_models.errors import ModelNotFound, SourceprepError
 from sourceprep_models.planning.load import Refusal
 from sourceprep_models.swap.residency import Machine
 from sourceprep_models.units import human_bytes
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 @dataclass(frozen=True)
@@ -109,3 +114,24 @@ def _holding(config: Config, spec: ModelSpec) -> Endpoint:
         finally:
             provider.close()
     return config.endpoints[spec.candidates[0]]
+
+
+def per_host(items: Sequence[T], host_of: Callable[[T], str], run: Callable[[list[T]], list[R]]) -> list[R]:
+    """``run`` once per host over that host's items (in order), the hosts at the same time: a swap on one
+    machine never waits for another machine's. Every host finishes what it started (each load restores
+    the pins it evicted, also when it fails, and leaving the pool waits for all, also on Ctrl-C, so a load
+    is never cut off half-way) before the first failure is raised."""
+    by_host: dict[str, list[T]] = {}
+    for item in items:
+        by_host.setdefault(host_of(item), []).append(item)
+    if len(by_host) <= 1:
+        return run(list(items))
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=len(by_host), thread_name_prefix="host") as pool:
+        futures = [pool.submit(run, group) for group in by_host.values()]
+        errors = [future.exception() for future in futures]
+    first = next((error for error in errors if error is not None), None)
+    if first is not None:
+        raise first
+    return [result for future in futures for result in future.result()]
