@@ -124,17 +124,26 @@ def collect_status(machine: Machine, endpoints: Iterable[Endpoint], *, hardware:
 
 
 def _ask(status: EndpointStatus, session: Session) -> None:
-    """Fill one endpoint's status from its server (run in a worker thread)."""
+    """Fill one endpoint's status from its server (run in a worker thread). A status is a look, not a
+    load: each request gives up after the endpoint's ``status_timeout``, and a server that does not answer
+    by then is reported unreachable, so a hung server costs that long and no more."""
+    from sourceprep_models.providers._http import looking
+
     try:
-        status.models = session.provider.list_loaded()
-        status.server = session.provider.server_facts()
-        status.always_ready = session.provider.capabilities.always_ready
-        if session.pinned_specs():
-            holding = [model for model in status.models if model.occupies_memory]
-            status.lost_pins = [(spec.name, why) for spec, why in session.lost_pins(holding)]
+        with looking(session.endpoint.status_timeout_s):
+            _fill(status, session)
     except SourceprepError as exc:
         status.error = exc.message
         status.exit_code = exc.exit_code
+
+
+def _fill(status: EndpointStatus, session: Session) -> None:
+    status.models = session.provider.list_loaded()
+    status.server = session.provider.server_facts()
+    status.always_ready = session.provider.capabilities.always_ready
+    if session.pinned_specs():
+        holding = [model for model in status.models if model.occupies_memory]
+        status.lost_pins = [(spec.name, why) for spec, why in session.lost_pins(holding)]
 
 
 def status(

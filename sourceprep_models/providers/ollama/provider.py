@@ -34,7 +34,7 @@ from sourceprep_models.errors import (
     Unsupported,
 )
 from sourceprep_models.providers import secrets
-from sourceprep_models.providers._http import send
+from sourceprep_models.providers._http import new_client, send
 from sourceprep_models.providers.base import Capabilities, LoadedModel, LoadOutcome, LoadRequest, ModelInfo, Provider
 from sourceprep_models.providers.diagnostics import Finding, ServerIdentity
 
@@ -69,9 +69,7 @@ class OllamaProvider(Provider):
     def __init__(self, endpoint: Endpoint, client: httpx.Client | None = None) -> None:
         self.endpoint = endpoint
         # The key goes on each request (``_request``), checked there, never onto the client.
-        self._client = client or httpx.Client(
-            base_url=endpoint.url, timeout=httpx.Timeout(READ_TIMEOUT_S, connect=CONNECT_TIMEOUT_S)
-        )
+        self._client = client or new_client(endpoint.url, httpx.Timeout(READ_TIMEOUT_S, connect=CONNECT_TIMEOUT_S))
         self._described: dict[str, ModelInfo] = {}
 
     def close(self) -> None:
