@@ -8,6 +8,7 @@ import typer
 from typer._click import exceptions as click_errors
 from typer.core import TyperGroup
 
+from sourceprep_models.cli import plain_values
 from sourceprep_models.cli.context import AppContext
 from sourceprep_models.cli.options import refuse_undecodable, undecodable_argument, usage_message
 from sourceprep_models.errors import Interrupted, SourceprepError, UsageError
@@ -18,7 +19,14 @@ class Group(TyperGroup):
 
     def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
         ctx.meta["undecodable"] = undecodable_argument(args)  # refused in invoke, where errors are handled
+        plain_values.install(self.get_params(ctx))
         return super().parse_args(ctx, args)
+
+    def resolve_command(self, ctx: Any, args: list[str]) -> Any:
+        name, command, rest = super().resolve_command(ctx, args)
+        if command is not None:
+            plain_values.install(command.get_params(ctx))
+        return name, command, rest
 
     def invoke(self, ctx: Any) -> Any:
         failure: SourceprepError
