@@ -102,8 +102,6 @@ def collect_status(machine: Machine, endpoints: Iterable[Endpoint], *, hardware:
 
     Models the config keeps always available are marked so, for servers without pins of their own.
     The machine's line sums what its servers' models occupy against the budget the planner uses."""
-    from concurrent.futures import ThreadPoolExecutor
-
     pins: dict[str, set[str]] = {}
     for spec in machine.config.models.values():
         if spec.always_available:
@@ -114,7 +112,11 @@ def collect_status(machine: Machine, endpoints: Iterable[Endpoint], *, hardware:
     ]
     # Providers are made here, in one thread; each has its own HTTP client, so each can be asked from its own thread.
     sessions = [machine.session(status.name) for status in statuses]
-    if statuses:
+    if len(statuses) == 1:
+        _ask(statuses[0], sessions[0])  # no thread pool to start (or import) for the common single endpoint
+    elif statuses:
+        from concurrent.futures import ThreadPoolExecutor
+
         with ThreadPoolExecutor(max_workers=min(len(statuses), _MAX_PARALLEL)) as pool:
             list(pool.map(_ask, statuses, sessions))
     holding = [status for status in statuses if status.error is None and not status.always_ready]

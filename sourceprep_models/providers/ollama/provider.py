@@ -36,11 +36,12 @@ from sourceprep_models.errors import (
 from sourceprep_models.providers import secrets
 from sourceprep_models.providers._http import new_client, send
 from sourceprep_models.providers.base import Capabilities, LoadedModel, LoadOutcome, LoadRequest, ModelInfo, Provider
-from sourceprep_models.providers.diagnostics import Finding, ServerIdentity
 
 if TYPE_CHECKING:
     from sourceprep_models.memory.gguf import GGUFMetadata
-    from sourceprep_models.providers.diagnostics import EndpointUses, Fetch, SettingsQuestion
+
+    # Only `doctor` uses these; imported where it does, so a `status` does not load them.
+    from sourceprep_models.providers.diagnostics import EndpointUses, Fetch, Finding, ServerIdentity, SettingsQuestion
     from sourceprep_models.providers.prompts import PromptProtocol
 
 # Fragments of llama-server's load-failure texts that mean "not enough memory" (§4.9).
@@ -87,6 +88,8 @@ class OllamaProvider(Provider):
     def detect(cls, fetch: Fetch) -> ServerIdentity | None:
         """``GET /`` says "Ollama is running" (ollama.md §1); ``/api/version`` alone is not proof, since
         llama-swap's Ollama compatibility layer answers it too."""
+        from sourceprep_models.providers.diagnostics import ServerIdentity
+
         root = fetch("/")
         if root.status != 200 or not isinstance(root.body, str) or "Ollama is running" not in root.body:
             return None
@@ -107,6 +110,8 @@ class OllamaProvider(Provider):
         return OllamaGenerate(endpoint.url.rstrip("/"))
 
     def support(self, identity: ServerIdentity, uses: EndpointUses) -> Finding:
+        from sourceprep_models.providers.diagnostics import Finding
+
         parsed = _version_tuple(identity.version)
         if parsed is not None and (0, 0, 0) < parsed < (0, 10, 0):  # 0.0.0 is a build from source
             return Finding.warning(
