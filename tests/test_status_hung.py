@@ -19,7 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import WriteConfig
+from tests.conftest import CliFn, WriteConfig
+from tests.loopback import Reply, Request, serve
 
 HANG_GUARD_S = 120
 
@@ -168,3 +169,33 @@ def test_status_timeout_out_of_range_is_a_config_error(write_config: WriteConfig
     assert len(result.stderr.splitlines()) == 1, result.stderr
     assert "endpoints.ollama.status_timeout" in result.stderr
     assert "0.1s" in result.stderr and "60s" in result.stderr
+
+
+def test_doctor_looks_at_every_endpoint_at_once(cli: CliFn, write_config: WriteConfig) -> None:
+    # Each server answers its first request only once all three are being asked; checked one after
+    # another, the first gets no answer within its status_timeout and is reported unreachable.
+    everyone_asked = threading.Barrier(3, timeout=20)
+
+    def ollama(request: Request) -> Reply:
+        if request.path == "/":
+            with contextlib.suppress(threading.BrokenBarrierError):
+                everyone_asked.wait()
+            return 200, "Ollama is running"
+        if request.path.startswith("/api/version"):
+            return 200, {"version": "0.12.0"}
+        if request.path.startswith("/api/ps"):
+            return 200, {"models": []}
+        return 404, {"error": "not found"}
+
+    with contextlib.ExitStack() as stack:
+        urls = [stack.enter_context(serve(ollama)) for _ in range(3)]
+        path = write_config(
+            "".join(
+                f'[endpoints.s{index}]\nkind = "ollama"\nurl = "{url}"\nstatus_timeout = "10s"\n'
+                for index, url in enumerate(urls)
+            )
+        )
+        result = cli("--config", str(path), "doctor", "--json")
+
+    checks = {check["id"]: check["status"] for check in result.json()["checks"]}
+    assert [checks[f"endpoint.s{index}.reachable"] for index in range(3)] == ["ok", "ok", "ok"], result.stdout
