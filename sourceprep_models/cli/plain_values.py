@@ -17,8 +17,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Union, get_args, get_origin
 
-from typer._coercion import RuntimeParam, TypeDescriptor, build_runtime_param
-from typer.core import _TyperParameter
+try:
+    from typer._coercion import RuntimeParam, TypeDescriptor, build_runtime_param
+    from typer.core import _TyperParameter
+except ImportError:  # a Typer whose conversion is not built this way: leave it all to Typer
+    RuntimeParam = object  # type: ignore[assignment,misc]
+    _TyperParameter = None  # type: ignore[assignment,misc]
 
 _PLAIN = (str, int, float, bool)
 
@@ -38,8 +42,10 @@ class _PlainFirst(RuntimeParam):
 
 def install(params: Iterable[Any]) -> None:
     """Give each plain-typed Typer parameter the converter above (others keep Typer's)."""
+    if _TyperParameter is None:
+        return
     for param in params:
-        if not isinstance(param, _TyperParameter) or param._runtime_param is not None:
+        if not isinstance(param, _TyperParameter) or getattr(param, "_runtime_param", True) is not None:
             continue
         descriptor = param.type_descriptor
         plain = _plain_type(descriptor.annotation)
