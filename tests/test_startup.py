@@ -47,9 +47,11 @@ def test_status_over_http_never_reads_the_ca_bundle(write_config: WriteConfig, t
 
 
 def test_an_https_client_still_verifies_with_the_ca_bundle() -> None:
+    import httpx
+
     from sourceprep_models.providers._http import new_client
 
-    with new_client("https://api.example.com", timeout=__import__("httpx").Timeout(1.0)) as client:
+    with new_client("https://api.example.com", timeout=httpx.Timeout(1.0)) as client:
         context = client._transport._pool._ssl_context  # type: ignore[attr-defined]
     assert context.verify_mode == ssl.CERT_REQUIRED
     assert context.check_hostname
