@@ -8,6 +8,7 @@ import typer
 from typer._click import exceptions as click_errors
 from typer.core import TyperGroup
 
+from sourceprep_models.cli import plain_values
 from sourceprep_models.cli.argv import hoist_global_options
 from sourceprep_models.cli.context import AppContext
 from sourceprep_models.cli.options import refuse_undecodable, undecodable_argument, usage_message
@@ -21,7 +22,14 @@ class Group(TyperGroup):
         ctx.meta["undecodable"] = undecodable_argument(args)  # refused in invoke, where errors are handled
         # With --json, stdout gets a document even when the command fails before it parses its options.
         ctx.meta["json"] = "--json" in (args[: args.index("--")] if "--" in args else args)
+        plain_values.install(self.get_params(ctx))
         return super().parse_args(ctx, hoist_global_options(args, self.params, self.commands))
+
+    def resolve_command(self, ctx: Any, args: list[str]) -> Any:
+        name, command, rest = super().resolve_command(ctx, args)
+        if command is not None:
+            plain_values.install(command.get_params(ctx))
+        return name, command, rest
 
     def invoke(self, ctx: Any) -> Any:
         exit_code = 1

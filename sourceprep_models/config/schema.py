@@ -11,6 +11,8 @@ from sourceprep_models.units import KeepAlive
 MODEL_KINDS = ("chat", "embedding")
 # This machine: probed, and budgeted by ``[memory]``.
 LOCAL_HOST = "local"
+# What an endpoint's status_timeout may be: long enough for a remote API, short enough to stay a look.
+STATUS_TIMEOUT_RANGE_S = (0.1, 60.0)
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,9 @@ class Endpoint:
     api_key_env: str | None = None
     load_timeout_s: float | None = None
     unload_timeout_s: float | None = None
+    # A look (`status`, `doctor`): connecting and each read give up after this, and a server that has not
+    # answered by then is reported unreachable. Local servers answer these reads in milliseconds.
+    status_timeout_s: float = 3.0
     # vLLM only: the sleep level an "unload" uses (servers.md §4): 1 parks the weights in host RAM
     # (fast wake), 2 discards them (frees host RAM too; wake reloads them from disk).
     sleep_level: int = 1

@@ -18,6 +18,7 @@ from sourceprep_models.config.keylines import KeyPath, dotted
 from sourceprep_models.config.schema import (
     MODEL_KINDS,
     STAGE_WHEN,
+    STATUS_TIMEOUT_RANGE_S,
     Config,
     Endpoint,
     EndpointKinds,
@@ -42,7 +43,9 @@ from sourceprep_models.units import (
 T = TypeVar("T")
 
 _TOP_KEYS = ("endpoints", "models", "memory", "pipelines", "default_endpoint", "hosts")
-_ENDPOINT_KEYS = ("kind", "url", "api_key_env", "load_timeout", "unload_timeout", "sleep_level", "host")
+_ENDPOINT_KEYS = (
+    "kind", "url", "api_key_env", "load_timeout", "unload_timeout", "status_timeout", "sleep_level", "host"
+)  # fmt: skip
 _MODEL_KEYS = ("name", "endpoint", "endpoints", "keep_alive", "context_length", "options", "always_available", "kind")
 _MEMORY_KEYS = ("budget", "headroom", "single_model", "allow_evict_pinned")
 _PIPELINE_KEYS = ("stages", "description")
@@ -261,6 +264,9 @@ class Validator:
             for which in ("load", "unload")
             if f"{which}_timeout" in table
         }
+        if "status_timeout" in table:
+            keypath_s = (*keypath, "status_timeout")
+            timeouts["status_timeout_s"] = self.parsed(table["status_timeout"], keypath_s, _status_timeout)
         if "sleep_level" in table:
             level = table["sleep_level"]
             if kind not in self.kinds.sleep_level_kinds:
@@ -531,6 +537,20 @@ def _timeout(value: object) -> float:
     seconds = parse_duration(value)
     if seconds <= 0:
         raise ValueError('must be a positive duration such as "10m"')
+    return seconds
+
+
+def _status_timeout(value: object) -> float:
+    low, high = STATUS_TIMEOUT_RANGE_S
+    wanted = f'a duration between {low:g}s and {high:g}s such as "3s" (a status only looks)'
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise ValueError(f"expected {wanted}, got {_describe(value)}")
+    try:
+        seconds = parse_duration(value)
+    except ValueError:
+        raise ValueError(f"expected {wanted}, got {shorten(value)!r}") from None
+    if not low <= seconds <= high:
+        raise ValueError(f"expected {wanted}, got {shorten(value)!r}")
     return seconds
 
 

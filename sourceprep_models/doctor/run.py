@@ -4,6 +4,7 @@ config, hardware, then each endpoint with its models and settings — into one `
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
@@ -15,8 +16,11 @@ from sourceprep_models.doctor.records import Check, DoctorInputs, DoctorReport, 
 from sourceprep_models.errors import SourceprepError
 
 if TYPE_CHECKING:
-    from sourceprep_models.config.schema import Config
+    from sourceprep_models.config.schema import Config, Endpoint
     from sourceprep_models.doctor.system import DoctorSystem
+
+# Endpoints checked at once; more than this wait for a free worker.
+_MAX_PARALLEL = 16
 
 
 def diagnose(
@@ -85,28 +89,47 @@ def run_doctor(inputs: DoctorInputs, system: DoctorSystem, *, now: datetime | No
         checks.append(check_endpoint_source(endpoint, config, inputs.environ))
     plans = _pipeline_targets(config, checks)
     demand: tuple[str, int] | None = None
-    for endpoint in targets:
+    when = now or datetime.now(UTC)
+
+    def one(endpoint: Endpoint) -> tuple[list[Check], tuple[str, int] | None]:
+        out: list[Check] = []
         # A server on another machine is checked against that machine's budget, not this one's.
         spec = config.hosts.get(endpoint.host)
         budget_there = budget if endpoint.host == LOCAL_HOST or spec is None else host_budget(spec)
-        run = EndpointRun(endpoint, config, hardware, budget_there, plans, system, now or datetime.now(UTC), checks)
-        try:
-            found = run.checks()
-        except Exception as exc:  # a bug in one check must not hide the other endpoints
-            checks.append(
-                problem(
-                    f"endpoint.{endpoint.name}.doctor",
-                    f"doctor could not finish the checks of endpoint {endpoint.name!r}: {type(exc).__name__}: {exc}",
-                    "report this as a bug; the other endpoints were checked",
-                )
-            )
-            found = None
-        if found is not None and (demand is None or found[1] > demand[1]):
-            demand = found
+        run = EndpointRun(endpoint, config, hardware, budget_there, plans, system, when, out)
+        return out, _endpoint_checks(run)
+
+    # The endpoints are looked at all at once (a hung one costs its status_timeout, not added to the
+    # others'); their checks are reported in config order.
+    with ThreadPoolExecutor(max_workers=max(1, min(len(targets), _MAX_PARALLEL))) as pool:
+        for out, found in pool.map(one, targets):
+            checks.extend(out)
+            if found is not None and (demand is None or found[1] > demand[1]):
+                demand = found
     apple = check_apple_gpu(hardware, demand, config.memory.headroom_bytes)
     if apple is not None:
         checks.insert(apple_at, apple)
     return report
+
+
+def _endpoint_checks(run: EndpointRun) -> tuple[str, int] | None:
+    """One endpoint's checks, as a look: every request gives up after its status_timeout (a hung server
+    is a problem check naming it, not a hang)."""
+    from sourceprep_models.providers._http import looking
+
+    endpoint = run.endpoint
+    try:
+        with looking(endpoint.status_timeout_s):
+            return run.checks()
+    except Exception as exc:  # a bug in one check must not hide the other endpoints
+        run.out.append(
+            problem(
+                f"endpoint.{endpoint.name}.doctor",
+                f"doctor could not finish the checks of endpoint {endpoint.name!r}: {type(exc).__name__}: {exc}",
+                "report this as a bug; the other endpoints were checked",
+            )
+        )
+        return None
 
 
 def _pipeline_targets(config: Config, checks: list[Check]) -> dict[str, list[tuple[str, Target, str]]]:

@@ -137,9 +137,11 @@ class LocalSystem:
     def _client(self, endpoint: Endpoint) -> httpx.Client:
         import httpx
 
+        from sourceprep_models.providers._http import new_client
+
         if endpoint.name not in self._clients:
-            self._clients[endpoint.name] = httpx.Client(
-                base_url=server_root(endpoint.url), timeout=httpx.Timeout(self.timeout_s, connect=3.0)
+            self._clients[endpoint.name] = new_client(
+                server_root(endpoint.url), httpx.Timeout(self.timeout_s, connect=3.0)
             )
         return self._clients[endpoint.name]
 

@@ -1,10 +1,16 @@
 """The transport-error translation every HTTP provider shares: one place turns httpx's failures
 into the error hierarchy (connection refused → exit 4, deadline → exit 1 with the reason), with any
-API key scrubbed from the texts it quotes (``providers.secrets``)."""
+API key scrubbed from the texts it quotes (``providers.secrets``).
+
+Two more things every HTTP client here shares: ``new_client`` builds a client without any TLS set-up
+for a plain ``http://`` server, and ``looking`` makes the requests inside it a look (`status`,
+`doctor`): short timeouts, and a server that does not answer is unreachable (exit 4)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import httpx
@@ -15,7 +21,50 @@ from sourceprep_models.providers import secrets
 from sourceprep_models.providers.base import Provider
 
 if TYPE_CHECKING:
+    import ssl
+
     from sourceprep_models.config.schema import Endpoint
+
+# The look timeout (seconds) of the requests made in this context; None outside ``looking``.
+_LOOK_S: ContextVar[float | None] = ContextVar("look_timeout_s", default=None)
+
+
+@contextlib.contextmanager
+def looking(seconds: float) -> Iterator[None]:
+    """Requests made inside (in this thread) are a look, not a load: one that sets no timeout of its own
+    gives up connecting, and waiting for each read, after ``seconds``; and a server that does not answer
+    in time, or closes the connection without answering, is reported unreachable (exit 4) with the reason.
+    A load keeps its own deadline: it sets one."""
+    token = _LOOK_S.set(seconds)
+    try:
+        yield
+    finally:
+        _LOOK_S.reset(token)
+
+
+def look_timeout() -> httpx.Timeout | None:
+    """The timeout a request without its own uses here: the look's, else None (the client's default)."""
+    seconds = _LOOK_S.get()
+    return None if seconds is None else httpx.Timeout(seconds)
+
+
+def new_client(base_url: str, timeout: httpx.Timeout) -> httpx.Client:
+    """An HTTP client for one server. For a plain ``http://`` URL it skips the TLS set-up httpx does in
+    every client (reading the whole CA bundle: tens of ms per client, the largest part of a `status`):
+    its context has no CA certificates and still requires a verified certificate, so if anything ever
+    made this client speak TLS the handshake would fail, never pass unverified. ``https://`` URLs get
+    httpx's default verification, exactly as before."""
+    if base_url.lower().startswith("http://"):
+        return httpx.Client(base_url=base_url, timeout=timeout, verify=_no_ca_context())
+    return httpx.Client(base_url=base_url, timeout=timeout)
+
+
+def _no_ca_context() -> ssl.SSLContext:
+    import ssl
+
+    # PROTOCOL_TLS_CLIENT defaults to CERT_REQUIRED and check_hostname: verification stays on, with
+    # nothing trusted.
+    return ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
 
 
 def send(
@@ -35,13 +84,32 @@ def send(
     crash_hint: str = "check the server's log and retry",
 ) -> httpx.Response:
     """One request; ``after_deadline`` says what became of a load the client gave up on."""
+    look_s = _LOOK_S.get() if timeout is None else None
+    if look_s is not None:
+        timeout = httpx.Timeout(look_s)
     try:
         if timeout is None:
             return client.request(method, path, json=json, headers=headers)
         return client.request(method, path, json=json, headers=headers, timeout=timeout)
-    except (httpx.ConnectError, httpx.ConnectTimeout):
+    except httpx.ConnectError:
         raise ServerUnreachable(f"cannot reach {where}; {unreachable_fix}") from None
-    except httpx.ReadTimeout:
+    except httpx.ConnectTimeout:
+        seconds = timeout.connect if timeout is not None and timeout.connect is not None else CONNECT_TIMEOUT_S
+        raise ServerUnreachable(
+            f"cannot reach {where}: connecting got no answer within {seconds:g}s; {unreachable_fix}"
+        ) from None
+    except (httpx.ReadTimeout, httpx.RemoteProtocolError, httpx.ReadError) as exc:
+        if look_s is not None:
+            raise _no_answer(exc, where=where, what=f"{method} {path}", seconds=look_s, scrub=scrub) from None
+        if not isinstance(exc, httpx.ReadTimeout):
+            raise transport_error(
+                exc,
+                where=where,
+                unreachable_fix=unreachable_fix,
+                what=f"{method} {path}",
+                scrub=scrub,
+                crash_hint=crash_hint,
+            ) from None
         seconds = timeout.read if timeout is not None and timeout.read is not None else READ_TIMEOUT_S
         if action == "load":
             raise DeadlineExceeded(
@@ -58,6 +126,21 @@ def send(
             scrub=scrub,
             crash_hint=crash_hint,
         ) from None
+
+
+def _no_answer(
+    exc: httpx.TransportError, *, where: str, what: str, seconds: float, scrub: Callable[[str], str]
+) -> ServerUnreachable:
+    """A look that got no answer: the server is there but does not answer, as far as a look can tell."""
+    if isinstance(exc, httpx.ReadTimeout):
+        return ServerUnreachable(
+            f"{where} accepted the connection but did not answer {what} within {seconds:g}s; it may be stuck "
+            "(restart it), or raise the endpoint's status_timeout if it is only slow"
+        )
+    return ServerUnreachable(
+        f"{where} closed the connection without answering {what} ({scrub(str(exc)) or type(exc).__name__}); "
+        "is something else listening on that port, or is the server crashing? check its log"
+    )
 
 
 def transport_error(
@@ -146,9 +229,7 @@ class HTTPEndpoint(Provider):
         """Set the endpoint and its client; the key is added per request (``_headers``), never stored on it."""
         self.endpoint = endpoint
         self._root = root
-        self._client = client or httpx.Client(
-            base_url=root, timeout=httpx.Timeout(READ_TIMEOUT_S, connect=CONNECT_TIMEOUT_S)
-        )
+        self._client = client or new_client(root, httpx.Timeout(READ_TIMEOUT_S, connect=CONNECT_TIMEOUT_S))
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(endpoint={self.endpoint.name!r}, url={self.endpoint.url!r})"

@@ -43,7 +43,7 @@ from sourceprep_models.errors import (
     SourceprepError,
 )
 from sourceprep_models.providers import secrets
-from sourceprep_models.providers._http import error_message
+from sourceprep_models.providers._http import error_message, new_client
 from sourceprep_models.providers.base import Capabilities, LoadedModel, LoadOutcome, LoadRequest, ModelInfo, Provider
 
 MODELS_PATH = "/models"
@@ -61,9 +61,8 @@ class OpenAIProvider(Provider):
 
     def __init__(self, endpoint: Endpoint, client: httpx.Client | None = None) -> None:
         self.endpoint = endpoint
-        self._client = client or httpx.Client(
-            base_url=endpoint.url.rstrip("/"),
-            timeout=httpx.Timeout(READ_TIMEOUT_S, connect=CONNECT_TIMEOUT_S),
+        self._client = client or new_client(
+            endpoint.url.rstrip("/"), httpx.Timeout(READ_TIMEOUT_S, connect=CONNECT_TIMEOUT_S)
         )
         self._models: dict[str, ModelInfo] | None = None
 

@@ -115,8 +115,6 @@ def collect_status(machine: Machine, endpoints: Iterable[Endpoint], *, hardware:
 
     Models the config keeps always available are marked so, for servers without pins of their own.
     The machine's line sums what its servers' models occupy against the budget the planner uses."""
-    from concurrent.futures import ThreadPoolExecutor
-
     pins: dict[str, set[str]] = {}
     for spec in machine.config.models.values():
         if spec.always_available:
@@ -127,7 +125,11 @@ def collect_status(machine: Machine, endpoints: Iterable[Endpoint], *, hardware:
     ]
     # Providers are made here, in one thread; each has its own HTTP client, so each can be asked from its own thread.
     sessions = [machine.session(status.name) for status in statuses]
-    if statuses:
+    if len(statuses) == 1:
+        _ask(statuses[0], sessions[0])  # no thread pool to start (or import) for the common single endpoint
+    elif statuses:
+        from concurrent.futures import ThreadPoolExecutor
+
         with ThreadPoolExecutor(max_workers=min(len(statuses), _MAX_PARALLEL)) as pool:
             list(pool.map(_ask, statuses, sessions))
     return StatusReport(
@@ -155,17 +157,26 @@ def _hosts(machine: Machine, statuses: list[EndpointStatus], sessions: list[Sess
 
 
 def _ask(status: EndpointStatus, session: Session) -> None:
-    """Fill one endpoint's status from its server (run in a worker thread)."""
+    """Fill one endpoint's status from its server (run in a worker thread). A status is a look, not a
+    load: each request gives up after the endpoint's ``status_timeout``, and a server that does not answer
+    by then is reported unreachable, so a hung server costs that long and no more."""
+    from sourceprep_models.providers._http import looking
+
     try:
-        status.models = session.provider.list_loaded()
-        status.server = session.provider.server_facts()
-        status.always_ready = session.provider.capabilities.always_ready
-        if session.pinned_specs():
-            holding = [model for model in status.models if model.occupies_memory]
-            status.lost_pins = [(spec.name, why) for spec, why in session.lost_pins(holding)]
+        with looking(session.endpoint.status_timeout_s):
+            _fill(status, session)
     except SourceprepError as exc:
         status.error = exc.message
         status.exit_code = exc.exit_code
+
+
+def _fill(status: EndpointStatus, session: Session) -> None:
+    status.models = session.provider.list_loaded()
+    status.server = session.provider.server_facts()
+    status.always_ready = session.provider.capabilities.always_ready
+    if session.pinned_specs():
+        holding = [model for model in status.models if model.occupies_memory]
+        status.lost_pins = [(spec.name, why) for spec, why in session.lost_pins(holding)]
 
 
 def status(

@@ -39,13 +39,21 @@ from sourceprep_models.errors import (
     Unsupported,
 )
 from sourceprep_models.providers import secrets
-from sourceprep_models.providers._http import send
+from sourceprep_models.providers._http import new_client, send
 from sourceprep_models.providers.base import Capabilities, LoadedModel, LoadOutcome, LoadRequest, ModelInfo, Provider
-from sourceprep_models.providers.diagnostics import Finding, ServerIdentity
 
 if TYPE_CHECKING:
     from sourceprep_models.memory.gguf import GGUFMetadata
-    from sourceprep_models.providers.diagnostics import EndpointUses, Fetch, ServerProcess, SettingsQuestion
+
+    # Only `doctor` uses these; imported where it does, so a `status` does not load them.
+    from sourceprep_models.providers.diagnostics import (
+        EndpointUses,
+        Fetch,
+        Finding,
+        ServerIdentity,
+        ServerProcess,
+        SettingsQuestion,
+    )
     from sourceprep_models.providers.prompts import PromptProtocol
 
 # Texts that mean "not enough memory" (§4.9): Ollama's own fit errors, and every needle of
@@ -101,9 +109,7 @@ class OllamaProvider(Provider):
     def __init__(self, endpoint: Endpoint, client: httpx.Client | None = None) -> None:
         self.endpoint = endpoint
         # The key goes on each request (``_request``), checked there, never onto the client.
-        self._client = client or httpx.Client(
-            base_url=endpoint.url, timeout=httpx.Timeout(READ_TIMEOUT_S, connect=CONNECT_TIMEOUT_S)
-        )
+        self._client = client or new_client(endpoint.url, httpx.Timeout(READ_TIMEOUT_S, connect=CONNECT_TIMEOUT_S))
         self._described: dict[str, ModelInfo] = {}
 
     def close(self) -> None:
@@ -121,6 +127,8 @@ class OllamaProvider(Provider):
     def detect(cls, fetch: Fetch) -> ServerIdentity | None:
         """``GET /`` says "Ollama is running" (ollama.md §1); ``/api/version`` alone is not proof, since
         llama-swap's Ollama compatibility layer answers it too."""
+        from sourceprep_models.providers.diagnostics import ServerIdentity
+
         root = fetch("/")
         if root.status != 200 or not isinstance(root.body, str) or "Ollama is running" not in root.body:
             return None
@@ -141,6 +149,8 @@ class OllamaProvider(Provider):
         return OllamaGenerate(endpoint.url.rstrip("/"))
 
     def support(self, identity: ServerIdentity, uses: EndpointUses) -> Finding:
+        from sourceprep_models.providers.diagnostics import Finding
+
         parsed = _version_tuple(identity.version)
         if parsed is not None and (0, 0, 0) < parsed < (0, 10, 0):  # 0.0.0 is a build from source
             return Finding.warning(
