@@ -112,7 +112,7 @@ def _search(problem: Problem, *, exact: bool) -> Run | None:
             else:
                 if keep not in ranked:
                     if not orders:  # each look-ahead order over this stage's models, once per stage
-                        orders = [sorted(live, key=lambda key, rank=rank: rank(key, index, {})) for rank in ranks]
+                        orders = [_in_order(live, rank, index) for rank in ranks]
                     ranked[keep] = _ranked_sets(problem, keep, demand, index, orders)
                 options = ranked[keep]
             for kept, dropped in options:
@@ -184,6 +184,10 @@ def _kept_sets(
             ):
                 options.append((frozenset([*base, *combo]), len(others) - count))
     return options
+
+
+def _in_order(keys: frozenset[str], rank: Rank, index: int) -> list[str]:
+    return sorted(keys, key=lambda key: rank(key, index, {}))
 
 
 def _ranked_sets(
