@@ -21,7 +21,8 @@ from tests.emulator import EmulatedModel
 pytestmark = pytest.mark.skipif(os.name != "posix", reason="SIGKILL and /proc/self/fd are POSIX")
 
 # Runs the CLI with the OS calls that write files wrapped: it SIGKILLs itself at one point of the n-th
-# write(2) to a file whose name starts with the target ("torn": after writing half of it), and it
+# write(2) to a file whose name starts with the target ("torn": after writing half of it), or right after
+# the first file of that name is renamed into place ("after-replace"), and it
 # tallies, per file name, the bytes written with write(2) and the size of every file renamed into place
 # with os.replace (an atomic rewrite), printing the tally to the file named by the last argument.
 HARNESS = """
@@ -57,6 +58,8 @@ def write(fd, data):
 def replace(src, dst, *args, **kwargs):
     count(os.path.basename(str(dst)), os.path.getsize(src))
     real_replace(src, dst, *args, **kwargs)
+    if point == "after-replace" and os.path.basename(str(dst)).startswith(target):
+        os.kill(os.getpid(), signal.SIGKILL)
 
 os.write, os.replace = write, replace
 atexit.register(lambda: open(tally_path, "w").write(json.dumps(tally)))
@@ -168,3 +171,33 @@ def test_the_state_written_per_stage_does_not_grow_with_the_run(
     # Linear in the stages: four times the stages write at most about four times the bytes (the whole
     # state rewritten after every stage wrote about sixteen times as much).
     assert written[40] <= 4.5 * written[10]
+
+
+def test_a_new_run_killed_before_its_journal_starts_never_inherits_the_last_runs_stages(
+    emu: Any, write_config: WriteConfig, tmp_path: Path
+) -> None:
+    """A run started afresh writes its header, then starts its journal: killed in between, the last run's
+    journal is still on disk, and --resume must not count that run's stages as this one's."""
+    config = config_of(write_config, 3)
+    broken = config.read_text().replace(
+        'name = "s1", model = "coder", command = "true"', 'name = "s1", model = "coder", command = "exit 3"'
+    )
+    config.write_text(broken)
+    first = subprocess.run(
+        [sys.executable, "-m", "sourceprep_models", "--config", str(config), "run-pipeline", "p"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert first.returncode == 3  # s0 finished and journaled, s1 failed
+    config.write_text(broken.replace("exit 3", "true"))
+
+    code, _ = harnessed(tmp_path, "after-replace", "p.json", 1, "--config", str(config), "run-pipeline", "p")
+    assert code == -signal.SIGKILL
+
+    rows = json.loads(resume(config).stdout)["stages"]
+    assert [(row["stage"], row["action"] == "resumed") for row in rows] == [
+        ("s0", False),
+        ("s1", False),
+        ("s2", False),
+    ]
