@@ -1,4 +1,5 @@
-"""The planner's own cost: seconds and memory to plan pipelines of 100 to 10,000 stages over 12 models.
+"""The planner's own cost: seconds and memory to plan pipelines of 100 to 10,000 stages over 12 models
+(``--models 14 16``: more, where the exact search gives way to the beam).
 
 Pure planning, no server. Pipelines are random but seeded, in two shapes:
 
@@ -15,12 +16,13 @@ resident set size (ru_maxrss: interpreter and input included; "base MB" is the s
 planning). On a busy machine, read cpu s.
 
     .venv/bin/python -m benchmarks.planning [--stages 100 1000 10000] [--shapes groups random]
-                                            [--strategies lookahead lru unload-all] [--rounds 3]
+                                            [--strategies lookahead lru unload-all] [--rounds 3] [--models 12]
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import random
 import resource
@@ -42,17 +44,17 @@ RETRIEVAL = "AB"
 AGENT = "ABCBBCA"
 
 
-def table(seed: int = SEED) -> dict[str, PipelineModel]:
+def table(seed: int = SEED, models: int = MODELS) -> dict[str, PipelineModel]:
     rng = random.Random(seed)
     return {
         f"m{i:02}": PipelineModel(f"m{i:02}", f"model-{i}", rng.randint(1, 16) * GB, group=("router", "ollama")[i % 2])
-        for i in range(MODELS)
+        for i in range(models)
     }
 
 
-def pipeline(shape: str, count: int, seed: int = SEED) -> list[tuple[str, str]]:
+def pipeline(shape: str, count: int, seed: int = SEED, models: int = MODELS) -> list[tuple[str, str]]:
     rng = random.Random(seed * 1_000_003 + count)
-    keys = sorted(table(seed))
+    keys = sorted(table(seed, models))
     if shape == "random":
         return [(f"s{i}", rng.choice(keys)) for i in range(count)]
     out: list[str] = []
@@ -64,9 +66,9 @@ def pipeline(shape: str, count: int, seed: int = SEED) -> list[tuple[str, str]]:
     return [(f"s{i}", key) for i, key in enumerate(out[:count])]
 
 
-def measure(shape: str, count: int, strategy: str, rounds: int) -> dict[str, object]:
+def measure(shape: str, count: int, strategy: str, rounds: int, size: int = MODELS) -> dict[str, object]:
     """Plan one pipeline ``rounds`` times in this process; the best wall and CPU seconds, the peak RSS."""
-    models, stages = table(), pipeline(shape, count)
+    models, stages = table(models=size), pipeline(shape, count, models=size)
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     walls, cpus = [], []
     for _ in range(rounds):
@@ -93,24 +95,23 @@ def main() -> None:
     parser.add_argument("--shapes", nargs="+", default=["groups", "random"])
     parser.add_argument("--strategies", nargs="+", default=["lookahead", "lru", "unload-all"])
     parser.add_argument("--rounds", type=int, default=3, help="plans per row; the best seconds are shown")
+    parser.add_argument("--models", type=int, nargs="+", default=[MODELS], help="models in the table (>12: beam)")
     parser.add_argument("--one", nargs=3, metavar=("SHAPE", "STAGES", "STRATEGY"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
         shape, count, strategy = args.one
-        print(json.dumps(measure(shape, int(count), strategy, args.rounds)))
+        print(json.dumps(measure(shape, int(count), strategy, args.rounds, args.models[0])))
         return
     columns = "stages models shape   strategy     seconds   cpu s  peak MB  base MB  loads bytes (GB) exact"
     print(columns)
     print("-" * len(columns))
-    for count in args.stages:
-        for shape in args.shapes:
-            for strategy in args.strategies:
-                command = [sys.executable, "-m", "benchmarks.planning", "--one", shape, str(count), strategy]
-                command += ["--rounds", str(args.rounds)]
-                row = json.loads(subprocess.run(command, capture_output=True, text=True, check=True).stdout)
-                figures = f"{row['seconds']:>7.3f} {row['cpu']:>7.3f} {row['peak_mb']:>8.1f} {row['base_mb']:>8.1f}"
-                plan = f"{row['loads']:>6} {row['bytes'] / GB:>10.0f} {row['exact']}"
-                print(f"{count:>6} {row['models']:>6} {shape:<7} {strategy:<11} {figures} {plan}", flush=True)
+    for size, count, shape, strategy in itertools.product(args.models, args.stages, args.shapes, args.strategies):
+        command = [sys.executable, "-m", "benchmarks.planning", "--one", shape, str(count), strategy]
+        command += ["--rounds", str(args.rounds), "--models", str(size)]
+        row = json.loads(subprocess.run(command, capture_output=True, text=True, check=True).stdout)
+        figures = f"{row['seconds']:>7.3f} {row['cpu']:>7.3f} {row['peak_mb']:>8.1f} {row['base_mb']:>8.1f}"
+        plan = f"{row['loads']:>6} {row['bytes'] / GB:>10.0f} {row['exact']}"
+        print(f"{count:>6} {row['models']:>6} {shape:<7} {strategy:<11} {figures} {plan}", flush=True)
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ The names follow each platform's conventions (XDG on Linux, and on macOS too whe
 
     user config file ....... <config>/sourceprep-models/config.toml   (what `pin` edits when no file is named)
     state directory ........ <state>/sourceprep-models/
-      runs/ ................ one JSON run state per pipeline (resume), next to its outputs
+      runs/ ................ one JSON run state per pipeline (resume), its journal of finished stages, its outputs
       locks/ ............... one lock file per endpoint URL
     cache directory ........ <cache>/sourceprep-models/
       gguf-metadata/ ....... parsed GGUF headers by blob digest

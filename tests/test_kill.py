@@ -142,11 +142,12 @@ def test_kill_9_during_a_stage_command_leaves_nothing_running_and_resume_finishe
     assert [(row["stage"], row["status"]) for row in rows] == [("one", "ok"), ("two", "ok")]
 
 
-@pytest.mark.parametrize(("point", "nth"), [("after-replace", 1), ("before-replace", 2), ("after-replace", 2)])
+@pytest.mark.parametrize(("point", "nth"), [("after-replace", 1)])
 def test_kill_9_at_a_run_state_write_leaves_a_run_that_resumes(
     emu: Any, write_config: WriteConfig, tmp_path: Path, point: str, nth: int
 ) -> None:
-    """The 1st state write is the one before stage 1; the 2nd records stage 1 as finished."""
+    """The 1st state write is the one before stage 1. A stage's finish is a journal line, not a rewrite
+    of this file: the kills while it is recorded are in tests/test_pipeline_state.py."""
     config, marker = pipeline_config(write_config, tmp_path)
     marker.touch()  # the first stage just exits
 

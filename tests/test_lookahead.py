@@ -640,8 +640,8 @@ def test_bad_arguments_are_programming_errors() -> None:
 
 
 def test_many_models_fall_back_to_the_greedy_plan() -> None:
-    table = models(*[(f"m{i}", 1 + i % 3) for i in range(14)])
-    stages = run([f"m{i % 14}" for i in range(30)])
+    table = models(*[(f"m{i}", 1 + i % 3) for i in range(18)])  # beyond the exact limit (16 models)
+    stages = run([f"m{i % 18}" for i in range(30)])
     plan = plan_of(plan_pipeline(stages, table, [], 10 * GB))
     assert not plan.exact
     check_plan(plan, stages, table, [], 10 * GB, None, allow_evict_pinned=False)
@@ -753,3 +753,19 @@ def test_retrieval_repeated_five_thousand_times_loads_each_model_once() -> None:
     tight = plan_of(plan_pipeline(run(keys), table, [], 3 * GB))  # only embed and rerank fit together
     assert (tight.loads, tight.bytes_loaded) == (4, 9 * GB)
     assert tight.stages[1].evict == ("other",) and tight.stages[-1].evict == ("embed", "rerank")
+
+
+@pytest.mark.parametrize("count", [13, 16])
+def test_more_than_twelve_models_still_plan_exactly(count: int) -> None:
+    """Up to 16 models the fast exact search runs (its tables are filled as it goes, not 2^models up front):
+    the plain exact search's plan, not the beam's."""
+    import random
+
+    rng = random.Random(count)
+    table = models(*[(f"m{i:02}", rng.randint(1, 6)) for i in range(count)])
+    stages = run([rng.choice(sorted(table)) for _ in range(40)])
+    fast = plan_of(plan_pipeline(stages, table, [], 12 * GB, max_models=4))
+    with plain_exact_search():
+        plain = plan_of(plan_pipeline(stages, table, [], 12 * GB, max_models=4))
+    assert fast.exact and fast == plain
+    check_plan(fast, stages, table, [], 12 * GB, 4, allow_evict_pinned=False)

@@ -80,3 +80,37 @@ def test_the_report_counts_every_second_of_the_run(cli: CliFn, emu, write_config
 
     assert totals["wall_s"] >= totals["total_s"] >= totals["work_s"] > 0
     assert totals["swap_penalty_s"] == pytest.approx(totals["wall_s"] - totals["work_s"], abs=2e-3)
+
+
+def test_a_stage_ends_when_its_command_does_not_when_the_watcher_has_started(
+    cli: CliFn,
+    emu,  # type: ignore[no-untyped-def]
+    write_config: WriteConfig,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    """The kill -9 watcher of a stage's command is an interpreter that takes tens of milliseconds to start;
+    a stage of `true` must not wait for it. Here a watcher that stays until the test releases it (or gives
+    up after 20 s, leaving a mark) must not hold the run."""
+    from sourceprep_models.pipeline import work
+
+    released, gave_up = tmp_path / "released", tmp_path / "gave-up"
+    slow = (
+        "import os, sys, time\nsys.stdin.buffer.read()\nend = time.monotonic() + 20\n"
+        f"while not os.path.exists({str(released)!r}):\n"
+        f"    if time.monotonic() > end:\n        open({str(gave_up)!r}, 'w').close()\n        break\n"
+        "    time.sleep(0.01)\n"
+    )
+    monkeypatch.setattr(work, "_WATCHER", slow)
+    path = write_config(
+        '[models.fast]\nname = "fast:1b"\n[pipelines.short]\n'
+        'stages = [{ name = "step", model = "fast", repeat = 2, command = "true" }]\n'
+    )
+    try:
+        result = cli("--config", str(path), "run-pipeline", "short", "--json")
+        assert result.exit_code == 0, result.stderr
+        assert [row["status"] for row in result.json()["stages"]] == ["ok", "ok"]
+        assert not gave_up.exists()  # the run returned while both watchers were still waiting
+    finally:
+        released.touch()
+        work._reap_all()

@@ -12,8 +12,9 @@ The flow (one run):
 3. ``PipelineRun.run`` executes stage by stage: at each boundary the config is re-read (an invalid
    edit pauses the run, resumable; a valid one re-plans the rest), the stage's planned evictions and
    load go through the executor (which restores pins if anything fails), the next planned load's
-   weights are warmed in the background while the stage works, and the run state is written
-   atomically so that ``--resume`` continues from the first unfinished stage.
+   weights are warmed in the background while the stage works, and each finished stage is appended to
+   the run state's journal (``pipeline.state``) so that ``--resume`` continues from the first unfinished
+   stage.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from sourceprep_models.errors import ConfigError, DoesNotFit, ModelNotFound, Sou
 from sourceprep_models.pipeline.plan import RunPlan, plan_run
 from sourceprep_models.pipeline.report import RunReport, RunStopped, StageReport
 from sourceprep_models.pipeline.stages import StageRun, Target, expand
-from sourceprep_models.pipeline.state import RunState, load_state, save_state, state_path
+from sourceprep_models.pipeline.state import RunState, begin, load_state, record, save_state, state_path
 from sourceprep_models.pipeline.work import PromptClient, WorkResult, model_environment, read_prompts_file, run_command
 from sourceprep_models.planning.load import Demand, Plan
 from sourceprep_models.planning.lookahead import StagePlan
@@ -154,7 +155,7 @@ class PipelineRun:
         self.state.status = "running"
         plan = self._plan_or_pause(start)
         # Saved before any stage starts: a run killed outright (kill -9) during its first stage is resumable.
-        save_state(self.path, self.state)
+        begin(self.path, self.state)
         previous_failed = bool(start and self.state.finished.get(self.runs[start - 1].id, {}).get("status") == "failed")
         prefetch: _PrefetchHandle | None = None
         try:
@@ -233,8 +234,7 @@ class PipelineRun:
     def _finish(self, run: StageRun, row: StageReport, *, done: bool = True) -> None:
         self.report.stages.append(row)
         if done:
-            self.state.finished[run.id] = row.to_dict()
-        save_state(self.path, self.state)
+            record(self.path, self.state, run.id, row.to_dict())
 
     def _plan_or_pause(self, index: int) -> RunPlan:
         try:

@@ -4,8 +4,10 @@ It finds the same shortest path over resident sets as the plain search (``search
 hold it to, plan for plan), with four changes that only skip work:
 
 1. **Bitmasks and one integer cost.** A set of the (at most ``search._EXACT_MODELS``) demanded models is an int and
-   its bytes a table lookup; a path's cost (bytes, loads, unloads) is one int, ``(bytes * W + loads) * W +
-   unloads``, whose integer order is the lexicographic order while loads and unloads stay below ``W`` (2^32).
+   its bytes, whether it fits a room and which models could join it are looked up in tables filled as the search
+   meets each set (never all 2^models up front); a path's cost (bytes, loads, unloads) is one int,
+   ``(bytes * W + loads) * W + unloads``, whose integer order is the lexicographic order while loads and unloads
+   stay below ``W`` (2^32).
 2. **Transitions computed once.** What a stage may keep depends only on what is kept coming in, the stage's model
    and the room beside its pins, so the maximal kept sets are cached on those: a pipeline that repeats asks the
    same few questions again and again. A stage that changes nothing (in every state its model is resident and
@@ -39,7 +41,7 @@ hold it to, plan for plan), with four changes that only skip work:
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Sequence
 from operator import itemgetter
 
 from sourceprep_models.planning.problem import Problem
@@ -61,10 +63,11 @@ class _Tables:
     def __init__(self, problem: Problem, keys: Sequence[str]) -> None:
         self.keys = keys
         bit = {key: 1 << index for index, key in enumerate(keys)}
-        self.bytes = [0] * (1 << len(keys))  # every mask's size
-        for mask in range(1, len(self.bytes)):
-            low = mask & -mask
-            self.bytes[mask] = self.bytes[mask ^ low] + problem.sizes[keys[low.bit_length() - 1]]
+        # Each table below is filled as the search asks, mask by mask: the masks a search meets are a small
+        # part of all 2^models, so the number of models costs nothing up front.
+        self._sizes = [problem.sizes[key] for key in keys]
+        self.known_sizes: dict[int, int] = {0: 0}
+        self._order: dict[int, tuple[int, ...]] = {}
         scopes = sorted({scope for key in keys if (scope := problem.scope[key]) is not None})
         self.scope_masks = [sum(bit[key] for key in keys if problem.scope[key] == scope) for scope in scopes]
         rooms: dict[tuple[int, tuple[int, ...]], int] = {}
@@ -85,29 +88,48 @@ class _Tables:
             room_id = rooms[room]
             self.signatures.append((bit[demand] if demand is not None else 0, lives[index], room_id))
         self.load = [problem.sizes[key] * _BYTES + _W for key in keys]  # one load's cost, per bit
-        self._room_tables: dict[int, tuple[bytearray, list[int]]] = {}
+        self._fits: list[dict[int, bool]] = [{} for _ in self.rooms]
+        self._grow: list[dict[int, int]] = [{} for _ in self.rooms]
         self._options: dict[tuple[int, int], dict[int, tuple[tuple[int, int], ...]]] = {}
-        # The plain search's tie order (sorted keys, here bit positions) as a rank per mask, and back.
-        self.by_rank = list(_tie_order(0, 0, len(keys)))
-        self.rank = [0] * len(self.bytes)
-        for position, mask in enumerate(self.by_rank):
-            self.rank[mask] = position
 
-    def room_tables(self, room_id: int) -> tuple[bytearray, list[int]]:
-        """For every mask, whether it fits this room (bytes and every cap's slots), and the models that could
-        each still join it (one at a time); made once per room."""
-        tables = self._room_tables.get(room_id)
-        if tables is None:
+    def size(self, mask: int) -> int:
+        """The bytes of the models of ``mask``."""
+        found = self.known_sizes.get(mask)
+        if found is None:
+            low = mask & -mask
+            found = self.known_sizes[mask] = self.size(mask ^ low) + self._sizes[low.bit_length() - 1]
+        return found
+
+    def order(self, mask: int) -> tuple[int, ...]:
+        """The plain search's tie order: a mask's bit positions in order (its sorted keys), compared as tuples."""
+        found = self._order.get(mask)
+        if found is None:
+            found = self._order[mask] = tuple(position for position in range(len(self.keys)) if mask >> position & 1)
+        return found
+
+    def fits(self, mask: int, room_id: int) -> bool:
+        """Whether ``mask`` fits this room: its bytes and, under every cap, its slots."""
+        known = self._fits[room_id]
+        found = known.get(mask)
+        if found is None:
             room, slots = self.rooms[room_id]
-            fits = bytearray(size <= room for size in self.bytes)
-            for scope, free in zip(self.scope_masks, slots, strict=True):
-                fits = bytearray(fit and (mask & scope).bit_count() <= free for mask, fit in enumerate(fits))
-            grow = [0] * len(fits)
+            found = known[mask] = self.size(mask) <= room and all(
+                (mask & scope).bit_count() <= free for scope, free in zip(self.scope_masks, slots, strict=True)
+            )
+        return found
+
+    def grow(self, mask: int, room_id: int) -> int:
+        """The models that could each still join ``mask`` (one at a time) in this room."""
+        known = self._grow[room_id]
+        found = known.get(mask)
+        if found is None:
+            found = 0
             for position in range(len(self.keys)):
                 one = 1 << position
-                grow = [more | one if not mask & one and fits[mask | one] else more for mask, more in enumerate(grow)]
-            tables = self._room_tables[room_id] = (fits, grow)
-        return tables
+                if not mask & one and self.fits(mask | one, room_id):
+                    found |= one
+            known[mask] = found
+        return found
 
     def options(self, demand: int, room_id: int) -> dict[int, tuple[tuple[int, int], ...]]:
         """The cache of ``maximal`` for one stage model and room, by what is kept coming in."""
@@ -115,15 +137,21 @@ class _Tables:
 
     def maximal(self, keep: int, demand: int, room_id: int) -> tuple[tuple[int, int], ...]:
         """Every maximal subset of ``keep`` that holds the stage's model and fits, with how many it drops."""
-        fits, grow = self.room_tables(room_id)
-        if fits[keep]:
+        if self.fits(keep, room_id):
             return ((keep, 0),)
         others = keep & ~demand
         found = []
         subset = others
+        fits, grows = self._fits[room_id], self._grow[room_id]  # looked up inline: this loop is the hot one
         while True:  # every subset of ``others``, largest first; maximal: none of the others left out could join
             kept = subset | demand
-            if fits[kept] and not grow[kept] & others & ~subset:
+            fit = fits.get(kept)
+            if fit is None:
+                fit = self.fits(kept, room_id)
+            grow = grows.get(kept) if fit else 0
+            if grow is None:
+                grow = self.grow(kept, room_id)
+            if fit and not grow & others & ~subset:
                 found.append((kept, (others & ~subset).bit_count()))
             if not subset:
                 break
@@ -131,17 +159,10 @@ class _Tables:
         return tuple(found)
 
 
-def _tie_order(mask: int, start: int, count: int) -> Iterator[int]:
-    """Every mask holding only bits from ``start`` on, added to ``mask``, in the order of their sorted bit
-    positions (a shorter prefix first): a preorder walk of the prefix tree."""
-    yield mask
-    for position in range(start, count):
-        yield from _tie_order(mask | 1 << position, position + 1, count)
-
-
 def exact_sets(problem: Problem, most_states: int) -> list[frozenset[str]] | None:
     """The optimal resident sets of still-needed models, stage by stage; None once a stage has more than
-    ``most_states`` states (the caller bounds the number of models: the bitmask tables hold 2^models sizes)."""
+    ``most_states`` states (the caller bounds the number of models: a kept set's transitions try each of its
+    subsets)."""
     keys = sorted({demand for demand in problem.demands if demand is not None})
     tables = _Tables(problem, keys)
     bit = {key: 1 << index for index, key in enumerate(keys)}
@@ -190,7 +211,7 @@ def exact_sets(problem: Problem, most_states: int) -> list[frozenset[str]] | Non
         index += 1
     if not count:
         return []
-    best = min(frontier, key=lambda state: (frontier[state], tables.rank[state]))
+    best = min(frontier, key=lambda state: (frontier[state], tables.order(state)))
     chosen = [best]
     for layer in reversed(layers[1:]):
         chosen.append(chosen[-1] if layer is None else layer[chosen[-1]])
@@ -206,7 +227,7 @@ def _step(tables: _Tables, index: int, frontier: dict[int, int], layers: list[La
     demand, live, room_id = tables.signatures[index]
     load = tables.load[demand.bit_length() - 1] if demand else 0
     options = tables.options(demand, room_id)
-    rank = tables.rank
+    order = tables.order
     costs: dict[int, int] = {}
     previous: dict[int, int] = {}
     for state, cost in frontier.items():
@@ -219,20 +240,21 @@ def _step(tables: _Tables, index: int, frontier: dict[int, int], layers: list[La
         for kept, dropped in found:
             total = cost + dropped
             old = costs.get(kept)
-            if old is None or total < old or (total == old and rank[state] < rank[previous[kept]]):
+            if old is None or total < old or (total == old and order(state) < order(previous[kept])):
                 costs[kept] = total
                 previous[kept] = state
     if costs == frontier:  # every state its own successor at no cost: every kept set holds the stage's model,
         layers.append(None)  # so none was loaded, and none was dropped, since a set that fits nowhere is in neither
         return frontier
     if len(costs) > 1:
-        costs = _prune(tables.bytes, costs)
+        costs = _prune(tables.size, tables.known_sizes, costs)
     layers.append(previous)
     return costs
 
 
-def _prune(sizes: Sequence[int], costs: dict[int, int]) -> dict[int, int]:
-    """The states no cheaper one dominates (rule 3 of the module docstring), cheapest first."""
+def _prune(sizes: Callable[[int], int], known: dict[int, int], costs: dict[int, int]) -> dict[int, int]:
+    """The states no cheaper one dominates (rule 3 of the module docstring), cheapest first. ``sizes``: a mask's
+    bytes; ``known``: the ones already computed."""
     ordered = sorted(costs.items(), key=itemgetter(1))
     least = ordered[0][1] // _BYTES  # the fewest bytes: no state with as few is dominated
     kept: list[tuple[int, int]] = []  # (state, bytes) of the cheapest survivors
@@ -241,7 +263,8 @@ def _prune(sizes: Sequence[int], costs: dict[int, int]) -> dict[int, int]:
         paid = cost // _BYTES
         if paid > least:
             for survivor, other in kept:
-                if other + sizes[state & ~survivor] < paid:
+                extra = state & ~survivor
+                if other + (known[extra] if extra in known else sizes(extra)) < paid:
                     break
             else:
                 out[state] = cost

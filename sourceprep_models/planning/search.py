@@ -14,7 +14,8 @@ from sourceprep_models.planning.problem import Problem, Rank, Run, fits, shed
 from sourceprep_models.planning.strategies import final_evict, lru_rank, ollama_rank, play_lazy
 
 # Above these, the exact search gives way to the beam and the greedy plays (see ``lookahead``'s docstring).
-_EXACT_MODELS = 12
+# The models bound the plain search's transitions (every subset of what is kept) more than the fast one's.
+_EXACT_MODELS = 16
 _EXACT_STATES = 4096
 _BEAM = 128  # states kept per stage by the search beyond the exact limit
 _BEAM_EXHAUSTIVE = 6  # beyond the limit, every maximal kept set is still tried while this few models are resident
@@ -88,18 +89,32 @@ def _search(problem: Problem, *, exact: bool) -> Run | None:
     start: State = frozenset(key for key in problem.initial if key in live_keys(problem, 0))
     frontier: dict[State, tuple[Cost, State | None]] = {start: ((0, 0, 0), None)}
     layers: list[dict[State, tuple[Cost, State | None]]] = []
+    # The kept sets of a stage depend on the models kept, the stage's model and its room, not on the stage:
+    # the same few questions come back stage after stage. The look-ahead orders' choices also depend on
+    # the stage's distances, so they are only shared between the states of one stage.
+    exhaustive: dict[tuple[State, str | None, int, tuple[tuple[str, int], ...]], list[tuple[State, int]]] = {}
     for index, demand in enumerate(problem.demands):
         live = live_keys(problem, index)
         step: Cost = (problem.sizes[demand], 1, 0) if demand is not None else (0, 0, 0)
         layer: dict[State, tuple[Cost, State | None]] = {}
+        room = (problem.room[index], tuple(sorted(problem.slots[index].items())))
+        ranked: dict[State, list[tuple[State, int]]] = {}
+        orders: list[list[str]] = []
         for state in sorted(frontier, key=sorted):
             cost = frontier[state][0]
             keep = frozenset((state & live) | ({demand} if demand is not None else set()))
             paid = step if demand is not None and demand not in state else (0, 0, 0)
             if exact or len(keep) <= _BEAM_EXHAUSTIVE:
-                options = _kept_sets(problem, keep, demand, index)
+                known = exhaustive.get((keep, demand, *room))
+                if known is None:
+                    known = exhaustive[(keep, demand, *room)] = _kept_sets(problem, keep, demand, index)
+                options = known
             else:
-                options = _ranked_sets(problem, keep, demand, index, ranks)
+                if keep not in ranked:
+                    if not orders:  # each look-ahead order over this stage's models, once per stage
+                        orders = [_in_order(live, rank, index) for rank in ranks]
+                    ranked[keep] = _ranked_sets(problem, keep, demand, index, orders)
+                options = ranked[keep]
             for kept, dropped in options:
                 total = (cost[0] + paid[0], cost[1] + paid[1], cost[2] + dropped)
                 if kept not in layer or total < layer[kept][0]:
@@ -171,21 +186,51 @@ def _kept_sets(
     return options
 
 
+def _in_order(keys: frozenset[str], rank: Rank, index: int) -> list[str]:
+    return sorted(keys, key=lambda key: rank(key, index, {}))
+
+
 def _ranked_sets(
-    problem: Problem, keep: frozenset[str], demand: str | None, index: int, ranks: Sequence[Rank]
+    problem: Problem, keep: frozenset[str], demand: str | None, index: int, orders: Sequence[Sequence[str]]
 ) -> list[tuple[frozenset[str], int]]:
-    """The kept sets the look-ahead orders choose: evict in order until it fits, then put back what still fits."""
+    """The kept sets the look-ahead orders choose: evict in order until it fits, then put back what still fits.
+
+    ``orders``: the stage's models in each look-ahead order. The same as ``shed`` then putting back the evicted
+    models, last evicted first, that still fit; with the bytes and the per-cap counts kept as running totals."""
     room, slots = problem.room[index], problem.slots[index]
     if fits(problem, keep, room, slots):
         return [(keep, 0)]
+    sizes, scope = problem.sizes, problem.scope
     options: dict[frozenset[str], int] = {}
-    for rank in ranks:
-        kept = sorted(keep)
-        victims = sorted((key for key in kept if key != demand), key=lambda k: rank(k, index, {}))
-        evicted = shed(problem, kept, victims, room, slots)
+    for order in orders:
+        total = sum(sizes[key] for key in keep)
+        counts: dict[str, int] = {}
+        for key in keep:
+            if (cap := scope[key]) is not None:
+                counts[cap] = counts.get(cap, 0) + 1
+        evicted: list[str] = []
+        for key in order:
+            if key not in keep or key == demand:
+                continue
+            if total <= room and all(count <= slots[cap] for cap, count in counts.items()):
+                break
+            cap = scope[key]
+            if total > room or (cap is not None and cap in slots and counts.get(cap, 0) > slots[cap]):
+                evicted.append(key)
+                total -= sizes[key]
+                if cap is not None:
+                    counts[cap] -= 1
+                    if not counts[cap]:
+                        del counts[cap]
+        kept = set(keep).difference(evicted)
         for victim in reversed(evicted):
-            if fits(problem, [*kept, victim], room, slots):
-                kept.append(victim)
+            cap = scope[victim]
+            if total + sizes[victim] > room or (cap is not None and counts.get(cap, 0) + 1 > slots[cap]):
+                continue
+            kept.add(victim)
+            total += sizes[victim]
+            if cap is not None:
+                counts[cap] = counts.get(cap, 0) + 1
         options[frozenset(kept)] = len(keep) - len(kept)
     return list(options.items())
 
