@@ -3,7 +3,7 @@
 Another client streams a long completion from the model the plan would evict; ``load`` of another
 model (a subprocess, as a user runs it) waits until that request ends, says so on stderr, and then
 swaps. The request completes untruncated and the new model ends loaded. The busy model is a small
-generated GGUF that generates slowly enough (hundreds of tokens take seconds on two cores) for the
+generated GGUF that generates slowly enough (a thousand tokens take seconds on two cores) for the
 load to start while the request still runs; the test reads the stream's first chunk before starting
 the load, so the request is in flight then.
 """
@@ -29,9 +29,11 @@ from tests.realserver.router import LlamaServer, llama_server, require_binary
 
 pytestmark = pytest.mark.realserver
 
-# Slow enough per token on a small CPU that 400 tokens outlast a CLI start; tiny on disk (about 17 MB).
+# Slow enough per token on a small CPU that 1,500 tokens (seconds even on an idle machine) outlast a CLI start
+# however loaded the machine is; tiny on disk (about 17 MB). The context is raised to hold them.
 SLOW = Shape(n_embd=256, n_layer=4, n_head=4, n_head_kv=4, n_ff=1024)
-TOKENS = 400
+TOKENS = 1500
+CONTEXT = "2048"
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +54,17 @@ def router(model_files: dict[str, Path], tmp_path: Path) -> Iterator[LlamaServer
     for path in model_files.values():
         (folder / path.name).symlink_to(path)
     # --models-max 1: loading "next" means evicting "busy".
-    with llama_server(binary, tmp_path, "--models-dir", str(folder), "--models-max", "1", "--no-models-autoload") as s:
+    with llama_server(
+        binary,
+        tmp_path,
+        "--models-dir",
+        str(folder),
+        "--models-max",
+        "1",
+        "--no-models-autoload",
+        "--ctx-size",
+        CONTEXT,
+    ) as s:
         yield s
 
 

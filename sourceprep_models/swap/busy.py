@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from sourceprep_models.errors import ModelNotFound, ServerBusy
+from sourceprep_models.errors import ModelNotFound, ServerBusy, SourceprepError
 from sourceprep_models.providers.base import Activity, Provider
 from sourceprep_models.units import format_seconds
 
@@ -85,5 +85,9 @@ def _activities(victims: Sequence[tuple[Provider, str]]) -> list[tuple[Provider,
         try:
             found.append((provider, provider.activity(name)))
         except ModelNotFound:  # gone from the server meanwhile: nothing left to cut off
+            continue
+        except SourceprepError:
+            # Activity is advice: a server that cannot say (dying, restarting) is not waited for, and the unload
+            # that follows reports what is wrong with it in its own words (unreachable is exit 4, not 1).
             continue
     return found
