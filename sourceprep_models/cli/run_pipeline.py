@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from sourceprep_models.cli.options import JsonOption, SingleModelOption, WarmOption
+from sourceprep_models.cli.run_options import OverlapOption, PrefetchOption
 
 if TYPE_CHECKING:
     from sourceprep_models.cli.context import AppContext
@@ -34,9 +35,8 @@ def run_pipeline(
             "--outputs", help="Where prompt outputs go (JSONL; default: the run's state directory).", show_default=False
         ),
     ] = None,
-    prefetch: Annotated[
-        bool, typer.Option("--prefetch/--no-prefetch", help="Warm the next model's weights while a stage works.")
-    ] = True,
+    prefetch: PrefetchOption = True,
+    overlap: OverlapOption = True,
     warm: WarmOption = True,
     strategy: Annotated[
         str,
@@ -58,7 +58,7 @@ def run_pipeline(
     out = app.output
     try:
         result = execute(
-            _context(app, prefetch, warm),
+            _context(app, prefetch, warm, overlap),
             app.config,
             name,
             dry_run=dry_run,
@@ -103,7 +103,7 @@ def _show(app: AppContext, result: RunReport, json_output: bool, report: Path | 
         app.output.data(render.run_table(result))
 
 
-def _context(app: AppContext, prefetch: bool, warm: bool) -> RunContext:
+def _context(app: AppContext, prefetch: bool, warm: bool, overlap: bool) -> RunContext:
     import os
 
     from sourceprep_models.pipeline.run import RunContext
@@ -115,5 +115,6 @@ def _context(app: AppContext, prefetch: bool, warm: bool) -> RunContext:
         warn=app.output.warn,
         prefetch=prefetch,
         warm=warm,
+        overlap=overlap,
         workdir=os.getcwd(),
     )

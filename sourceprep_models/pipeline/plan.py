@@ -3,7 +3,7 @@ together against the machine's one budget by the pure lookahead planner."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,6 +39,8 @@ class RunPlan:
     names: dict[str, str] = field(default_factory=dict)  # key -> server name (for evictions)
     sizes: dict[str, int] = field(default_factory=dict)  # key -> predicted bytes
     groups: dict[str, str] = field(default_factory=dict)  # key -> endpoint name
+    # stage id -> the stage id during whose work its load runs in the background (see ``preload_during``)
+    preloads: dict[str, str] = field(default_factory=dict)
 
     @property
     def strategy(self) -> str | None:
@@ -76,6 +78,7 @@ class RunPlan:
                     "prefetch": self.label(step.prefetch, here) if step and step.prefetch else None,
                     "resident": [self.label(key, here) for key in step.resident_after] if step else [],
                     "predicted_bytes": step.bytes_resident if step else 0,
+                    "preload_during": self.preloads.get(run.id),
                 }
             )
         return {
@@ -156,7 +159,68 @@ def plan_run(
         plans[LOCAL_HOST] = result
         for run, step in zip(planned, result.stages, strict=True):
             steps[run.id] = step
+        during = preload_during(result.stages, sizes, groups, result.budget, dict(result.caps), result.max_models)
+        preloads = {run.id: planned[early].id for run, early in zip(planned, during, strict=True) if early is not None}
+        return RunPlan(list(runs), targets, keys, steps, plans, names, sizes, groups, preloads)
     return RunPlan(list(runs), targets, keys, steps, plans, names, sizes, groups)
+
+
+def preload_during(
+    stages: Sequence[StagePlan],
+    sizes: Mapping[str, int],
+    groups: Mapping[str, str],
+    budget: int,
+    caps: Mapping[str, int],
+    shared_cap: int | None = None,
+) -> tuple[int | None, ...]:
+    """For each stage, the earliest earlier stage during whose work its load can run in the background, or
+    None when it loads at its own start. Pure: the plan's records in, indexes out.
+
+    A load moves earlier only while the models resident during that earlier stage (its own model, the pins,
+    every server's models: ``resident_after``) and the incoming one fit the machine's budget and every cap
+    together, so nothing has to leave for it. It never moves past a stage that loads a model of its own or puts
+    pins back (one background load at a time, and swaps stay in plan order), nor onto a stage that must evict
+    or let pins go first: a lazy plan evicts only when room is missing, and that room is missing earlier too.
+
+    >>> a, b, c = (StagePlan(0, "s1", "a", "load", resident_after=("a",)),
+    ...     StagePlan(1, "s2", "b", "load", resident_after=("a", "b")),
+    ...     StagePlan(2, "s3", "c", "load", evict=("a", "b"), resident_after=("c",)))
+    >>> preload_during([a, b, c], {"a": 4, "b": 4, "c": 8}, {}, 8, {})
+    (None, 0, None)
+    """
+    found: list[int | None] = []
+    for index, stage in enumerate(stages):
+        earliest: int | None = None
+        if stage.action == "load" and not stage.evict and not stage.expired:
+            for during in range(index - 1, -1, -1):
+                before = stages[during]
+                if before.restore_after or before.evict_after or stage.model in before.resident_after:
+                    break
+                if not _fits((*before.resident_after, stage.model), sizes, groups, budget, caps, shared_cap):
+                    break
+                earliest = during
+                if before.action == "load":
+                    break  # that stage's own load runs at its start: this one may not pass it
+        found.append(earliest)
+    return tuple(found)
+
+
+def _fits(
+    keys: Sequence[str],
+    sizes: Mapping[str, int],
+    groups: Mapping[str, str],
+    budget: int,
+    caps: Mapping[str, int],
+    shared_cap: int | None,
+) -> bool:
+    if sum(sizes.get(key, 0) for key in keys) > budget:
+        return False
+    if shared_cap is not None and len(keys) > shared_cap:
+        return False
+    counts: dict[str, int] = {}
+    for key in keys:
+        counts[groups.get(key, "")] = counts.get(groups.get(key, ""), 0) + 1
+    return all(counts.get(group, 0) <= cap for group, cap in caps.items())
 
 
 def _machine_state(
