@@ -133,7 +133,10 @@ class PipelineRun:
 
     def plan(self, start: int = 0) -> RunPlan:
         self.machine.reconfigure(self.config)
-        return plan_run(self.config, self.runs[start:], self.machine, strategy=self.strategy)
+        plan = plan_run(self.config, self.runs[start:], self.machine, strategy=self.strategy)
+        if not self.ctx.overlap:
+            plan.preloads.clear()  # --no-overlap: every load at its own stage, as the dry run then shows
+        return plan
 
     def _locked(self) -> contextlib.AbstractContextManager[None]:
         def waiting(endpoint: str) -> None:
