@@ -313,6 +313,8 @@ class PipelineRun:
             self._swap(run, plan, step, session, row)
         if self.ctx.overlap and self._preload is None:
             self._preload = start_preload(self.machine, self.runs, run, plan, self._locked)
+            if self._preload is not None:
+                self.ctx.info(f"loading {self._preload.name} for stage {self._preload.stage!r} while {run.id!r} works")
         ahead = self._preload.identity if self._preload is not None else None
         next_prefetch = start_prefetch(self.machine, plan, step, ahead) if self.ctx.prefetch else None
         work = self._work(run, target, session)
