@@ -18,6 +18,7 @@ stage that needs the model waits only for what is left of it (``Preload.wait``).
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -108,15 +109,21 @@ class Preload:
             if self.error is None:
                 return f"; {self.name} (loaded ahead) was left loaded"
             return ""
-        try:
+        # Sent at once, where a server drops a load on request (the llama.cpp router stops the child it is
+        # starting); Ollama ignores an unload for a model it is still loading (its keep_alive 0 only expires a
+        # runner it has, ollama.md §3.4), so it is sent again once the load has ended and the model is listed.
+        with contextlib.suppress(SourceprepError):
             provider.unload(self.name)
-        except SourceprepError as exc:
-            return f"; the background load of {self.name} could not be stopped: {exc.message}"
         if self._thread is not None:
             self._thread.join(timeout_s)
         if self.running:
             return f"; {self.name} was asked to unload but its load had not ended after {timeout_s:g}s"
         self.close()
+        if self.error is None:
+            try:
+                provider.unload(self.name)
+            except SourceprepError as exc:
+                return f"; {self.name} (loaded ahead) could not be unloaded: {exc.message}"
         return f"; the background load of {self.name} was stopped (unloaded)"
 
     def close(self) -> None:
