@@ -93,3 +93,35 @@ def test_ctrl_c_during_a_background_load_unloads_it_and_resume_finishes(
     assert resumed.exit_code == 0, resumed.stderr
     assert [row["status"] for row in resumed.json()["stages"]] == ["ok", "ok"]
     assert sorted(emu.loaded_names()) == ["fast:1b", "reason:14b"]
+
+
+def test_a_background_load_past_its_deadline_stops_the_stage_that_needed_it(
+    cli: CliFn, emu: Any, write_config: Callable[[str], Path]
+) -> None:
+    path = str(
+        write_config(
+            f'[endpoints.ollama]\nkind = "ollama"\nurl = "{emu.url}"\nload_timeout = 1\n'
+            '[models.fast]\nname = "fast:1b"\n[models.reason]\nname = "reason:14b"\n'
+            '[memory]\nbudget = "100GiB"\nheadroom = "0"\n'
+            "[pipelines.p]\nstages = [\n"
+            '  { name = "one", model = "fast", command = "true" },\n'
+            '  { name = "two", model = "reason", command = "true" },\n]\n'
+        )
+    )
+    assert cli("--config", path, "load", "fast:1b", "--no-warm").exit_code == 0
+    emu.faults.slow_load_s = 30  # far past the endpoint's 1 s load deadline
+
+    stopped = cli("--config", path, "run-pipeline", "p", "--json")
+
+    assert stopped.exit_code == 1, stopped.stderr
+    last = stopped.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: stage 'two':") and "reason:14b" in last and "--resume" in last
+    assert "Traceback" not in stopped.stderr
+    assert [(row["stage"], row["status"]) for row in stopped.json()["stages"]] == [("one", "ok")]
+    assert until(lambda: emu.loaded_names() == ["fast:1b"]), emu.loaded_names()
+
+    emu.faults.slow_load_s = 0
+    resumed = cli("--config", path, "run-pipeline", "p", "--resume", "--json")
+
+    assert resumed.exit_code == 0, resumed.stderr
+    assert [row["action"] for row in resumed.json()["stages"]] == ["resumed", "load"]
