@@ -118,3 +118,17 @@ def test_no_overlap_keeps_the_old_order(cli: CliFn, emu: Any, write_config: Call
     assert all(row["preload_during"] is None for row in dry.json()["stages"])
     assert [row["action"] for row in run.json()["stages"]] == ["load", "load", "hit", "load", "hit"]
     assert all(row["hidden_s"] == 0 for row in run.json()["stages"])
+
+
+def test_the_run_table_shows_the_preloaded_stage_and_its_hidden_seconds(
+    cli: CliFn, emu: Any, write_config: Callable[[str], Path]
+) -> None:
+    size = sizes(cli, write_config, "fast:1b", "reason:14b", "coder:7b")
+    path = str(trace_config(write_config, size["fast:1b"] + size["reason:14b"] + size["coder:7b"] // 2))
+
+    result = cli("--config", path, "run-pipeline", "trace")
+
+    assert result.exit_code == 0, result.stderr
+    group = next(line for line in result.stdout.splitlines() if line.startswith("group"))
+    assert "preloaded (" in group and "hidden)" in group
+    assert "preloaded" not in result.stderr  # the table is data: stdout only
