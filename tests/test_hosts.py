@@ -102,11 +102,14 @@ def test_a_pipeline_alternating_between_hosts_keeps_both_models_resident(
         ("fix", "right", "hit", []),
     ]
     assert dry.json()["budgets"] == {"left": 28 * 1024**2, "right": 28 * 1024**2}
+    # Another machine's memory is no obstacle: right's first load runs during left's stage.
+    assert [row["preload_during"] for row in dry.json()["stages"]] == [None, "catalogue", None, None]
 
     run = cli("--config", path, "run-pipeline", "mixed", "--json")
 
     assert run.exit_code == 0, run.stderr
     assert [row["evicted"] for row in run.json()["stages"]] == [[], [], [], []]
+    assert [row["action"] for row in run.json()["stages"]] == ["load", "preloaded", "hit", "hit"]
     assert (a.loaded(), b.loaded()) == ({"tiny-a"}, {"tiny-b"})
 
 

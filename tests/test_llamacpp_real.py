@@ -407,7 +407,9 @@ def test_reference_pipelines_run_as_planned_on_the_real_server(
 
     dry = cli("--config", path, "run-pipeline", pipeline, "--dry-run", "--json")
     assert dry.exit_code == 0, dry.stderr
-    run = cli("--config", path, "run-pipeline", pipeline, "--json", "--outputs", str(tmp_path / "out.jsonl"))
+    run = cli(
+        "--config", path, "run-pipeline", pipeline, "--no-overlap", "--json", "--outputs", str(tmp_path / "out.jsonl")
+    )
     assert run.exit_code == 0, run.stderr
 
     planned = [(row["stage"], row["action"], row["evict"]) for row in dry.json()["stages"]]
@@ -428,7 +430,7 @@ def test_trace_pipeline_keeps_the_fast_model_across_the_big_ones(
     server = start_router(models_max=2)
     path = config(write_config, server.url, PIPELINES)
 
-    run = cli("--config", path, "run-pipeline", "trace", "--json")
+    run = cli("--config", path, "run-pipeline", "trace", "--no-overlap", "--json")
 
     assert run.exit_code == 0, run.stderr
     actions = [(row["stage"], row["action"], row["evicted"]) for row in run.json()["stages"]]

@@ -162,7 +162,7 @@ def test_a_pipeline_across_three_endpoints(
     )
     Path(path).write_text(text)
 
-    result = cli("--config", path, "run-pipeline", "agent", "--json")
+    result = cli("--config", path, "run-pipeline", "agent", "--no-overlap", "--json")
 
     assert result.exit_code == 0, result.stderr
     rows = result.json()["stages"]

@@ -84,7 +84,7 @@ def test_dry_run_plan_is_what_the_run_then_does(cli: CliFn, emu: Any, write_conf
     ]
     assert emu.loaded_names() == []  # a dry run touches nothing
 
-    run = cli("--config", path, "run-pipeline", "trace", "--json", "--no-prefetch")
+    run = cli("--config", path, "run-pipeline", "trace", "--no-overlap", "--json", "--no-prefetch")
     assert run.exit_code == 0, run.stderr
     done = [(row["stage"], row["action"], row["evicted"]) for row in run.json()["stages"]]
     assert done == planned
@@ -150,7 +150,7 @@ def test_retrieval_group_keeps_both_models_when_they_fit(
         )
     )
 
-    result = cli("--config", path, "run-pipeline", "retrieval", "--json")
+    result = cli("--config", path, "run-pipeline", "retrieval", "--no-overlap", "--json")
 
     assert result.exit_code == 0, result.stderr
     stages = result.json()["stages"]
@@ -257,7 +257,7 @@ def test_an_invalid_config_edit_pauses_the_run_and_resume_continues(
     )
     path.write_text(text)
 
-    paused = cli("--config", str(path), "run-pipeline", "trace")
+    paused = cli("--config", str(path), "run-pipeline", "trace", "--no-overlap")
 
     assert paused.exit_code == 5
     assert "config changed and is now invalid" in paused.stderr and "--resume" in paused.stderr
@@ -280,7 +280,7 @@ def test_a_model_renamed_mid_run_is_replanned_and_a_removed_one_pauses(
     script.write_text(f"import pathlib; pathlib.Path({str(path)!r}).write_text({renamed!r})\n")
     path.write_text(original.replace('command = "true"', f'command = "{PY} {script}"'))
 
-    result = cli("--config", str(path), "run-pipeline", "trace", "--json")
+    result = cli("--config", str(path), "run-pipeline", "trace", "--no-overlap", "--json")
 
     assert result.exit_code == 0, result.stderr
     code = next(row for row in result.json()["stages"] if row["stage"] == "code")
@@ -291,7 +291,7 @@ def test_a_model_renamed_mid_run_is_replanned_and_a_removed_one_pauses(
     removed = original.replace('[models.coder]\nname = "coder:7b"\n', "")
     script.write_text(f"import pathlib; pathlib.Path({str(path)!r}).write_text({removed!r})\n")
     path.write_text(original.replace('command = "true"', f'command = "{PY} {script}"'))
-    paused = cli("--config", str(path), "run-pipeline", "trace")
+    paused = cli("--config", str(path), "run-pipeline", "trace", "--no-overlap")
     assert paused.exit_code == 3
     assert "stage 'code'" in paused.stderr and "'coder'" in paused.stderr and "paused" in paused.stderr
 
@@ -383,7 +383,7 @@ def test_the_next_models_weights_are_prefetched_while_a_stage_works(
         )
     )
 
-    result = cli("--config", path, "run-pipeline", "p", "--json")
+    result = cli("--config", path, "run-pipeline", "p", "--no-overlap", "--json")
 
     assert result.exit_code == 0, result.stderr
     two = result.json()["stages"][1]

@@ -9,6 +9,7 @@ import typer
 
 from sourceprep_models.cli.complete import PipelineArgument, StrategyOption
 from sourceprep_models.cli.options import JsonOption, SingleModelOption, WarmOption
+from sourceprep_models.cli.run_options import OverlapOption, PrefetchOption
 
 if TYPE_CHECKING:
     from sourceprep_models.cli.context import AppContext
@@ -35,9 +36,8 @@ def run_pipeline(
             "--outputs", help="Where prompt outputs go (JSONL; default: the run's state directory).", show_default=False
         ),
     ] = None,
-    prefetch: Annotated[
-        bool, typer.Option("--prefetch/--no-prefetch", help="Warm the next model's weights while a stage works.")
-    ] = True,
+    prefetch: PrefetchOption = True,
+    overlap: OverlapOption = True,
     warm: WarmOption = True,
     strategy: StrategyOption = "lookahead",
     single_model: SingleModelOption = False,
@@ -56,7 +56,7 @@ def run_pipeline(
     out = app.output
     try:
         result = execute(
-            _context(app, prefetch, warm),
+            _context(app, prefetch, warm, overlap),
             app.config,
             name,
             dry_run=dry_run,
@@ -102,7 +102,7 @@ def _show(app: AppContext, result: RunReport, json_output: bool, report: Path | 
         app.output.data(render.run_table(result))
 
 
-def _context(app: AppContext, prefetch: bool, warm: bool) -> RunContext:
+def _context(app: AppContext, prefetch: bool, warm: bool, overlap: bool) -> RunContext:
     import os
 
     from sourceprep_models.pipeline.run import RunContext
@@ -114,5 +114,6 @@ def _context(app: AppContext, prefetch: bool, warm: bool) -> RunContext:
         warn=app.output.warn,
         prefetch=prefetch,
         warm=warm,
+        overlap=overlap,
         workdir=os.getcwd(),
     )

@@ -4,7 +4,7 @@ touches its own host; stages on another host are no reason to evict anything her
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -37,6 +37,8 @@ class RunPlan:
     names: dict[str, str] = field(default_factory=dict)  # key -> server name (for evictions)
     sizes: dict[str, int] = field(default_factory=dict)  # key -> predicted bytes
     groups: dict[str, str] = field(default_factory=dict)  # key -> endpoint name
+    # stage id -> the stage id during whose work its load runs in the background (see ``preload_during``)
+    preloads: dict[str, str] = field(default_factory=dict)
 
     @property
     def strategy(self) -> str | None:
@@ -83,6 +85,7 @@ class RunPlan:
                     "prefetch": self.label(step.prefetch, here) if step and step.prefetch else None,
                     "resident": [self.label(key, here) for key in step.resident_after] if step else [],
                     "predicted_bytes": step.bytes_resident if step else 0,
+                    "preload_during": self.preloads.get(run.id),
                 }
             )
         return {
@@ -136,6 +139,7 @@ def plan_run(
 
     steps: dict[str, StagePlan | None] = dict.fromkeys(ready)
     plans: dict[str, PipelinePlan] = {}
+    preloads: dict[str, str] = {}
     hosts = {targets[run.id].endpoint.host: None for run in planned}
     for host in hosts:
         on_host = [run for run in planned if targets[run.id].endpoint.host == host]
@@ -168,7 +172,36 @@ def plan_run(
         plans[host] = result
         for run, step in zip(on_host, result.stages, strict=True):
             steps[run.id] = step
-    return RunPlan(list(runs), targets, keys, steps, plans, names, sizes, groups)
+        during = preload_during(result.stages, sizes, groups, result.budget, dict(result.caps), result.max_models)
+        preloads.update(_host_preloads(runs, on_host, result.stages, during))
+    return RunPlan(list(runs), targets, keys, steps, plans, names, sizes, groups, _one_at_a_time(runs, preloads))
+
+
+def _host_preloads(
+    runs: Sequence[StageRun], on_host: list[StageRun], stages: Sequence[StagePlan], during: Sequence[int | None]
+) -> dict[str, str]:
+    """One host's preloads as stage ids: during an earlier stage of the same host, as ``preload_during``
+    found; and a host's first load, when it evicts nothing, during the stage just before it on another
+    host (nothing changes on this host meanwhile, and another machine's memory is no obstacle)."""
+    found = {run.id: on_host[early].id for run, early in zip(on_host, during, strict=True) if early is not None}
+    first, stage = on_host[0], stages[0]
+    position = next(index for index, run in enumerate(runs) if run.id == first.id)
+    if first.id not in found and position > 0 and stage.action == "load" and not stage.evict and not stage.expired:
+        found[first.id] = runs[position - 1].id
+    return found
+
+
+def _one_at_a_time(runs: Sequence[StageRun], preloads: dict[str, str]) -> dict[str, str]:
+    """At most one background load at a time across hosts: where two would overlap, the one needed first
+    is kept (the other loads at its own stage, as without overlap)."""
+    order = {run.id: index for index, run in enumerate(runs)}
+    kept: dict[str, str] = {}
+    busy_until = -1
+    for target, during in sorted(preloads.items(), key=lambda item: (order[item[0]], order[item[1]])):
+        if order[during] >= busy_until:
+            kept[target] = during
+            busy_until = order[target]
+    return kept
 
 
 def _placed(machine: Machine, targets: dict[str, Target]) -> dict[str, Target]:
@@ -189,6 +222,64 @@ def _placed(machine: Machine, targets: dict[str, Target]) -> dict[str, Target]:
 
 def _several_hosts(machine: Machine) -> bool:
     return machine.hosts() != [LOCAL_HOST]
+
+
+def preload_during(
+    stages: Sequence[StagePlan],
+    sizes: Mapping[str, int],
+    groups: Mapping[str, str],
+    budget: int,
+    caps: Mapping[str, int],
+    shared_cap: int | None = None,
+) -> tuple[int | None, ...]:
+    """For each stage, the earliest earlier stage during whose work its load can run in the background, or
+    None when it loads at its own start. Pure: the plan's records in, indexes out.
+
+    A load moves earlier only while the models resident during that earlier stage (its own model, the pins,
+    every server's models: ``resident_after``) and the incoming one fit the machine's budget and every cap
+    together, so nothing has to leave for it. It never moves past a stage that loads a model of its own or puts
+    pins back (one background load at a time, and swaps stay in plan order), nor onto a stage that must evict
+    or let pins go first: a lazy plan evicts only when room is missing, and that room is missing earlier too.
+
+    >>> a, b, c = (StagePlan(0, "s1", "a", "load", resident_after=("a",)),
+    ...     StagePlan(1, "s2", "b", "load", resident_after=("a", "b")),
+    ...     StagePlan(2, "s3", "c", "load", evict=("a", "b"), resident_after=("c",)))
+    >>> preload_during([a, b, c], {"a": 4, "b": 4, "c": 8}, {}, 8, {})
+    (None, 0, None)
+    """
+    found: list[int | None] = []
+    for index, stage in enumerate(stages):
+        earliest: int | None = None
+        if stage.action == "load" and not stage.evict and not stage.expired:
+            for during in range(index - 1, -1, -1):
+                before = stages[during]
+                if before.restore_after or before.evict_after or stage.model in before.resident_after:
+                    break
+                if not _fits((*before.resident_after, stage.model), sizes, groups, budget, caps, shared_cap):
+                    break
+                earliest = during
+                if before.action == "load":
+                    break  # that stage's own load runs at its start: this one may not pass it
+        found.append(earliest)
+    return tuple(found)
+
+
+def _fits(
+    keys: Sequence[str],
+    sizes: Mapping[str, int],
+    groups: Mapping[str, str],
+    budget: int,
+    caps: Mapping[str, int],
+    shared_cap: int | None,
+) -> bool:
+    if sum(sizes.get(key, 0) for key in keys) > budget:
+        return False
+    if shared_cap is not None and len(keys) > shared_cap:
+        return False
+    counts: dict[str, int] = {}
+    for key in keys:
+        counts[groups.get(key, "")] = counts.get(groups.get(key, ""), 0) + 1
+    return all(counts.get(group, 0) <= cap for group, cap in caps.items())
 
 
 def _machine_state(

@@ -17,7 +17,7 @@ class StageReport:
     stage: str
     model: str
     endpoint: str
-    action: str  # hit | load | ready | skipped | resumed
+    action: str  # hit | load | preloaded | ready | skipped | resumed
     status: str = "ok"  # ok | failed | skipped
     evicted: list[str] = field(default_factory=list)
     restored: list[str] = field(default_factory=list)
@@ -25,7 +25,8 @@ class StageReport:
     cache: str | None = None  # page cache of the weights when the load started: warm | cold | None (unknown)
     warm_s: float = 0.0
     unload_s: float = 0.0
-    load_s: float = 0.0
+    load_s: float = 0.0  # preloaded: only what the stage waited for, of a load that ran during an earlier stage
+    hidden_s: float = 0.0  # preloaded: the load's seconds that ran during the earlier stage's work
     work_s: float = 0.0
     ttft_s: float | None = None
     tokens_per_s: float | None = None
@@ -52,6 +53,7 @@ class StageReport:
             "warm_s": round(self.warm_s, 4),
             "unload_s": round(self.unload_s, 4),
             "load_s": round(self.load_s, 4),
+            "hidden_s": round(self.hidden_s, 4),
             "work_s": round(self.work_s, 4),
             "ttft_s": round(self.ttft_s, 4) if self.ttft_s is not None else None,
             "tokens_per_s": round(self.tokens_per_s, 2) if self.tokens_per_s is not None else None,
@@ -105,7 +107,8 @@ class RunReport:
 
     @property
     def loads(self) -> int:
-        return sum(1 for row in self.stages if row.action == "load") + sum(len(row.restored) for row in self.stages)
+        loads = sum(1 for row in self.stages if row.action in ("load", "preloaded"))
+        return loads + sum(len(row.restored) for row in self.stages)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -119,6 +122,7 @@ class RunReport:
                 "bytes_loaded": sum(row.bytes_loaded for row in self.stages),
                 "unload_s": round(sum(row.unload_s for row in self.stages), 4),
                 "load_s": round(sum(row.load_s for row in self.stages), 4),
+                "hidden_s": round(sum(row.hidden_s for row in self.stages), 4),
                 "warm_s": round(sum(row.warm_s for row in self.stages), 4),
                 "work_s": round(self.work_s, 4),
                 "total_s": round(self.total_s, 4),

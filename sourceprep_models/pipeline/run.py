@@ -14,7 +14,8 @@ The flow (one run):
    load go through the executor (which restores pins if anything fails), the next planned load's
    weights are warmed in the background while the stage works, and each finished stage is appended to
    the run state's journal (``pipeline.state``) so that ``--resume`` continues from the first unfinished
-   stage.
+   stage. A load that fits beside the models of an earlier stage runs in the background during that stage
+   (``overlap``).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from typing import TextIO
 
 from sourceprep_models.config.schema import Config
 from sourceprep_models.errors import ConfigError, DoesNotFit, ModelNotFound, SourceprepError, UsageError
+from sourceprep_models.pipeline.overlap import PrefetchHandle, Preload, start_prefetch, start_preload, stop_preload
 from sourceprep_models.pipeline.plan import RunPlan, plan_run
 from sourceprep_models.pipeline.report import RunReport, RunStopped, StageReport
 from sourceprep_models.pipeline.stages import StageRun, Target, expand
@@ -41,7 +43,7 @@ from sourceprep_models.planning.lookahead import StagePlan
 from sourceprep_models.swap.executor import Step
 from sourceprep_models.swap.pins import bring_back, repair_pins
 from sourceprep_models.swap.residency import Machine, Session
-from sourceprep_models.warming.prefetch import Prefetch, cache_state, skip_direct_io, warm_paths
+from sourceprep_models.warming.prefetch import cache_state, skip_direct_io, warm_paths
 
 # How long a stage's swap waits for another process's swap on this machine's servers.
 LOCK_TIMEOUT_S = 600.0
@@ -57,6 +59,7 @@ class RunContext:
     warn: Callable[[str], None]
     prefetch: bool = True  # warm the next planned load's weights while a stage works
     warm: bool = True  # warm a load's weights right before it when they were not prefetched (like `load`)
+    overlap: bool = True  # load the next stage's model during the current stage where both fit (plan.preloads)
     workdir: str | None = None
 
 
@@ -127,10 +130,14 @@ class PipelineRun:
         self._stamp = _file_stamp(config.path)
         # Pins this run evicted, as (endpoint, name): if the run stops early, they come back at once.
         self._evicted_pins: set[tuple[str, str]] = set()
+        self._preload: Preload | None = None  # the background load in flight (at most one)
 
     def plan(self, start: int = 0) -> RunPlan:
         self.machine.reconfigure(self.config)
-        return plan_run(self.config, self.runs[start:], self.machine, strategy=self.strategy)
+        plan = plan_run(self.config, self.runs[start:], self.machine, strategy=self.strategy)
+        if not self.ctx.overlap:
+            plan.preloads.clear()  # --no-overlap: every load at its own stage, as the dry run then shows
+        return plan
 
     def _locked(self) -> contextlib.AbstractContextManager[None]:
         def waiting(endpoint: str) -> None:
@@ -157,12 +164,15 @@ class PipelineRun:
         # Saved before any stage starts: a run killed outright (kill -9) during its first stage is resumable.
         begin(self.path, self.state)
         previous_failed = bool(start and self.state.finished.get(self.runs[start - 1].id, {}).get("status") == "failed")
-        prefetch: _PrefetchHandle | None = None
+        prefetch: PrefetchHandle | None = None
         try:
             for index in range(start, len(self.runs)):
                 run = self.runs[index]
                 if index != start:
-                    plan = self._boundary(index, plan)
+                    replanned = self._boundary(index, plan)
+                    if replanned is not plan:
+                        self._finish_preload()  # the new plan starts from what is resident, the preloaded model too
+                    plan = replanned
                 if run.stage.when == "previous_failed" and not previous_failed:
                     row = StageReport(run.id, plan.targets[run.id].name, plan.targets[run.id].endpoint.name, "skipped")
                     row.status = "skipped"
@@ -285,8 +295,8 @@ class PipelineRun:
         return self._plan_or_pause(index)
 
     def _stage(
-        self, run: StageRun, plan: RunPlan, prefetch: _PrefetchHandle | None
-    ) -> tuple[StageReport, _PrefetchHandle | None]:
+        self, run: StageRun, plan: RunPlan, prefetch: PrefetchHandle | None
+    ) -> tuple[StageReport, PrefetchHandle | None]:
         target = plan.targets[run.id]
         step = plan.steps.get(run.id)
         row = StageReport(run.id, target.name, target.endpoint.name, "ready" if step is None else step.action)
@@ -295,10 +305,18 @@ class PipelineRun:
         prefetched = prefetch is not None and prefetch.identity == key
         if prefetch is not None:
             row.prefetched = prefetch.stop() and prefetched
-        if step is not None:
-            with self._locked():
-                self._swap_in(run, plan, step, session, row)
-        next_prefetch = self._start_prefetch(plan, step) if self.ctx.prefetch else None
+        if self._preload is not None and self._preload.stage == run.id:
+            row.action = "preloaded"
+            row.load_s, row.hidden_s = self._finish_preload()  # a failed load raises here: this stage needed it
+            row.bytes_loaded = plan.sizes.get(key, 0)
+        elif step is not None:
+            self._swap(run, plan, step, session, row)
+        if self.ctx.overlap and self._preload is None:
+            self._preload = start_preload(self.machine, self.runs, run, plan, self._locked)
+            if self._preload is not None:
+                self.ctx.info(f"loading {self._preload.name} for stage {self._preload.stage!r} while {run.id!r} works")
+        ahead = self._preload.identity if self._preload is not None else None
+        next_prefetch = start_prefetch(self.machine, plan, step, ahead) if self.ctx.prefetch else None
         work = self._work(run, target, session)
         row.work_s = work.seconds
         row.ttft_s, row.tokens_per_s = work.ttft_s, work.tokens_per_s
@@ -309,6 +327,22 @@ class PipelineRun:
             with self._locked():
                 self._pins_back(plan, step, target, row)
         return row, next_prefetch
+
+    def _swap(self, run: StageRun, plan: RunPlan, step: StagePlan, session: Session, row: StageReport) -> None:
+        """The stage's swap under the machine's locks. While a background load (for a later stage) holds them,
+        a planned hit whose model is resident needs no lock (nothing changes); anything else waits for it."""
+        if self._preload is not None:
+            resident = {resident.key for resident in self.machine.residents()}
+            if step.action == "hit" and not step.evict and plan.identities[run.id] in resident:
+                return
+            self._finish_preload()  # its failure stops the run here (nothing else can run before its stage)
+        with self._locked():
+            self._swap_in(run, plan, step, session, row)
+
+    def _finish_preload(self) -> tuple[float, float]:
+        """Wait for the background load: (seconds waited, seconds hidden); its error is raised."""
+        preload, self._preload = self._preload, None
+        return preload.wait() if preload is not None else (0.0, 0.0)
 
     def _swap_in(self, run: StageRun, plan: RunPlan, step: StagePlan, session: Session, row: StageReport) -> None:
         """The stage's planned evictions (on any server of the machine) and its load."""
@@ -375,17 +409,6 @@ class PipelineRun:
             row.restored += [request.name for request in restore]
             row.load_s += sum(item.wall_s for item in steps)
 
-    def _start_prefetch(self, plan: RunPlan, step: StagePlan | None) -> _PrefetchHandle | None:
-        """Warm the weights of the next model the plan loads (on whichever server), while the stage works."""
-        if step is None or step.prefetch is None:
-            return None
-        name = plan.names.get(step.prefetch, step.prefetch)
-        session = self.machine.session(plan.groups[step.prefetch])
-        paths = session.weight_paths(name)
-        if not paths or session.direct_io(name) is not None:  # the server bypasses the page cache
-            return None
-        return _PrefetchHandle(step.prefetch, Prefetch.start(name, paths))
-
     def _work(self, run: StageRun, target: Target, session: Session) -> WorkResult:
         stage = run.stage
         work = WorkResult()
@@ -421,6 +444,7 @@ class PipelineRun:
     def _put_pins_back(self) -> str:
         """The run stops early: the pins it evicted come back now (confirmed listed), then the other lost
         pins are repaired; returns the clause that says so for the run's last message."""
+        stopped, self._preload = stop_preload(self.machine, self._preload), None
         restored: list[str] = []
         lost: dict[str, str] = {}
         by_endpoint: dict[str, list[str]] = {}
@@ -446,7 +470,7 @@ class PipelineRun:
             restored += [name + where for name in back.restored]
             lost.update({name + where: why for name, why in back.lost.items()})
         self._restore_pins_at_end()
-        text = f"; pinned {', '.join(restored)} restored (listed as loaded)" if restored else ""
+        text = stopped + (f"; pinned {', '.join(restored)} restored (listed as loaded)" if restored else "")
         for name, why in lost.items():
             text += f"; could not restore pinned {name}: {why}"
         return text
@@ -463,16 +487,6 @@ class PipelineRun:
                 self.ctx.warn(f"could not restore pins on {session.endpoint.name}: {exc.message}")
             except KeyboardInterrupt:
                 self.ctx.warn(f"pins on {session.endpoint.name} not checked: interrupted again")
-
-
-@dataclass
-class _PrefetchHandle:
-    identity: str
-    prefetch: Prefetch
-
-    def stop(self) -> bool:
-        """Stop reading (if still at it); True when the model's weights were read in full."""
-        return self.prefetch.finish()
 
 
 def _by_group(plan: RunPlan, keys: Sequence[str]) -> dict[str, list[str]]:

@@ -250,6 +250,8 @@ def run_plan_table(plan: RunPlan) -> FlexTable:
     table = _table("STAGE", "MODEL", *(["ENDPOINT"] if several else []), "ACTION", "PREFETCH", "RESIDENT", "PREDICTED")
     for row in rows:
         action = row["action"] + (f", evict {', '.join(row['evicted'])}" if row["evicted"] else "")
+        if row.get("preload_during"):
+            action += f" (preload during stage {row['preload_during']})"
         if row["restore_after"]:
             action += f", back after: {', '.join(row['restore_after'])}"
         table.add_row(
@@ -274,6 +276,8 @@ def run_table(report: RunReport) -> FlexTable:
         if row.restored:
             action += f", restore {', '.join(row.restored)}"
         cache = (row.cache or "") + (" (prefetched)" if row.prefetched else "")
+        if row.hidden_s:
+            action += f" ({format_seconds(row.hidden_s)} hidden)"
         table.add_row(
             row.stage,
             row.model,
