@@ -438,9 +438,30 @@ def test_swaps_on_two_hosts_run_at_the_same_time(cli: CliFn, write_config: Calla
         result = cli("--config", str(path), "load", "one", "two", "--no-warm", "--json")
 
     assert result.exit_code == 0, result.stderr
-    assert [load["endpoint"] for load in result.json()["loads"]] == ["l", "r"]
+    assert [(load["endpoint"], load["host"]) for load in result.json()["loads"]] == [("l", "left"), ("r", "right")]
     assert left.met and right.met
     assert (left.router.models, right.router.models) == ({"m-left": "loaded"}, {"m-right": "loaded"})
+
+
+def test_the_timing_table_of_swaps_on_two_hosts_shows_each_host(
+    cli: CliFn, write_config: Callable[[str], Path]
+) -> None:
+    barrier = threading.Barrier(2, timeout=20)
+    left, right = MeetingRouter(barrier, "m-left"), MeetingRouter(barrier, "m-right")
+    with serve(left) as left_url, serve(right) as right_url:
+        path = write_config(
+            '[hosts.left]\nbudget = "1GiB"\n[hosts.right]\nbudget = "1GiB"\n'
+            f'[endpoints.l]\nkind = "llamacpp"\nurl = "{left_url}"\nhost = "left"\n'
+            f'[endpoints.r]\nkind = "llamacpp"\nurl = "{right_url}"\nhost = "right"\n'
+            '[models.one]\nname = "m-left"\nendpoint = "l"\n[models.two]\nname = "m-right"\nendpoint = "r"\n'
+        )
+
+        result = cli("--config", str(path), "load", "one", "two", "--no-warm")
+
+    assert result.exit_code == 0, result.stderr
+    firsts = [line.split()[:3] for line in result.stdout.splitlines()]
+    assert ["total", "on", "left"] in firsts and ["total", "on", "right"] in firsts
+    assert "hosts in parallel" in result.stdout
 
 
 def test_a_host_without_a_budget_uses_the_ceiling_its_only_server_reports(

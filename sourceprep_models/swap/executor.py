@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sourceprep_models.config.schema import LOCAL_HOST
 from sourceprep_models.errors import DeadlineExceeded, ModelNotFound, ServerError, SourceprepError
 from sourceprep_models.planning.load import Plan, Resident
 from sourceprep_models.providers.base import LoadedModel, LoadOutcome, LoadRequest, Provider
@@ -87,6 +88,7 @@ class LoadReport:
     prediction: int | None = None  # the planner's predicted size, to compare with resident.size
     read_from: str | None = None  # the weights before the swap read them: "disk", "page cache", None (unknown)
     busy_wait_s: float | None = None  # seconds waiting for a busy or loading victim (None: no such wait)
+    host: str = LOCAL_HOST  # the machine the endpoint runs on (set by the operation that knows the config)
 
     @property
     def total_s(self) -> float:
@@ -96,10 +98,10 @@ class LoadReport:
         return Breakdown.of(self.steps, self.read_from, self.busy_wait_s)
 
     def to_dict(self) -> dict[str, Any]:
-
         return {
             "model": self.model,
             "endpoint": self.endpoint,
+            "host": self.host,
             "outcome": self.outcome,
             "total_s": round(self.total_s, 4),
             "steps": [step.to_dict() for step in self.steps],

@@ -302,6 +302,7 @@ def _load_one(
             f"{request.name} is unloaded (`sourceprep-models unload {request.name}`)"
         )
     report.prediction = prediction.bytes
+    report.host = session.host
     return report, plan.incoming.key
 
 

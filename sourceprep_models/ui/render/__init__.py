@@ -153,6 +153,15 @@ def steps_table(steps: list[Step], reports: Sequence[LoadReport] = ()) -> FlexTa
     texts = [seconds_text(report) for report in reports if report.outcome != "always-ready"]
     if len(texts) > 1:
         texts = [f"{report.model}: {text}" for report, text in zip(reports, texts, strict=True)]
+    by_host: dict[str, float] = {}
+    for report in reports:
+        by_host[report.host] = by_host.get(report.host, 0.0) + report.total_s
+    if len(by_host) > 1:
+        # The hosts swapped at the same time: each host's steps add up, the hosts do not.
+        for host, seconds in by_host.items():
+            table.add_row(f"total on {host}", "", "", format_seconds(seconds), "", "")
+        total = max(by_host.values())
+        texts.insert(0, "hosts in parallel")
     table.add_row("total", "", "", format_seconds(total), "", "; ".join(texts), style="bold")
     return table
 
