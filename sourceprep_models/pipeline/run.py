@@ -307,8 +307,11 @@ class PipelineRun:
             row.prefetched = prefetch.stop() and prefetched
         if self._preload is not None and self._preload.stage == run.id:
             row.action = "preloaded"
+            preload = self._preload
             row.load_s, row.hidden_s = self._finish_preload()  # a failed load raises here: this stage needed it
             row.bytes_loaded = plan.sizes.get(key, 0)
+            if preload.report is not None:  # where the background load's seconds went, hidden ones included
+                row.seconds = preload.report.breakdown().to_dict()
         elif step is not None:
             self._swap(run, plan, step, session, row)
         if self.ctx.overlap and self._preload is None:
