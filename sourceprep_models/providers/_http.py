@@ -98,8 +98,10 @@ def send(
         raise ServerUnreachable(
             f"cannot reach {where}: connecting got no answer within {seconds:g}s; {unreachable_fix}"
         ) from None
-    except (httpx.ReadTimeout, httpx.RemoteProtocolError, httpx.ReadError) as exc:
-        if look_s is not None:
+    except httpx.TransportError as exc:
+        # A look (status, doctor) that gets no answer in time calls the server unreachable; a load's read
+        # timeout is its deadline; anything else is the one translation of transport errors.
+        if look_s is not None and isinstance(exc, httpx.ReadTimeout | httpx.RemoteProtocolError | httpx.ReadError):
             raise _no_answer(exc, where=where, what=f"{method} {path}", seconds=look_s, scrub=scrub) from None
         if not isinstance(exc, httpx.ReadTimeout):
             raise transport_error(
@@ -117,15 +119,6 @@ def send(
                 "raise --timeout (or the endpoint's load_timeout)"
             ) from None
         raise DeadlineExceeded(f"{where} did not answer {method} {path} within {seconds:g}s; is it stuck?") from None
-    except httpx.TransportError as exc:
-        raise transport_error(
-            exc,
-            where=where,
-            unreachable_fix=unreachable_fix,
-            what=f"{method} {path}",
-            scrub=scrub,
-            crash_hint=crash_hint,
-        ) from None
 
 
 def _no_answer(
