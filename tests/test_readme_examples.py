@@ -10,8 +10,7 @@ import os
 import re
 import subprocess
 import sys
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -63,7 +62,7 @@ class Example:
     # The models the server lists afterwards; None where the example says nothing about it.
     loaded: frozenset[str] | None = None
     # Text the example's stdout must show.
-    shows: tuple[str, ...] = field(default=())
+    shows: tuple[str, ...] = ()
 
 
 def held(*names: str) -> frozenset[str]:
@@ -199,7 +198,7 @@ def test_the_example_reader_finds_tool_lines(text: str, expected: list[str] | No
 
 
 @pytest.fixture
-def shell(ollama_emulator: Any, tmp_path: Path) -> Iterator[tuple[Any, Path, dict[str, str]]]:
+def shell(ollama_emulator: Any, tmp_path: Path) -> tuple[Any, Path, dict[str, str]]:
     """A working directory, an environment whose PATH has this tool and `python`, and the emulator."""
     emulator = ollama_emulator(models=MODELS, gpu_vram_mib=None, max_loaded_models=8, unload_delay_s=0.01)
     work = tmp_path / "work"
@@ -219,7 +218,7 @@ def shell(ollama_emulator: Any, tmp_path: Path) -> Iterator[tuple[Any, Path, dic
         "OLLAMA_HOST": emulator.url,
         "SOURCEPREP_MODELS_CONFIG": str(config),
     }
-    yield emulator, work, env
+    return emulator, work, env
 
 
 def run_line(line: str, work: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
