@@ -308,8 +308,9 @@ class PipelineRun:
         if prefetch is not None:
             row.prefetched = prefetch.stop() and prefetched
         if self._preload is not None and self._preload.stage == run.id:
-            row.action = "preloaded"
+            preload, row.action = self._preload, "preloaded"
             row.load_s, row.hidden_s = self._finish_preload()  # a failed load raises here: this stage needed it
+            row.seconds = preload.report.breakdown().to_dict() if preload.report is not None else None
             row.bytes_loaded = plan.sizes.get(key, 0)
         elif step is not None:
             self._swap(run, plan, step, session, row)
