@@ -14,7 +14,6 @@ from sourceprep_models.cli.run_options import OverlapOption, PrefetchOption
 if TYPE_CHECKING:
     from sourceprep_models.cli.context import AppContext
     from sourceprep_models.pipeline.report import RunReport
-    from sourceprep_models.pipeline.run import RunContext
 
 
 def run_pipeline(
@@ -46,26 +45,41 @@ def run_pipeline(
     """Run pipeline NAME: plan every swap in advance, prefetch, time every stage, resume safely.
 
     Example: sourceprep-models run-pipeline trace --dry-run"""
+    import os
+
     from sourceprep_models.pipeline.plan import RunPlan
     from sourceprep_models.pipeline.report import RunStopped
-    from sourceprep_models.pipeline.run import execute
+    from sourceprep_models.pipeline.run import RunContext, execute
     from sourceprep_models.ui import render
+    from sourceprep_models.ui.progress import progress
     from sourceprep_models.units import format_seconds, human_bytes
 
     app: AppContext = ctx.obj
     out = app.output
     try:
-        result = execute(
-            _context(app, prefetch, warm, overlap),
-            app.config,
-            name,
-            dry_run=dry_run,
-            resume=resume,
-            outputs=outputs,
-            report=report,
-            strategy=strategy,
-            single_model=single_model,
-        )
+        with progress(out) as shown:  # closed before the table or the error: stdout and stderr stay whole
+            context = RunContext(
+                reload_config=app.reload_config,
+                environ=app.environ,
+                info=out.info,
+                warn=out.warn,
+                prefetch=prefetch,
+                warm=warm,
+                overlap=overlap,
+                progress=shown,
+                workdir=os.getcwd(),
+            )
+            result = execute(
+                context,
+                app.config,
+                name,
+                dry_run=dry_run,
+                resume=resume,
+                outputs=outputs,
+                report=report,
+                strategy=strategy,
+                single_model=single_model,
+            )
     except RunStopped as stopped:
         _show(app, stopped.report, json_output, report)
         raise
@@ -100,20 +114,3 @@ def _show(app: AppContext, result: RunReport, json_output: bool, report: Path | 
         app.output.json(document)
     else:
         app.output.data(render.run_table(result))
-
-
-def _context(app: AppContext, prefetch: bool, warm: bool, overlap: bool) -> RunContext:
-    import os
-
-    from sourceprep_models.pipeline.run import RunContext
-
-    return RunContext(
-        reload_config=app.reload_config,
-        environ=app.environ,
-        info=app.output.info,
-        warn=app.output.warn,
-        prefetch=prefetch,
-        warm=warm,
-        overlap=overlap,
-        workdir=os.getcwd(),
-    )

@@ -12,6 +12,8 @@ stage that needs the model waits only for what is left of it (``Preload.wait``).
 - A load is never cancelled by dropping its connection: Ollama cancels a load whose client goes away
   (ollama.md §4.2 and §5, "request canceled", ``server/sched.go``), so the thread keeps
   its connection until the server answers, and a stop unloads the model explicitly (``Preload.cancel``).
+- Its progress goes to the run's listener as phase ``preload`` (``preload b on llama: started``), apart
+  from the stage's own swap; a prefetch's as phase ``prefetch``, with how much of the weights is read.
 - Its failure (the server refuses or crashes the load, the deadline passes, the server dies) is raised
   by ``wait`` at the stage that needed the model, where the run handles it as a failed load there.
 """
@@ -23,7 +25,8 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 from sourceprep_models.errors import SourceprepError
 from sourceprep_models.pipeline.plan import RunPlan
@@ -31,6 +34,7 @@ from sourceprep_models.pipeline.stages import StageRun
 from sourceprep_models.planning.lookahead import StagePlan
 from sourceprep_models.providers.base import LoadRequest, Provider
 from sourceprep_models.swap.executor import Executor, LoadReport
+from sourceprep_models.swap.progress import PhaseEvent, Phases, ProgressFn, page_cache_probe
 from sourceprep_models.swap.residency import Machine
 from sourceprep_models.warming.prefetch import Prefetch
 
@@ -58,6 +62,8 @@ class Preload:
         provider: Provider,
         request: LoadRequest,
         locked: Callable[[], AbstractContextManager[None]],
+        progress: ProgressFn | None = None,
+        weights: Sequence[Path] = (),
     ) -> Preload:
         """Start loading ``request`` through ``provider`` (a fresh instance: its own connection) under ``locked``."""
         preload = cls(stage, identity, request.name, provider.endpoint.name, _provider=provider)
@@ -65,7 +71,7 @@ class Preload:
         def load() -> None:
             try:
                 with locked():
-                    preload.report = Executor(provider).load(request)
+                    preload.report = Executor(provider).load(request, progress=_ahead(progress), weights=weights)
             except BaseException as exc:  # handed to the stage that needs the model
                 preload.error = exc
             finally:
@@ -138,6 +144,7 @@ def start_preload(
     during: StageRun,
     plan: RunPlan,
     locked: Callable[[], AbstractContextManager[None]],
+    progress: ProgressFn | None = None,
 ) -> Preload | None:
     """Start the load the plan places during stage ``during`` (it fits beside that stage's models), if any."""
     from sourceprep_models.providers import create_provider
@@ -149,7 +156,21 @@ def start_preload(
     target = plan.targets[following.id]
     home = machine.session(target.endpoint)
     request = home.request(target.name, target.spec)
-    return Preload.start(following.id, plan.identities[following.id], create_provider(home.endpoint), request, locked)
+    weights = home.weight_paths(target.name) if progress is not None else []
+    provider = create_provider(home.endpoint)
+    return Preload.start(following.id, plan.identities[following.id], provider, request, locked, progress, weights)
+
+
+def _ahead(progress: ProgressFn | None) -> ProgressFn | None:
+    """A background load's phases, told apart from the stage's own swap: ``preload b on llama: started``."""
+    if progress is None:
+        return None
+    shown = progress
+
+    def told(event: PhaseEvent) -> None:
+        shown(replace(event, phase="preload") if event.phase == "load" else event)
+
+    return told
 
 
 def stop_preload(machine: Machine, preload: Preload | None) -> str:
@@ -167,14 +188,37 @@ def stop_preload(machine: Machine, preload: Preload | None) -> str:
 class PrefetchHandle:
     identity: str
     prefetch: Prefetch
+    _watch: threading.Thread | None = None  # tells the progress listener when the read ends
 
     def stop(self) -> bool:
         """Stop reading (if still at it); True when the model's weights were read in full."""
-        return self.prefetch.finish()
+        whole = self.prefetch.finish()
+        if self._watch is not None:
+            self._watch.join()  # its end is told before the stage's next phase starts
+        return whole
+
+    def watch(self, progress: ProgressFn, endpoint: str) -> None:
+        """Tell ``progress`` of the read as phase ``prefetch``: its start, its end, and (through the
+        page-cache probe) how much of the weights is read meanwhile."""
+        import time
+
+        total, probe = page_cache_probe(self.prefetch.paths)
+        phases = Phases(progress, time.monotonic)
+
+        def watch() -> None:
+            with phases.phase("prefetch", self.prefetch.model, endpoint, total_bytes=total, probe=probe):
+                self.prefetch.wait()
+
+        self._watch = threading.Thread(target=watch, name=f"prefetch-watch-{self.prefetch.model}", daemon=True)
+        self._watch.start()
 
 
 def start_prefetch(
-    machine: Machine, plan: RunPlan, step: StagePlan | None, loading: str | None = None
+    machine: Machine,
+    plan: RunPlan,
+    step: StagePlan | None,
+    loading: str | None = None,
+    progress: ProgressFn | None = None,
 ) -> PrefetchHandle | None:
     """Warm the weights of the next model the plan loads (on whichever server), while the stage works; not
     the one ``loading`` in the background (the load reads them itself). Where the server parks unloaded
@@ -186,4 +230,7 @@ def start_prefetch(
     paths = session.weight_paths(name)
     if not paths or session.direct_io(name) is not None:  # the server bypasses the page cache
         return None
-    return PrefetchHandle(step.prefetch, Prefetch.start(name, paths))
+    handle = PrefetchHandle(step.prefetch, Prefetch.start(name, paths))
+    if progress is not None:
+        handle.watch(progress, session.endpoint.name)
+    return handle

@@ -42,6 +42,7 @@ from sourceprep_models.planning.load import Demand, Plan
 from sourceprep_models.planning.lookahead import StagePlan
 from sourceprep_models.swap.executor import Step
 from sourceprep_models.swap.pins import bring_back, repair_pins
+from sourceprep_models.swap.progress import ProgressFn
 from sourceprep_models.swap.residency import Machine, Session
 from sourceprep_models.warming.prefetch import cache_state, skip_direct_io, warm_paths
 
@@ -60,6 +61,7 @@ class RunContext:
     prefetch: bool = True  # warm the next planned load's weights while a stage works
     warm: bool = True  # warm a load's weights right before it when they were not prefetched (like `load`)
     overlap: bool = True  # load the next stage's model during the current stage where both fit (plan.preloads)
+    progress: ProgressFn | None = None  # each phase of every swap, preload and prefetch (ui/progress.py shows them)
     workdir: str | None = None
 
 
@@ -306,8 +308,7 @@ class PipelineRun:
         if prefetch is not None:
             row.prefetched = prefetch.stop() and prefetched
         if self._preload is not None and self._preload.stage == run.id:
-            row.action = "preloaded"
-            preload = self._preload
+            preload, row.action = self._preload, "preloaded"
             row.load_s, row.hidden_s = self._finish_preload()  # a failed load raises here: this stage needed it
             row.bytes_loaded = plan.sizes.get(key, 0)
             if preload.report is not None:  # where the background load's seconds went, hidden ones included
@@ -315,11 +316,13 @@ class PipelineRun:
         elif step is not None:
             self._swap(run, plan, step, session, row)
         if self.ctx.overlap and self._preload is None:
-            self._preload = start_preload(self.machine, self.runs, run, plan, self._locked)
+            self._preload = start_preload(self.machine, self.runs, run, plan, self._locked, self.ctx.progress)
             if self._preload is not None:
                 self.ctx.info(f"loading {self._preload.name} for stage {self._preload.stage!r} while {run.id!r} works")
         ahead = self._preload.identity if self._preload is not None else None
-        next_prefetch = start_prefetch(self.machine, plan, step, ahead) if self.ctx.prefetch else None
+        next_prefetch = (
+            start_prefetch(self.machine, plan, step, ahead, self.ctx.progress) if self.ctx.prefetch else None
+        )
         work = self._work(run, target, session)
         row.work_s = work.seconds
         row.ttft_s, row.tokens_per_s = work.ttft_s, work.tokens_per_s
@@ -377,6 +380,8 @@ class PipelineRun:
             warm=warm if paths else None,
             restore=self.machine.restore_requests(),
             unload_timeout_s=target.endpoint.unload_timeout_s or 120.0,
+            progress=self.ctx.progress,
+            weights=paths,
         )
         self._evicted_pins.update((e.endpoint, e.model) for e in report.evictions if e.pinned)
         row.action = "load" if report.outcome != "already-loaded" else "hit"

@@ -13,6 +13,7 @@ import contextlib
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from sourceprep_models.units import format_seconds, human_bytes
@@ -45,18 +46,31 @@ def describe(event: PhaseEvent, elapsed_s: float) -> str:
     return f"{event.phase} {event.model} on {event.endpoint}: " + ", ".join(parts)
 
 
+@dataclass
+class _Running:
+    """One phase under way: its latest event, when it started, and what a log has said of it."""
+
+    event: PhaseEvent
+    since: float
+    announced: bool = False  # its "started" line is written (a log only)
+    last_line: float = 0.0
+
+
 class ProgressView:
-    """Receives ``PhaseEvent``s (call it) and renders them; ``close`` stops its timer or live line."""
+    """Receives ``PhaseEvent``s (call it) and renders them; ``close`` stops its timer or live line.
+
+    Several phases can run at once (a pipeline's background preload or prefetch beside a stage's own
+    swap): each is tracked by (phase, model, endpoint), gets its own lines in a log and its own row
+    of the live display."""
 
     def __init__(self, output: Output, heartbeat_s: float = HEARTBEAT_S, show_after_s: float = SHOW_AFTER_S) -> None:
         self._output = output
         self._heartbeat_s = heartbeat_s
         self._show_after_s = show_after_s
         self._lock = threading.Lock()
-        self._current: PhaseEvent | None = None
-        self._since = 0.0
-        self._announced = False  # this phase's "started" line is written (a log only)
-        self._last_line = 0.0
+        # Starting and stopping the display: apart from ``_lock``, which the live line's first render takes.
+        self._control = threading.Lock()
+        self._running: dict[tuple[str, str, str], _Running] = {}
         self._stop = threading.Event()
         self._live: contextlib.ExitStack | None = None
         self._ticker: threading.Thread | None = None
@@ -73,16 +87,18 @@ class ProgressView:
         if self._output.verbosity < 0:
             return
         line = None
+        key = (event.phase, event.model, event.endpoint)
         with self._lock:  # printed after it is released: the live line's refresh reads under it too
+            running = self._running.get(key)
             if event.state == "start":
-                self._current, self._since, self._announced = event, time.monotonic(), False
-            elif event.state == "progress" and self._current is not None:
-                self._current = _with_probe(event, self._current)
-            elif event.state in ("end", "failed"):
-                if self._announced:
+                self._running[key] = _Running(event, time.monotonic())
+            elif event.state == "progress" and running is not None:
+                running.event = _with_probe(event, running.event)
+            elif event.state in ("end", "failed") and running is not None:
+                del self._running[key]
+                if running.announced:
                     verb = "done" if event.state == "end" else "failed"
                     line = f"{_name(event)}: {verb} in {format_seconds(event.elapsed_s)}"
-                self._current, self._announced = None, False
         if event.state == "start":
             self._ensure_running()
         if line is not None:
@@ -92,48 +108,55 @@ class ProgressView:
         self._output.info(text)
 
     def _ensure_running(self) -> None:
-        if self.interactive:
-            if self._live is None:
-                from rich.live import Live
+        # Under the lock: a background thread's first phase and the main thread's can start together.
+        with self._control:
+            if self._stop.is_set():
+                return
+            if self.interactive:
+                if self._live is None:
+                    from rich.live import Live
 
-                self._live = contextlib.ExitStack()
-                self._live.enter_context(
-                    Live(_Line(self), console=self._output.err, transient=True, refresh_per_second=4)
-                )
-        elif self._ticker is None:
-            self._ticker = threading.Thread(target=self._beat, daemon=True)
-            self._ticker.start()
+                    self._live = contextlib.ExitStack()
+                    self._live.enter_context(
+                        Live(_Line(self), console=self._output.err, transient=True, refresh_per_second=4)
+                    )
+            elif self._ticker is None:
+                self._ticker = threading.Thread(target=self._beat, daemon=True)
+                self._ticker.start()
 
     def _beat(self) -> None:
         """A log's lines: "started" once a phase has lasted ``show_after_s``, then one per heartbeat."""
         tick = min(TICK_S, self._heartbeat_s, self._show_after_s or TICK_S)
         while not self._stop.wait(tick):
-            line = None
+            lines = []
             with self._lock:
-                current, now = self._current, time.monotonic()
-                if current is not None and not self._announced and now - self._since >= self._show_after_s:
-                    self._announced, self._last_line = True, now
-                    line = f"{_name(current)}: started"
-                elif current is not None and self._announced and now - self._last_line >= self._heartbeat_s:
-                    self._last_line = now
-                    line = describe(current, now - self._since)
-            if line is not None:
+                now = time.monotonic()
+                for running in self._running.values():
+                    if not running.announced and now - running.since >= self._show_after_s:
+                        running.announced, running.last_line = True, now
+                        lines.append(f"{_name(running.event)}: started")
+                    elif running.announced and now - running.last_line >= self._heartbeat_s:
+                        running.last_line = now
+                        lines.append(describe(running.event, now - running.since))
+            for line in lines:
                 self._line(line)
 
     def text(self) -> str:
+        """The live display: one line per phase under way, oldest first."""
         with self._lock:
-            current = self._current
-            since = self._since
-        return describe(current, time.monotonic() - since) if current is not None else ""
+            running = [(item.event, item.since) for item in self._running.values()]
+        now = time.monotonic()
+        return "\n".join(describe(event, now - since) for event, since in running)
 
     def close(self) -> None:
-        self._stop.set()
-        if self._live is not None:
-            self._live.close()
-            self._live = None
-        if self._ticker is not None:
-            self._ticker.join()
-            self._ticker = None
+        with self._control:
+            self._stop.set()
+            live, self._live = self._live, None
+            ticker, self._ticker = self._ticker, None
+        if live is not None:
+            live.close()
+        if ticker is not None:
+            ticker.join()
 
 
 def _name(event: PhaseEvent) -> str:
