@@ -769,3 +769,18 @@ def test_more_than_twelve_models_still_plan_exactly(count: int) -> None:
         plain = plan_of(plan_pipeline(stages, table, [], 12 * GB, max_models=4))
     assert fast.exact and fast == plain
     check_plan(fast, stages, table, [], 12 * GB, 4, allow_evict_pinned=False)
+
+
+@settings(max_examples=200, deadline=None)
+@given(repeated_instances(), st.booleans())
+def test_tables_filled_as_read_find_the_plain_searchs_plan(case: Case, allow: bool) -> None:
+    """Above 12 models the exact search fills its bytes and tie-order tables mask by mask instead of making them
+    up front; made that way for every model count, it still finds the plain search's plan, ties included."""
+    from sourceprep_models.planning import exact
+
+    stages, table, resident, budget, cap = case.stages, case.table, case.resident, case.budget, case.cap
+    with patch.object(exact, "_EAGER_MODELS", 0):
+        fast = plan_pipeline(stages, table, resident, budget, allow_evict_pinned=allow, max_models=cap)
+    with plain_exact_search():
+        plain = plan_pipeline(stages, table, resident, budget, allow_evict_pinned=allow, max_models=cap)
+    assert fast == plain

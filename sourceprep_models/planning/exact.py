@@ -4,10 +4,11 @@ It finds the same shortest path over resident sets as the plain search (``search
 hold it to, plan for plan), with four changes that only skip work:
 
 1. **Bitmasks and one integer cost.** A set of the (at most ``search._EXACT_MODELS``) demanded models is an int and
-   its bytes, whether it fits a room and which models could join it are looked up in tables filled as the search
-   meets each set (never all 2^models up front); a path's cost (bytes, loads, unloads) is one int,
-   ``(bytes * W + loads) * W + unloads``, whose integer order is the lexicographic order while loads and unloads
-   stay below ``W`` (2^32).
+   its bytes, its place in the plain search's tie order, whether it fits a room and which models could join it
+   are looked up in tables: bytes and places are lists made up front up to ``_EAGER_MODELS`` models, else filled
+   as the search meets each set, like the rest (the masks a search meets are a small part of all 2^models). A
+   path's cost (bytes, loads, unloads) is one int, ``(bytes * W + loads) * W + unloads``, whose integer order is
+   the lexicographic order while loads and unloads stay below ``W`` (2^32).
 2. **Transitions computed once.** What a stage may keep depends only on what is kept coming in, the stage's model
    and the room beside its pins, so the maximal kept sets are cached on those: a pipeline that repeats asks the
    same few questions again and again. A stage that changes nothing (in every state its model is resident and
@@ -42,18 +43,74 @@ hold it to, plan for plan), with four changes that only skip work:
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from functools import partial
 from operator import itemgetter
 
 from sourceprep_models.planning.problem import Problem
 
 _W = 1 << 32  # cost = (bytes * _W + loads) * _W + unloads
 _BYTES = _W * _W
+_BYTES_SHIFT = 64  # cost >> _BYTES_SHIFT: its bytes (a shift: a big int division by a power of two is not one)
 _PRUNE_AGAINST = 8  # a state is checked against this many of the cheapest survivors (more prunes little more)
 _MIN_REPEATS = 2  # a block is skipped ahead only when it repeats at least this often
 _MAX_BLOCK = 256  # the longest block looked for (stages)
 _CYCLE_WINDOW = 64  # the repetitions remembered: a fixed point is a cycle of at most this many
+# Up to this many models, a mask's bytes and tie place are lists made up front (4,096 entries at 12, about a
+# millisecond): a list index is about three times as fast as a dict lookup, which the hot loops of _step and _prune
+# feel (10-20 % at 12 models). Above it, 2^models entries would cost more up front than most searches spend.
+_EAGER_MODELS = 12
 
 Layer = dict[int, int] | None  # each state's predecessor; None: every state is its own (nothing changed)
+
+
+class _Lazy(dict[int, int]):
+    """A table by mask, filled as it is read."""
+
+    def __init__(self, fill: Callable[[int], int]) -> None:
+        super().__init__()
+        self._fill = fill
+
+    def __missing__(self, mask: int) -> int:
+        value = self[mask] = self._fill(mask)
+        return value
+
+
+Table = list[int] | _Lazy  # a value per mask: made up front or filled as read
+
+
+def _size_table(sizes: Sequence[int]) -> Table:
+    """Each mask's bytes."""
+    if len(sizes) <= _EAGER_MODELS:
+        made = [0]
+        for size in sizes:  # the masks holding this model follow the ones below it, each plus its size
+            made += [other + size for other in made]
+        return made
+    lazy = _Lazy(lambda mask: lazy[mask & (mask - 1)] + sizes[(mask & -mask).bit_length() - 1] if mask else 0)
+    return lazy
+
+
+def _rank_table(count: int) -> Table:
+    """Each mask's place in the plain search's tie order: its sorted keys (bit positions) compared as tuples, a
+    preorder walk of the prefix tree. A mask ``rest`` plus a last position ``top`` comes one place after ``rest``
+    (where ``rest``'s first child would be) plus the subtree of each position after ``rest``'s last and before
+    ``top`` (2^(count - 1 - position) masks each): 2^(count - bit_length(rest)) - 2^(count - top) places."""
+    if count <= _EAGER_MODELS:
+        made = [0]
+        for top in range(count):
+            made += [
+                made[rest] + 1 + (1 << (count - rest.bit_length())) - (1 << (count - top)) for rest in range(1 << top)
+            ]
+        return made
+
+    def fill(mask: int) -> int:
+        if not mask:
+            return 0
+        top = mask.bit_length() - 1
+        rest = mask ^ 1 << top
+        return lazy[rest] + 1 + (1 << (count - rest.bit_length())) - (1 << (count - top))
+
+    lazy = _Lazy(fill)
+    return lazy
 
 
 class _Tables:
@@ -63,11 +120,8 @@ class _Tables:
     def __init__(self, problem: Problem, keys: Sequence[str]) -> None:
         self.keys = keys
         bit = {key: 1 << index for index, key in enumerate(keys)}
-        # Each table below is filled as the search asks, mask by mask: the masks a search meets are a small
-        # part of all 2^models, so the number of models costs nothing up front.
-        self._sizes = [problem.sizes[key] for key in keys]
-        self.known_sizes: dict[int, int] = {0: 0}
-        self._order: dict[int, tuple[int, ...]] = {}
+        self.sizes = _size_table([problem.sizes[key] for key in keys])
+        self.ranks = _rank_table(len(keys))
         scopes = sorted({scope for key in keys if (scope := problem.scope[key]) is not None})
         self.scope_masks = [sum(bit[key] for key in keys if problem.scope[key] == scope) for scope in scopes]
         rooms: dict[tuple[int, tuple[int, ...]], int] = {}
@@ -88,47 +142,29 @@ class _Tables:
             room_id = rooms[room]
             self.signatures.append((bit[demand] if demand is not None else 0, lives[index], room_id))
         self.load = [problem.sizes[key] * _BYTES + _W for key in keys]  # one load's cost, per bit
-        self._fits: list[dict[int, bool]] = [{} for _ in self.rooms]
-        self._grow: list[dict[int, int]] = [{} for _ in self.rooms]
+        # Per room, whether a mask fits (1 or 0) and which models could each still join it (one at a time),
+        # filled as read: what a stage may keep is asked of few masks, and rooms are many when pins come and go.
+        self.fits: list[_Lazy] = []
+        self.grow: list[_Lazy] = []
+        for room_bytes, room_slots in self.rooms:
+            self.fits.append(_Lazy(partial(self._fits, room_bytes, room_slots)))
+            self.grow.append(_Lazy(partial(self._grow, self.fits[-1])))
         self._options: dict[tuple[int, int], dict[int, tuple[tuple[int, int], ...]]] = {}
 
-    def size(self, mask: int) -> int:
-        """The bytes of the models of ``mask``."""
-        found = self.known_sizes.get(mask)
-        if found is None:
-            low = mask & -mask
-            found = self.known_sizes[mask] = self.size(mask ^ low) + self._sizes[low.bit_length() - 1]
-        return found
+    def _fits(self, room: int, slots: tuple[int, ...], mask: int) -> int:
+        """Whether ``mask`` fits a room: its bytes and, under every cap, its slots."""
+        return int(
+            self.sizes[mask] <= room
+            and all((mask & scope).bit_count() <= free for scope, free in zip(self.scope_masks, slots, strict=True))
+        )
 
-    def order(self, mask: int) -> tuple[int, ...]:
-        """The plain search's tie order: a mask's bit positions in order (its sorted keys), compared as tuples."""
-        found = self._order.get(mask)
-        if found is None:
-            found = self._order[mask] = tuple(position for position in range(len(self.keys)) if mask >> position & 1)
-        return found
-
-    def fits(self, mask: int, room_id: int) -> bool:
-        """Whether ``mask`` fits this room: its bytes and, under every cap, its slots."""
-        known = self._fits[room_id]
-        found = known.get(mask)
-        if found is None:
-            room, slots = self.rooms[room_id]
-            found = known[mask] = self.size(mask) <= room and all(
-                (mask & scope).bit_count() <= free for scope, free in zip(self.scope_masks, slots, strict=True)
-            )
-        return found
-
-    def grow(self, mask: int, room_id: int) -> int:
-        """The models that could each still join ``mask`` (one at a time) in this room."""
-        known = self._grow[room_id]
-        found = known.get(mask)
-        if found is None:
-            found = 0
-            for position in range(len(self.keys)):
-                one = 1 << position
-                if not mask & one and self.fits(mask | one, room_id):
-                    found |= one
-            known[mask] = found
+    def _grow(self, fits: _Lazy, mask: int) -> int:
+        """The models that could each still join ``mask`` (one at a time) in a room, given its ``fits``."""
+        found = 0
+        for position in range(len(self.keys)):
+            one = 1 << position
+            if not mask & one and fits[mask | one]:
+                found |= one
         return found
 
     def options(self, demand: int, room_id: int) -> dict[int, tuple[tuple[int, int], ...]]:
@@ -137,21 +173,15 @@ class _Tables:
 
     def maximal(self, keep: int, demand: int, room_id: int) -> tuple[tuple[int, int], ...]:
         """Every maximal subset of ``keep`` that holds the stage's model and fits, with how many it drops."""
-        if self.fits(keep, room_id):
+        fits, grow = self.fits[room_id], self.grow[room_id]
+        if fits[keep]:
             return ((keep, 0),)
         others = keep & ~demand
         found = []
         subset = others
-        fits, grows = self._fits[room_id], self._grow[room_id]  # looked up inline: this loop is the hot one
         while True:  # every subset of ``others``, largest first; maximal: none of the others left out could join
             kept = subset | demand
-            fit = fits.get(kept)
-            if fit is None:
-                fit = self.fits(kept, room_id)
-            grow = grows.get(kept) if fit else 0
-            if grow is None:
-                grow = self.grow(kept, room_id)
-            if fit and not grow & others & ~subset:
+            if fits[kept] and not grow[kept] & others & ~subset:
                 found.append((kept, (others & ~subset).bit_count()))
             if not subset:
                 break
@@ -211,7 +241,8 @@ def exact_sets(problem: Problem, most_states: int) -> list[frozenset[str]] | Non
         index += 1
     if not count:
         return []
-    best = min(frontier, key=lambda state: (frontier[state], tables.order(state)))
+    ranks = tables.ranks
+    best = min(frontier, key=lambda state: (frontier[state], ranks[state]))
     chosen = [best]
     for layer in reversed(layers[1:]):
         chosen.append(chosen[-1] if layer is None else layer[chosen[-1]])
@@ -227,7 +258,7 @@ def _step(tables: _Tables, index: int, frontier: dict[int, int], layers: list[La
     demand, live, room_id = tables.signatures[index]
     load = tables.load[demand.bit_length() - 1] if demand else 0
     options = tables.options(demand, room_id)
-    order = tables.order
+    ranks = tables.ranks
     costs: dict[int, int] = {}
     previous: dict[int, int] = {}
     for state, cost in frontier.items():
@@ -240,40 +271,36 @@ def _step(tables: _Tables, index: int, frontier: dict[int, int], layers: list[La
         for kept, dropped in found:
             total = cost + dropped
             old = costs.get(kept)
-            if old is None or total < old or (total == old and order(state) < order(previous[kept])):
+            if old is None or total < old or (total == old and ranks[state] < ranks[previous[kept]]):
                 costs[kept] = total
                 previous[kept] = state
     if costs == frontier:  # every state its own successor at no cost: every kept set holds the stage's model,
         layers.append(None)  # so none was loaded, and none was dropped, since a set that fits nowhere is in neither
         return frontier
     if len(costs) > 1:
-        costs = _prune(tables.size, tables.known_sizes, costs)
+        costs = _prune(tables.sizes, costs)
     layers.append(previous)
     return costs
 
 
-def _prune(sizes: Callable[[int], int], known: dict[int, int], costs: dict[int, int]) -> dict[int, int]:
-    """The states no cheaper one dominates (rule 3 of the module docstring), cheapest first. ``sizes``: a mask's
-    bytes; ``known``: the ones already computed."""
+def _prune(sizes: Table, costs: dict[int, int]) -> dict[int, int]:
+    """The states no cheaper one dominates (rule 3 of the module docstring), cheapest first."""
     ordered = sorted(costs.items(), key=itemgetter(1))
-    least = ordered[0][1] // _BYTES  # the fewest bytes: no state with as few is dominated
-    kept: list[tuple[int, int]] = []  # (state, bytes) of the cheapest survivors
+    kept: list[tuple[int, int]] = []  # (the models it lacks, bytes) of the cheapest survivors, in cost order
     out: dict[int, int] = {}
     for state, cost in ordered:
-        paid = cost // _BYTES
-        if paid > least:
-            for survivor, other in kept:
-                extra = state & ~survivor
-                if other + (known[extra] if extra in known else sizes(extra)) < paid:
-                    break
-            else:
-                out[state] = cost
-                if len(kept) < _PRUNE_AGAINST:
-                    kept.append((state, paid))
-        else:
+        paid = cost >> _BYTES_SHIFT
+        dominated = False
+        for lacks, other in kept:
+            if other >= paid:  # neither this survivor nor a later one (none loaded fewer bytes) dominates it
+                break
+            if other + sizes[state & lacks] < paid:
+                dominated = True
+                break
+        if not dominated:
             out[state] = cost
             if len(kept) < _PRUNE_AGAINST:
-                kept.append((state, paid))
+                kept.append((~state, paid))
     return out
 
 
