@@ -43,17 +43,6 @@ def router(model_files: dict[str, Path], tmp_path: Path) -> Iterator[LlamaServer
         yield server
 
 
-@pytest.fixture
-def started() -> Iterator[list[subprocess.Popen[str]]]:
-    """Runs a test started; each still running is killed by PID at teardown."""
-    processes: list[subprocess.Popen[str]] = []
-    yield processes
-    for process in processes:
-        if process.poll() is None:
-            process.kill()
-        process.wait(timeout=30)
-
-
 def pipeline(write_config: Callable[[str], Path], url: str, first: str, second_model: str = "b") -> str:
     return str(
         write_config(

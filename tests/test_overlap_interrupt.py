@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,16 +29,6 @@ def emu(ollama_emulator: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
     emulator = ollama_emulator(models=MODELS, gpu_vram_mib=None, max_loaded_models=8, unload_delay_s=0.02)
     monkeypatch.setenv("OLLAMA_HOST", emulator.url)
     return emulator
-
-
-@pytest.fixture
-def started() -> Iterator[list[subprocess.Popen[str]]]:
-    processes: list[subprocess.Popen[str]] = []
-    yield processes
-    for process in processes:
-        if process.poll() is None:
-            process.kill()
-        process.wait(timeout=30)
 
 
 def until(condition: Callable[[], bool]) -> bool:

@@ -60,17 +60,6 @@ def router() -> Iterator[tuple[HeldRouter, str]]:
         fake.release.set()
 
 
-@pytest.fixture
-def started() -> Iterator[list[subprocess.Popen[str]]]:
-    """Runs a test started; each still running is killed by PID at teardown."""
-    processes: list[subprocess.Popen[str]] = []
-    yield processes
-    for process in processes:
-        if process.poll() is None:
-            process.kill()
-        process.wait(timeout=PATIENCE_S)
-
-
 def pipeline(write_config: WriteConfig, url: str, first: str = "true") -> Path:
     return write_config(
         f'[endpoints.llama]\nkind = "llamacpp"\nurl = "{url}"\n'
