@@ -6,7 +6,11 @@ from other work on the machine hits every row alike and the ratios stay meaningf
 `status --json --no-hardware` skips the probe. Each row is the median wall time of a fresh process,
 and its CPU time (user + system), which a busy machine disturbs less than the wall time.
 
-    .venv/bin/python -m benchmarks.startup [--rounds 20]
+    .venv/bin/python -m benchmarks.startup [--rounds 20] [--baseline DIR]
+
+``--baseline DIR`` (a checkout of another revision, e.g. ``git worktree add DIR main``) adds two rows in the
+same rounds: ``status --json`` run as ``python -m sourceprep_models`` from DIR and from this tree, so a
+change's before and after meet the same load.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ def wall(argv: list[str], env: dict[str, str]) -> tuple[float, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=20)
+    parser.add_argument("--baseline", type=Path, help="a checkout of another revision to compare status --json with")
     args = parser.parse_args()
     command = str(Path(sys.executable).parent / "sourceprep-models")
     complete = {"_SOURCEPREP_MODELS_COMPLETE": "complete_bash", "COMP_WORDS": "sourceprep-models st", "COMP_CWORD": "1"}
@@ -61,6 +66,11 @@ def main() -> None:
             "--help": ([command, "--help"], env),
             "tab completion (bash)": ([command], {**env, **complete}),
         }
+        if args.baseline is not None:
+            module = [sys.executable, "-m", "sourceprep_models", "status", "--json"]
+            here = Path(__file__).resolve().parent.parent
+            rows["status --json, baseline (-m)"] = (module, {**env, "PYTHONPATH": str(args.baseline.resolve())})
+            rows["status --json, this tree (-m)"] = (module, {**env, "PYTHONPATH": str(here)})
         times: dict[str, list[float]] = {name: [] for name in rows}
         cpu: dict[str, list[float]] = {name: [] for name in rows}
         for argv, row_env in rows.values():  # warm the page cache and .pyc files first

@@ -92,10 +92,12 @@ def _read_bytes(path: Path, layer: str) -> bytes:
 
 def parse_config(text: str, path: Path | None, environ: Mapping[str, str], *, kinds: EndpointKinds) -> Config:
     """Validate config text; ``path`` only names the file in messages (``<config>`` when None)."""
+    label = _shown(path) if path is not None else "<config>"
+    if not text:  # no config file (or /dev/null): what tomlkit would parse it to, without importing it
+        return Validator(label, key_lines(text), environ, kinds).config({}, path)
     import tomlkit
     from tomlkit.exceptions import KeyAlreadyPresent, ParseError
 
-    label = _shown(path) if path is not None else "<config>"
     try:
         # unwrap() too: a table written again after one of its subtables only fails there.
         data: dict[str, Any] = tomlkit.parse(text).unwrap()

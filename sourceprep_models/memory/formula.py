@@ -23,8 +23,10 @@ own, whose binary, libraries and runtime cost about 16 MiB of resident memory on
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING
 
-from sourceprep_models.memory.gguf import GGUFMetadata
+if TYPE_CHECKING:  # only annotations: status and the planner size nothing from a GGUF file
+    from sourceprep_models.memory.gguf import GGUFMetadata
 
 __all__ = [
     "BACKENDS",
