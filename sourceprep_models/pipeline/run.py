@@ -335,13 +335,14 @@ class PipelineRun:
         return row, next_prefetch
 
     def _swap(self, run: StageRun, plan: RunPlan, step: StagePlan, session: Session, row: StageReport) -> None:
-        """The stage's swap under the machine's locks. While a background load (for a later stage) holds them,
-        a planned hit whose model is resident needs no lock (nothing changes); anything else waits for it."""
-        if self._preload is not None:
-            resident = {resident.key for resident in self.machine.residents()}
-            if step.action == "hit" and not step.evict and plan.identities[run.id] in resident:
-                return
-            self._finish_preload()  # its failure stops the run here (nothing else can run before its stage)
+        """The stage's swap under the machine's locks, except a planned hit whose model its server still lists:
+        nothing changes, so no lock (it would not keep the model there during the work anyway) and one server
+        listed. A model gone meanwhile (expired, unloaded) loads again under the locks once a background load
+        (which holds them) has ended; a server that is down lists nothing, and the locked swap says why."""
+        loaded = self.machine.loaded_on(session, required=False) if step.action == "hit" and not step.evict else []
+        if any(resident.key == plan.identities[run.id] for resident in session.residents(loaded)):
+            return
+        self._finish_preload()  # its failure stops the run here (nothing else can run before its stage)
         with self._locked():
             self._swap_in(run, plan, step, session, row)
 
