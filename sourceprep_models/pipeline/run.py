@@ -81,6 +81,7 @@ def execute(
 
     ``report``: where the caller writes the report afterwards; checked, with the outputs and the state
     directory, before anything is loaded, so that a path that cannot be written fails the run at once."""
+    from sourceprep_models.pipeline.work import reap_watchers
     from sourceprep_models.planning.lookahead import STRATEGIES
     from sourceprep_models.swap.operations import Hooks, open_machine
 
@@ -89,13 +90,15 @@ def execute(
     if dry_run and resume:
         raise UsageError("--dry-run plans a whole run; leave out --resume")
     outputs = outputs or state_path(name).with_suffix(".outputs.jsonl")
-    hooks = Hooks(info=context.info, warn=context.warn)
-    with open_machine(config, hooks=hooks, single_model=single_model) as machine:
+    with open_machine(config, hooks=Hooks(info=context.info, warn=context.warn), single_model=single_model) as machine:
         runner = PipelineRun(context, machine, config, name, resume=resume, outputs=outputs, strategy=strategy)
         if dry_run:
             return runner.plan(0)
         check_writable(runner.path, report, runner.state.outputs)
-        return runner.run()
+        try:
+            return runner.run()
+        finally:
+            reap_watchers()
 
 
 class PipelineRun:

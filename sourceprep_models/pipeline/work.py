@@ -219,17 +219,32 @@ def _dismiss(watcher: subprocess.Popen[bytes]) -> None:
         watcher.stdin.close()
     except OSError:
         pass  # it is gone already
-    _dismissed[:] = [other for other in _dismissed if other.poll() is None]
-    _dismissed.append(watcher)
+    with _dismissed_lock:
+        _dismissed[:] = [other for other in _dismissed if other.poll() is None]
+        _dismissed.append(watcher)
 
 
 _dismissed: list[subprocess.Popen[bytes]] = []
+_dismissed_lock = threading.Lock()
+
+
+def reap_watchers(patience_s: float = 2.0) -> None:
+    """Once a run is over, wait (up to ``patience_s`` in all) for the dismissed watchers: each exits as soon
+    as it has read "done" (an interpreter's start-up), so none outlives the run that started it, in-process
+    callers included. One still running after that stays listed, and so referenced, until the next reaping."""
+    end = time.monotonic() + patience_s
+    with _dismissed_lock:
+        for watcher in list(_dismissed):
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                watcher.wait(timeout=max(0.0, end - time.monotonic()))
+        _dismissed[:] = [watcher for watcher in _dismissed if watcher.returncode is None]
 
 
 @atexit.register
 def _reap_all() -> None:
-    for watcher in _dismissed:
-        watcher.wait()
+    with _dismissed_lock:
+        for watcher in _dismissed:
+            watcher.wait()
 
 
 def _end_group(process: subprocess.Popen[bytes]) -> None:
