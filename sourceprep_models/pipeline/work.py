@@ -168,9 +168,12 @@ def run_command(command: str, env: Mapping[str, str], cwd: str | None = None) ->
 
 
 def _copy_lines(stream: IO[bytes]) -> None:
-    for raw in iter(stream.readline, b""):
-        sys.stderr.write(raw.decode(errors="replace"))
-        sys.stderr.flush()
+    try:
+        for raw in iter(stream.readline, b""):
+            sys.stderr.write(raw.decode(errors="replace"))
+            sys.stderr.flush()
+    except (ValueError, OSError):
+        pass  # the pipe was closed under it (a Ctrl-C ended the stage while it read): nothing more to copy
 
 
 _POSIX = os.name == "posix"
