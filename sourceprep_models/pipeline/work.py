@@ -131,23 +131,23 @@ def run_command(command: str, env: Mapping[str, str], cwd: str | None = None) ->
     group (SIGTERM, then SIGKILL); and if this process is killed outright (kill -9), a small watcher
     process sees its pipe from us close and ends the group (``_WATCHER``)."""
     started = time.monotonic()
-    process = subprocess.Popen(
-        command,
-        shell=True,
-        env=dict(env),
-        cwd=cwd,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        start_new_session=_POSIX,  # the terminal's Ctrl-C reaches us only: we end the group ourselves
-    )
+    with _CtrlCHeld() as held:
+        process = subprocess.Popen(
+            command,
+            shell=True,
+            env=dict(env),
+            cwd=cwd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=_POSIX,  # the terminal's Ctrl-C reaches us only: we end the group ourselves
+        )
+        watcher = _watch(process.pid) if _POSIX else None
     assert process.stdout is not None
-    watcher: subprocess.Popen[bytes] | None = None
     # The output is copied by a thread, so that the stage ends when the shell does, even when
     # something it started in the background still holds the pipe (it is ended just below).
     copier = threading.Thread(target=_copy_lines, args=(process.stdout,), daemon=True)
     try:
-        # Inside the try: a Ctrl-C the command sends at once may land while the watcher starts.
-        watcher = _watch(process.pid) if _POSIX else None
+        held.deliver()  # a Ctrl-C (the command may send one at once) that came while both started
         copier.start()
         code = process.wait()
         if _POSIX:
@@ -165,6 +165,37 @@ def run_command(command: str, env: Mapping[str, str], cwd: str | None = None) ->
         if not copier.is_alive():
             process.stdout.close()
     return CommandResult(command=command, exit_code=code, seconds=time.monotonic() - started)
+
+
+class _CtrlCHeld:
+    """Holds a Ctrl-C while the command and its watcher start, to deliver it once both are tracked: one that
+    lands inside a ``Popen`` constructor would leave a process that nobody waits for or ends. The started
+    programs get the default disposition back at exec, so only this process defers the signal, and only
+    for the milliseconds the two starts take (outside the main thread, where signals are not handled,
+    nothing is held)."""
+
+    def __init__(self) -> None:
+        self._caught = False
+        self._held = False
+        self._previous: Any = signal.default_int_handler
+
+    def __enter__(self) -> _CtrlCHeld:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._catch) or signal.default_int_handler
+            self._held = True
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        if self._held:
+            signal.signal(signal.SIGINT, self._previous)
+
+    def _catch(self, *_: object) -> None:
+        self._caught = True
+
+    def deliver(self) -> None:
+        if self._caught:
+            self._caught = False
+            raise KeyboardInterrupt
 
 
 def _copy_lines(stream: IO[bytes]) -> None:
