@@ -784,3 +784,44 @@ def test_tables_filled_as_read_find_the_plain_searchs_plan(case: Case, allow: bo
     with plain_exact_search():
         plain = plan_pipeline(stages, table, resident, budget, allow_evict_pinned=allow, max_models=cap)
     assert fast == plain
+
+
+@contextmanager
+def beam_only(exhaustive: int) -> Iterator[None]:
+    """Plan with the beam (as beyond the exact limit) however few the models, every maximal kept set tried while
+    at most ``exhaustive`` models are resident, the look-ahead orders' choices beyond."""
+    with patch.object(search, "_EXACT_MODELS", -1), patch.object(search, "_BEAM_EXHAUSTIVE", exhaustive):
+        yield
+
+
+@settings(max_examples=300, deadline=None)
+@given(repeated_instances(), st.booleans(), st.integers(min_value=0, max_value=6))
+def test_beam_with_bitmask_tables_finds_the_plain_beams_plan(case: Case, allow: bool, exhaustive: int) -> None:
+    """Beyond the exact limit the beam takes its maximal kept sets from the exact search's bitmask tables: the
+    same sets as the plain enumeration, so the same plan, ties included."""
+    from functools import partial
+
+    stages, table, resident, budget, cap = case.stages, case.table, case.resident, case.budget, case.cap
+    with beam_only(exhaustive):
+        fast = plan_pipeline(stages, table, resident, budget, allow_evict_pinned=allow, max_models=cap)
+        with patch.object(search, "_search", partial(search._search, plain_options=True)):
+            plain = plan_pipeline(stages, table, resident, budget, allow_evict_pinned=allow, max_models=cap)
+    assert fast == plain
+    assert not isinstance(fast, PipelinePlan) or not fast.exact
+
+
+def test_beam_over_eighteen_models_with_bitmask_tables_finds_the_plain_beams_plan() -> None:
+    import random
+    from functools import partial
+
+    rng = random.Random(18)
+    table = {
+        f"m{i:02}": PipelineModel(f"m{i:02}", f"m{i:02}", rng.randint(1, 16) * GB, group=("router", "ollama")[i % 2])
+        for i in range(18)
+    }
+    stages = run([rng.choice(sorted(table)) for _ in range(300)])
+    fast = plan_of(plan_pipeline(stages, table, [], 40 * GB, max_models={"router": 3}))
+    with patch.object(search, "_search", partial(search._search, plain_options=True)):
+        plain = plan_of(plan_pipeline(stages, table, [], 40 * GB, max_models={"router": 3}))
+    assert not fast.exact and fast == plain
+    check_plan(fast, stages, table, [], 40 * GB, {"router": 3}, allow_evict_pinned=False)

@@ -189,6 +189,34 @@ class _Tables:
         return tuple(found)
 
 
+class MaskSets:
+    """The maximal kept sets of ``_Tables``, asked and answered as sets of keys (for the beam)."""
+
+    def __init__(self, problem: Problem) -> None:
+        keys = sorted({demand for demand in problem.demands if demand is not None})
+        self._tables = _Tables(problem, keys)
+        self._bit = {key: 1 << index for index, key in enumerate(keys)}
+        self._sets: dict[int, frozenset[str]] = {}
+
+    def maximal(self, keep: frozenset[str], index: int) -> list[tuple[frozenset[str], int]]:
+        """Every maximal subset of ``keep`` that holds stage ``index``'s model and fits, with how many it drops."""
+        tables, bit = self._tables, self._bit
+        demand, _, room_id = tables.signatures[index]
+        options = tables.options(demand, room_id)
+        mask = sum(bit[key] for key in keep)
+        found = options.get(mask)
+        if found is None:
+            found = options[mask] = tables.maximal(mask, demand, room_id)
+        return [(self._set(kept), dropped) for kept, dropped in found]
+
+    def _set(self, mask: int) -> frozenset[str]:
+        found = self._sets.get(mask)
+        if found is None:
+            keys = self._tables.keys
+            found = self._sets[mask] = frozenset(key for position, key in enumerate(keys) if mask >> position & 1)
+        return found
+
+
 def exact_sets(problem: Problem, most_states: int) -> list[frozenset[str]] | None:
     """The optimal resident sets of still-needed models, stage by stage; None once a stage has more than
     ``most_states`` states (the caller bounds the number of models: a kept set's transitions try each of its
@@ -261,18 +289,21 @@ def _step(tables: _Tables, index: int, frontier: dict[int, int], layers: list[La
     ranks = tables.ranks
     costs: dict[int, int] = {}
     previous: dict[int, int] = {}
+    known, cost_of = options.get, costs.get  # bound once: this loop is most of the planner's time
     for state, cost in frontier.items():
         keep = (state & live) | demand
         if not state & demand:
             cost += load
-        found = options.get(keep)
+        found = known(keep)
         if found is None:
             found = options[keep] = tables.maximal(keep, demand, room_id)
         for kept, dropped in found:
             total = cost + dropped
-            old = costs.get(kept)
-            if old is None or total < old or (total == old and ranks[state] < ranks[previous[kept]]):
+            old = cost_of(kept)
+            if old is None or total < old:
                 costs[kept] = total
+                previous[kept] = state
+            elif total == old and ranks[state] < ranks[previous[kept]]:
                 previous[kept] = state
     if costs == frontier:  # every state its own successor at no cost: every kept set holds the stage's model,
         layers.append(None)  # so none was loaded, and none was dropped, since a set that fits nowhere is in neither

@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 from itertools import combinations
 from typing import Any
 
-from sourceprep_models.planning.exact import exact_sets
+from sourceprep_models.planning.exact import MaskSets, exact_sets
 from sourceprep_models.planning.problem import Problem, Rank, Run, fits, shed
 from sourceprep_models.planning.strategies import final_evict, lru_rank, ollama_rank, play_lazy
 
@@ -74,12 +74,13 @@ def reference_run(problem: Problem) -> Run | None:
     return _search(problem, exact=True)
 
 
-def _search(problem: Problem, *, exact: bool) -> Run | None:
+def _search(problem: Problem, *, exact: bool, plain_options: bool = False) -> Run | None:
     """A shortest path over resident sets of models still needed.
 
     Exact: every maximal kept set, every state; None beyond the limit. Otherwise a beam: the ``_BEAM`` cheapest
     states per stage, and every maximal kept set while few models are resident, else the ones the look-ahead
-    orders choose.
+    orders choose. ``plain_options``: the beam takes the maximal kept sets from ``_kept_sets`` (the reference
+    its tables are tested against), not from the bitmask tables; the options are the same sets, so is the plan.
     """
     if exact and len({demand for demand in problem.demands if demand is not None}) > _EXACT_MODELS:
         return None
@@ -93,6 +94,17 @@ def _search(problem: Problem, *, exact: bool) -> Run | None:
     # the same few questions come back stage after stage. The look-ahead orders' choices also depend on
     # the stage's distances, so they are only shared between the states of one stage.
     exhaustive: dict[tuple[State, str | None, int, tuple[tuple[str, int], ...]], list[tuple[State, int]]] = {}
+    # The beam asks for every maximal kept set of tens of thousands of different sets (beyond the exact limit
+    # the resident sets are many): the exact search's bitmask tables answer them several times as fast.
+    masks = None if exact or plain_options else MaskSets(problem)
+    order: dict[State, list[str]] = {}  # each state's sorted keys, the tie order: states recur stage after stage
+
+    def in_order(state: State) -> list[str]:
+        found = order.get(state)
+        if found is None:
+            found = order[state] = sorted(state)
+        return found
+
     for index, demand in enumerate(problem.demands):
         live = live_keys(problem, index)
         step: Cost = (problem.sizes[demand], 1, 0) if demand is not None else (0, 0, 0)
@@ -100,14 +112,16 @@ def _search(problem: Problem, *, exact: bool) -> Run | None:
         room = (problem.room[index], tuple(sorted(problem.slots[index].items())))
         ranked: dict[State, list[tuple[State, int]]] = {}
         orders: list[list[str]] = []
-        for state in sorted(frontier, key=sorted):
+        for state in sorted(frontier, key=in_order):
             cost = frontier[state][0]
             keep = frozenset((state & live) | ({demand} if demand is not None else set()))
             paid = step if demand is not None and demand not in state else (0, 0, 0)
             if exact or len(keep) <= _BEAM_EXHAUSTIVE:
                 known = exhaustive.get((keep, demand, *room))
                 if known is None:
-                    known = exhaustive[(keep, demand, *room)] = _kept_sets(problem, keep, demand, index)
+                    known = exhaustive[(keep, demand, *room)] = (
+                        _kept_sets(problem, keep, demand, index) if masks is None else masks.maximal(keep, index)
+                    )
                 options = known
             else:
                 if keep not in ranked:
@@ -122,7 +136,7 @@ def _search(problem: Problem, *, exact: bool) -> Run | None:
         if exact and len(layer) > _EXACT_STATES:
             return None
         if not exact and len(layer) > _BEAM:
-            layer = dict(sorted(layer.items(), key=lambda item: (item[1][0], sorted(item[0])))[:_BEAM])
+            layer = dict(sorted(layer.items(), key=lambda item: (item[1][0], in_order(item[0])))[:_BEAM])
         layers.append(layer)
         frontier = layer
     if not layers:
@@ -198,21 +212,23 @@ def _ranked_sets(
     ``orders``: the stage's models in each look-ahead order. The same as ``shed`` then putting back the evicted
     models, last evicted first, that still fit; with the bytes and the per-cap counts kept as running totals."""
     room, slots = problem.room[index], problem.slots[index]
-    if fits(problem, keep, room, slots):
-        return [(keep, 0)]
     sizes, scope = problem.sizes, problem.scope
+    whole = sum(sizes[key] for key in keep)
+    held: dict[str, int] = {}
+    for key in keep:
+        if (cap := scope[key]) is not None:
+            held[cap] = held.get(cap, 0) + 1
+    full = sum(count > slots[cap] for cap, count in held.items())  # the caps over their slots
+    if whole <= room and not full:  # ``fits``, from the totals
+        return [(keep, 0)]
     options: dict[frozenset[str], int] = {}
     for order in orders:
-        total = sum(sizes[key] for key in keep)
-        counts: dict[str, int] = {}
-        for key in keep:
-            if (cap := scope[key]) is not None:
-                counts[cap] = counts.get(cap, 0) + 1
+        total, counts, over = whole, dict(held), full
         evicted: list[str] = []
         for key in order:
             if key not in keep or key == demand:
                 continue
-            if total <= room and all(count <= slots[cap] for cap, count in counts.items()):
+            if total <= room and not over:
                 break
             cap = scope[key]
             if total > room or (cap is not None and cap in slots and counts.get(cap, 0) > slots[cap]):
@@ -220,6 +236,7 @@ def _ranked_sets(
                 total -= sizes[key]
                 if cap is not None:
                     counts[cap] -= 1
+                    over -= counts[cap] == slots[cap]  # this cap is no longer over
                     if not counts[cap]:
                         del counts[cap]
         kept = set(keep).difference(evicted)
