@@ -6,6 +6,13 @@ the config check between stages, the swap, the run state it writes after each st
 Also printed: the run state's bytes on disk after the run and what one stage adds to them.
 
     .venv/bin/python -m benchmarks.pipeline_cost [--sizes 40,100,300,600] [--rounds 3]
+
+With ``--llamacpp``: the gap between one stage's end and the next one's work start (the report's
+``work_ended_s``/``work_started_s``) on a REAL llama-server router with every model of the trace pipeline
+resident, stages of `sleep 0.01`: the per-stage cost of a planned hit (config check, "is it still loaded",
+journal line, stage start).
+
+    .venv/bin/python -m benchmarks.pipeline_cost --llamacpp [--rounds 5]
 """
 
 from __future__ import annotations
@@ -17,9 +24,10 @@ import statistics
 import subprocess
 import sys
 import tempfile
+from itertools import pairwise
 from pathlib import Path
 
-from benchmarks._common import emulator
+from benchmarks._common import emulator, ms
 from tests.emulator import EmulatedModel
 
 
@@ -47,11 +55,44 @@ def run_once(url: str, stages: int) -> tuple[float, float, int]:
     return (totals["wall_s"] - totals["work_s"]) / stages, totals["work_s"] / stages, state
 
 
+def llamacpp_gaps(rounds: int) -> None:
+    from benchmarks._common import real_server_workdir
+    from benchmarks.pipeline_strategies import PIPELINES, WORK
+    from tests.realserver.make_gguf import write_model
+    from tests.realserver.router import llama_server
+
+    with real_server_workdir("spm-cost-") as (binary, work):
+        models = work / "models"
+        for seed, name in enumerate(("fast", "reason", "coder")):
+            write_model(models / f"m-{name}.gguf", seed=seed)
+        flags = ("--models-dir", str(models), "--models-max", "0", "--no-models-autoload")
+        with llama_server(binary, work, *flags) as srv:
+            config = work / "config.toml"
+            config.write_text(
+                f'[endpoints.llama]\nkind = "llamacpp"\nurl = "{srv.url}"\n[memory]\nbudget = "100GiB"\n'
+                'headroom = "0"\n' + PIPELINES.replace(WORK, "sleep 0.01")
+            )
+            env = dict(os.environ, SOURCEPREP_MODELS_CONFIG=str(config), XDG_STATE_HOME=str(work / "state"))
+            command = [sys.executable, "-m", "sourceprep_models", "run-pipeline", "trace", "--json"]
+            subprocess.run(command, env=env, capture_output=True, check=True)  # loads all three
+            gaps: list[float] = []
+            for _ in range(rounds):
+                done = subprocess.run(command, env=env, capture_output=True, text=True, check=True)
+                rows = json.loads(done.stdout)["stages"]
+                assert all(row["action"] == "hit" for row in rows), [row["action"] for row in rows]
+                gaps += [after["work_started_s"] - before["work_ended_s"] for before, after in pairwise(rows)]
+    print(f"gap between stages (planned hits, real router), {len(gaps)} gaps: {ms(gaps)}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sizes", default="40,100,300,600")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--llamacpp", action="store_true", help="the gap between stages on a real llama-server")
     args = parser.parse_args()
+    if args.llamacpp:
+        llamacpp_gaps(args.rounds)
+        return
     sizes = [int(size) for size in args.sizes.split(",")]
     with emulator([EmulatedModel("fast:1b", file_mib=2)], gpu_vram_mib=64) as emu:
         results: dict[int, list[tuple[float, float, int]]] = {size: [] for size in sizes}

@@ -28,6 +28,11 @@ class StageReport:
     load_s: float = 0.0  # preloaded: only what the stage waited for, of a load that ran during an earlier stage
     hidden_s: float = 0.0  # preloaded: the load's seconds that ran during the earlier stage's work
     work_s: float = 0.0
+    # When the stage's work started and ended, in seconds since this invocation's run began (monotonic): the
+    # run's wall clock from its first stage's work to its last stage's end (``stages_wall_s``) comes from these.
+    # None for a stage that did no work here (skipped, or finished by an earlier invocation).
+    work_started_s: float | None = None
+    work_ended_s: float | None = None
     ttft_s: float | None = None
     tokens_per_s: float | None = None
     exit_code: int | None = None
@@ -55,6 +60,8 @@ class StageReport:
             "load_s": round(self.load_s, 4),
             "hidden_s": round(self.hidden_s, 4),
             "work_s": round(self.work_s, 4),
+            "work_started_s": _round(self.work_started_s),
+            "work_ended_s": _round(self.work_ended_s),
             "ttft_s": round(self.ttft_s, 4) if self.ttft_s is not None else None,
             "tokens_per_s": round(self.tokens_per_s, 2) if self.tokens_per_s is not None else None,
             "exit_code": self.exit_code,
@@ -100,6 +107,15 @@ class RunReport:
         return max(0.0, self.wall_s - sum(row.total_s for row in self.stages if row.action != "resumed"))
 
     @property
+    def stages_wall_s(self) -> float | None:
+        """The wall clock from the first stage's work start to the last stage's work end in this invocation:
+        unlike ``wall_s``, it leaves out the planning and the first model's load before any work."""
+        timed = [row for row in self.stages if row.work_started_s is not None and row.work_ended_s is not None]
+        if not timed:
+            return None
+        return max(row.work_ended_s or 0.0 for row in timed) - min(row.work_started_s or 0.0 for row in timed)
+
+    @property
     def swap_penalty_s(self) -> float:
         """Every second the run spent that was not the stages' own work: the run's wall clock minus its work
         (stages finished by an earlier invocation count with their own swap time)."""
@@ -127,12 +143,17 @@ class RunReport:
                 "work_s": round(self.work_s, 4),
                 "total_s": round(self.total_s, 4),
                 "wall_s": round(self.wall_s, 4),
+                "stages_wall_s": _round(self.stages_wall_s),
                 "overhead_s": round(self.overhead_s, 4),
                 "swap_penalty_s": round(self.swap_penalty_s, 4),
             },
             "outputs": self.outputs,
             "warnings": self.warnings,
         }
+
+
+def _round(value: float | None) -> float | None:
+    return round(value, 4) if value is not None else None
 
 
 class RunStopped(SourceprepError):

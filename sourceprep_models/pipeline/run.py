@@ -38,6 +38,7 @@ from sourceprep_models.pipeline.report import RunReport, RunStopped, StageReport
 from sourceprep_models.pipeline.stages import StageRun, Target, expand
 from sourceprep_models.pipeline.state import RunState, begin, load_state, record, save_state, state_path
 from sourceprep_models.pipeline.work import PromptClient, WorkResult, model_environment, read_prompts_file, run_command
+from sourceprep_models.pipeline.writable import check_writable
 from sourceprep_models.planning.load import Demand, Plan
 from sourceprep_models.planning.lookahead import StagePlan
 from sourceprep_models.swap.executor import Step
@@ -136,6 +137,7 @@ class PipelineRun:
         # Pins this run evicted, as (endpoint, name): if the run stops early, they come back at once.
         self._evicted_pins: set[tuple[str, str]] = set()
         self._preload: Preload | None = None  # the background load in flight (at most one)
+        self._started = time.monotonic()  # the run's clock: wall_s and each stage's work times count from here
 
     def plan(self, start: int = 0) -> RunPlan:
         self.machine.reconfigure(self.config)
@@ -153,10 +155,11 @@ class PipelineRun:
     # -- the run ---------------------------------------------------------------------------------------
 
     def run(self) -> RunReport:
-        started = time.monotonic()
+        self._started = time.monotonic()
         for saved in self.state.finished.values():
             previous = StageReport.from_dict(saved)
             previous.action = "resumed" if previous.status != "skipped" else previous.action
+            previous.work_started_s = previous.work_ended_s = None  # another invocation's clock
             self.report.stages.append(previous)
         pending = [index for index, run in enumerate(self.runs) if run.id not in self.state.finished]
         if not pending:
@@ -239,7 +242,7 @@ class PipelineRun:
         finally:
             if prefetch is not None:
                 prefetch.stop()
-            self.report.wall_s = time.monotonic() - started
+            self.report.wall_s = time.monotonic() - self._started
 
     def _stopped(self, status: str) -> RunReport:
         self.report.status = status
@@ -328,6 +331,7 @@ class PipelineRun:
         )
         work = self._work(run, target, session)
         row.work_s = work.seconds
+        row.work_started_s, row.work_ended_s = work.started - self._started, work.ended - self._started
         row.ttft_s, row.tokens_per_s = work.ttft_s, work.tokens_per_s
         if work.command is not None:
             row.exit_code = work.command.exit_code
@@ -450,7 +454,8 @@ class PipelineRun:
             env["SOURCEPREP_PIPELINE"] = self.name
             env["SOURCEPREP_OUTPUTS"] = self.state.outputs or ""
             work.command = run_command(stage.command, env, cwd=base)
-        work.seconds = time.monotonic() - started
+        work.started, work.ended = started, time.monotonic()
+        work.seconds = work.ended - started
         return work
 
     def _put_pins_back(self) -> str:
@@ -543,58 +548,3 @@ def _fingerprint(config: Config) -> str:
             (sorted(config.endpoints.items()), sorted(config.models.items()), config.memory, config.pipelines)
         ).encode()
     ).hexdigest()
-
-
-def check_writable(state: Path, report: Path | None, outputs: str | None) -> None:
-    """Before anything is loaded: the run state's directory, ``--report`` and ``--outputs`` can be written.
-
-    The options are exit 2 (another value is the fix); the state directory is exit 1 (it comes from
-    the environment, XDG_STATE_HOME, not from the command line)."""
-    try:
-        _probe_directory(state.parent)
-    except OSError as exc:
-        raise SourceprepError(
-            f"cannot write the run state in {state.parent} ({exc.strerror or exc}); make it writable or set "
-            "XDG_STATE_HOME to a writable directory"
-        ) from None
-    for option, value, appends in (("--report", report, False), ("--outputs", outputs, True)):
-        if value is None:
-            continue
-        path = Path(value)
-        try:
-            _probe_file(path, appends=appends)
-        except OSError as exc:
-            raise UsageError(
-                f"{option} {path}: cannot write there ({exc.strerror or exc}); name a file in a writable directory"
-            ) from None
-
-
-def _probe_directory(directory: Path) -> None:
-    """Create ``directory`` if needed and create (and remove) a file in it: the only sure test."""
-    import errno
-    import tempfile
-
-    existing = next(parent for parent in (directory, *directory.parents) if parent.exists())
-    if not existing.is_dir():  # mkdir would only say "File exists"
-        raise NotADirectoryError(errno.ENOTDIR, f"{existing} is not a directory")
-    directory.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(dir=directory, prefix=".probe.")
-    os.close(fd)
-    os.unlink(name)
-
-
-def _probe_file(path: Path, *, appends: bool) -> None:
-    """A file the run will write: replaced whole (the report, through the atomic write, which follows a
-    link to its target) or appended to (the outputs)."""
-    import errno
-
-    target = Path(os.path.realpath(path))
-    if target.is_dir():
-        raise IsADirectoryError(errno.EISDIR, "is a directory")
-    if target.exists() and not target.is_file() and not (appends and str(target) == os.devnull):
-        raise OSError(errno.EINVAL, "not a regular file")
-    if appends and target.exists():
-        with open(target, "a", encoding="utf-8"):
-            pass
-        return
-    _probe_directory(target.parent)

@@ -79,6 +79,8 @@ class WorkResult:
     prompts: list[PromptResult] = field(default_factory=list)
     command: CommandResult | None = None
     seconds: float = 0.0
+    started: float = 0.0  # time.monotonic() when the work started and ended
+    ended: float = 0.0
 
     @property
     def failed(self) -> bool:
