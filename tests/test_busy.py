@@ -7,7 +7,10 @@ client is still loading, a victim that stays busy past the deadline, and vLLM's 
 
 from __future__ import annotations
 
+import json
+
 import httpx
+import pytest
 
 from sourceprep_models.config.schema import Endpoint
 from sourceprep_models.errors import ExitCode
@@ -27,8 +30,8 @@ def test_a_model_another_client_is_still_loading_is_not_evicted_until_it_is_load
     cli: CliFn, write_config: WriteConfig
 ) -> None:
     fake = FakeLlamaRouter(
-        models={"tiny-a": "loading", "tiny-b": "unloaded"}, loading_for={"tiny-a": 16}, max_instances=1
-    )
+        models={"tiny-a": "loading", "tiny-b": "unloaded"}, loading_for={"tiny-a": 32}, max_instances=1
+    )  # 32 listings: the load itself lists a few times before it waits (and looks for another victim)
     with serve(lambda r: fake.handle(r.method, r.path, r.body)) as url:
         result = cli("--config", config_for(write_config, url), "load", "tiny-b", "--no-warm")
 
@@ -73,3 +76,53 @@ def test_vllm_reports_running_and_waiting_requests_as_activity() -> None:
 def test_an_idle_vllm_is_not_busy_and_one_without_the_gauges_is_unknown() -> None:
     assert not vllm(FakeVLLM()).activity(QWEN).busy
     assert vllm(FakeVLLM(request_gauges=False)).activity(QWEN) == Activity(QWEN, requests=None)
+
+
+# -- another victim: an idle model goes in place of a busy one where the load still fits --------------------------
+
+
+@pytest.mark.parametrize("busy", ["tiny-a", "tiny-c"])
+def test_a_busy_victim_stays_and_an_idle_model_is_evicted_instead(
+    cli: CliFn, write_config: WriteConfig, busy: str
+) -> None:
+    # Room for two models (--models-max 2), two resident: one must go, and whichever is busy must stay.
+    # Over a cap the smallest leaves first (planning/load.py, rule 6), so tiny-a is the victim unless it is busy.
+    fake = FakeLlamaRouter(
+        models={"tiny-a": "loaded", "tiny-c": "loaded", "tiny-b": "unloaded"},
+        sizes={"tiny-a": 500_000, "tiny-c": 900_000},
+        busy={busy: 10**9},
+        max_instances=2,
+    )
+    idle = "tiny-c" if busy == "tiny-a" else "tiny-a"
+    with serve(lambda r: fake.handle(r.method, r.path, r.body)) as url:
+        result = cli(
+            "--config", config_for(write_config, url), "load", "tiny-b", "--no-warm", "--timeout", "0.3s", "--json"
+        )
+
+    assert result.exit_code == 0, result.stderr
+    if busy == "tiny-a":
+        assert "tiny-a is serving a request; evicting tiny-c instead" in result.stderr
+    else:
+        assert "instead" not in result.stderr
+    assert "waiting for" not in result.stderr
+    assert fake.cut_off == []
+    assert fake.models == {busy: "loaded", idle: "unloaded", "tiny-b": "loaded"}
+    steps = json.loads(result.stdout)["steps"]
+    assert [step["model"] for step in steps if step["step"] == "unload"] == [idle]
+
+
+def test_when_every_other_model_is_busy_too_the_eviction_waits_as_before(cli: CliFn, write_config: WriteConfig) -> None:
+    fake = FakeLlamaRouter(
+        models={"tiny-a": "loaded", "tiny-c": "loaded", "tiny-b": "unloaded"},
+        busy={"tiny-a": 3, "tiny-c": 3},
+        max_instances=2,
+    )
+    with serve(lambda r: fake.handle(r.method, r.path, r.body)) as url:
+        result = cli("--config", config_for(write_config, url), "load", "tiny-b", "--no-warm")
+
+    assert result.exit_code == 0, result.stderr
+    assert "instead" not in result.stderr
+    assert "waiting for tiny-" in result.stderr
+    assert fake.cut_off == []
+    assert fake.models["tiny-b"] == "loaded"
+    assert sorted(fake.models.values()) == ["loaded", "loaded", "unloaded"]
