@@ -15,9 +15,13 @@ import pytest
 from sourceprep_models.config.schema import Endpoint
 from sourceprep_models.errors import ExitCode
 from sourceprep_models.providers.base import Activity
+from sourceprep_models.providers.llamaswap import LlamaSwapProvider
 from sourceprep_models.providers.vllm import VLLMProvider, server_root
 from tests.conftest import CliFn, WriteConfig
 from tests.fakes.llamacpp import FakeLlamaRouter
+from tests.fakes.llamaswap import GEMMA as SWAP_GEMMA
+from tests.fakes.llamaswap import QWEN as SWAP_QWEN
+from tests.fakes.llamaswap import FakeLlamaSwap
 from tests.fakes.vllm import QWEN, FakeVLLM
 from tests.loopback import serve
 
@@ -126,3 +130,82 @@ def test_when_every_other_model_is_busy_too_the_eviction_waits_as_before(cli: Cl
     assert fake.cut_off == []
     assert fake.models["tiny-b"] == "loaded"
     assert sorted(fake.models.values()) == ["loaded", "loaded", "unloaded"]
+
+
+def test_single_model_mode_waits_for_a_busy_model_instead_of_keeping_it_beside_the_new_one(
+    cli: CliFn, write_config: WriteConfig
+) -> None:
+    fake = FakeLlamaRouter(
+        models={"tiny-a": "loaded", "tiny-c": "loaded", "tiny-b": "unloaded"}, busy={"tiny-a": 3}, max_instances=4
+    )
+    with serve(lambda r: fake.handle(r.method, r.path, r.body)) as url:
+        config = write_config(f'[memory]\nsingle_model = true\n[endpoints.llama]\nkind = "llamacpp"\nurl = "{url}"\n')
+        result = cli("--config", str(config), "load", "tiny-b", "--no-warm")
+
+    assert result.exit_code == 0, result.stderr
+    assert "waiting for tiny-a: serving a request (on llama)" in result.stderr
+    assert "instead" not in result.stderr
+    assert fake.cut_off == []
+    assert fake.models == {"tiny-a": "unloaded", "tiny-c": "unloaded", "tiny-b": "loaded"}
+
+
+# -- llama-swap: /running's "starting" and the inflight snapshot of /api/events ------------------------------------
+
+
+def swap_config(write_config: WriteConfig, url: str) -> str:
+    # One model at a time, as llama-swap's default group runs them, so the load must evict the running one.
+    return str(write_config(f'[memory]\nsingle_model = true\n[endpoints.swap]\nkind = "llamaswap"\nurl = "{url}"\n'))
+
+
+def test_llamaswap_load_waits_for_the_request_on_the_running_model_then_swaps(
+    cli: CliFn, write_config: WriteConfig
+) -> None:
+    fake = FakeLlamaSwap(running={SWAP_QWEN: "ready"}, in_flight={SWAP_QWEN: 3})
+    with serve(lambda r: fake.handle(r.method, r.path, r.headers)) as url:
+        result = cli("--config", swap_config(write_config, url), "load", SWAP_GEMMA, "--no-warm")
+
+    assert result.exit_code == 0, result.stderr
+    assert f"waiting for {SWAP_QWEN}: serving a request (on swap)" in result.stderr
+    assert fake.cut_off == []
+    assert fake.running == {SWAP_GEMMA: "ready"}
+
+
+def test_llamaswap_model_busy_past_the_deadline_stops_the_load_and_stays_running(
+    cli: CliFn, write_config: WriteConfig
+) -> None:
+    fake = FakeLlamaSwap(running={SWAP_QWEN: "ready"}, in_flight={SWAP_QWEN: 10**9})
+    with serve(lambda r: fake.handle(r.method, r.path, r.headers)) as url:
+        result = cli("--config", swap_config(write_config, url), "load", SWAP_GEMMA, "--no-warm", "--timeout", "0.3s")
+
+    assert result.exit_code == ExitCode.ERROR
+    line = result.stderr.strip().splitlines()[-1]
+    assert f"{SWAP_QWEN} on endpoint 'swap' is still serving a request after" in line
+    assert f"`sourceprep-models unload {SWAP_QWEN}`" in line
+    assert "Traceback" not in result.stderr
+    assert fake.cut_off == []
+    assert fake.running == {SWAP_QWEN: "ready"}
+    assert fake.sent("POST", "/api/models/unload") == []
+
+
+def llamaswap(fake: FakeLlamaSwap) -> LlamaSwapProvider:
+    endpoint = Endpoint(name="swap", kind="llamaswap", url="http://swap.test:8080")
+    return LlamaSwapProvider(endpoint, client=httpx.Client(base_url=endpoint.url, transport=fake.transport()))
+
+
+def test_llamaswap_reports_a_starting_model_as_loading_and_counts_requests_per_model() -> None:
+    fake = FakeLlamaSwap(running={SWAP_QWEN: "starting", SWAP_GEMMA: "ready"}, in_flight={SWAP_GEMMA: 5, SWAP_QWEN: 5})
+    provider = llamaswap(fake)
+    assert provider.capabilities.reports_activity
+    assert provider.activity(SWAP_QWEN) == Activity(SWAP_QWEN, loading=True)
+    assert provider.activity(SWAP_GEMMA) == Activity(SWAP_GEMMA, requests=1)
+    assert provider.activity("embedder") == Activity("embedder", requests=0)  # an alias of a stopped model
+
+
+def test_llamaswap_with_only_a_total_of_requests_is_idle_at_zero_and_unknown_otherwise() -> None:
+    fake = FakeLlamaSwap(running={SWAP_QWEN: "ready", SWAP_GEMMA: "ready"}, inflight_event="total")
+    assert llamaswap(fake).activity(SWAP_QWEN) == Activity(SWAP_QWEN, requests=0)
+    fake.in_flight = {SWAP_GEMMA: 10**9}
+    assert llamaswap(fake).activity(SWAP_QWEN) == Activity(SWAP_QWEN, requests=None)
+    assert llamaswap(FakeLlamaSwap(running={SWAP_QWEN: "ready"}, inflight_event="none")).activity(SWAP_QWEN) == (
+        Activity(SWAP_QWEN, requests=None)
+    )

@@ -275,7 +275,9 @@ def _load_one(
     plan, prediction, budget = session.plan(request, loaded, protect=protected)
     if isinstance(plan, Refusal):
         raise DoesNotFit(plan.reason + " (nothing was unloaded)")
-    if plan.evict:  # a busy victim is swapped for idle ones where the load still fits (swap/busy.py)
+    # A busy victim is swapped for idle ones where the load still fits (swap/busy.py); not in single-model
+    # mode, where every other model must go, so the busy one is waited for.
+    if plan.evict and not (machine.single_model or machine.config.memory.single_model):
         providers = {other.endpoint.name: other.provider for other in machine.memory_sessions(session.host)}
 
         def replan(busy: frozenset[str]) -> Plan | Refusal:
