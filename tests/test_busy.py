@@ -16,12 +16,16 @@ from sourceprep_models.config.schema import Endpoint
 from sourceprep_models.errors import ExitCode
 from sourceprep_models.providers.base import Activity
 from sourceprep_models.providers.llamaswap import LlamaSwapProvider
+from sourceprep_models.providers.omlx import OMLXProvider
 from sourceprep_models.providers.vllm import VLLMProvider, server_root
 from tests.conftest import CliFn, WriteConfig
 from tests.fakes.llamacpp import FakeLlamaRouter
 from tests.fakes.llamaswap import GEMMA as SWAP_GEMMA
 from tests.fakes.llamaswap import QWEN as SWAP_QWEN
 from tests.fakes.llamaswap import FakeLlamaSwap
+from tests.fakes.omlx import GEMMA as OMLX_GEMMA
+from tests.fakes.omlx import QWEN as OMLX_QWEN
+from tests.fakes.omlx import FakeOMLX
 from tests.fakes.vllm import QWEN, FakeVLLM
 from tests.loopback import serve
 
@@ -209,3 +213,52 @@ def test_llamaswap_with_only_a_total_of_requests_is_idle_at_zero_and_unknown_oth
     assert llamaswap(FakeLlamaSwap(running={SWAP_QWEN: "ready"}, inflight_event="none")).activity(SWAP_QWEN) == (
         Activity(SWAP_QWEN, requests=None)
     )
+
+
+# -- oMLX: is_loading per model, requests summed over the server (/api/status) ------------------------------------
+
+
+def omlx_config(write_config: WriteConfig, url: str) -> str:
+    text = f'[memory]\nsingle_model = true\n[endpoints.mac]\nkind = "omlx"\nurl = "{url}/v1"\n'
+    return str(write_config(text))
+
+
+def test_omlx_load_waits_for_the_request_on_the_loaded_model_then_swaps(cli: CliFn, write_config: WriteConfig) -> None:
+    fake = FakeOMLX(loaded={OMLX_QWEN}, in_flight={OMLX_QWEN: 3})
+    with serve(fake.loopback) as url:
+        result = cli("--config", omlx_config(write_config, url), "load", OMLX_GEMMA, "--no-warm")
+
+    assert result.exit_code == 0, result.stderr
+    assert f"waiting for {OMLX_QWEN}: serving a request (on mac)" in result.stderr
+    assert fake.loaded == {OMLX_GEMMA}
+
+
+def test_omlx_model_busy_past_the_deadline_stops_the_load_and_stays_loaded(
+    cli: CliFn, write_config: WriteConfig
+) -> None:
+    fake = FakeOMLX(loaded={OMLX_QWEN}, in_flight={OMLX_QWEN: 10**9})
+    with serve(fake.loopback) as url:
+        result = cli("--config", omlx_config(write_config, url), "load", OMLX_GEMMA, "--no-warm", "--timeout", "0.3s")
+
+    assert result.exit_code == ExitCode.ERROR
+    line = result.stderr.strip().splitlines()[-1]
+    assert f"{OMLX_QWEN} on endpoint 'mac' is still serving a request after" in line
+    assert "Traceback" not in result.stderr
+    assert fake.loaded == {OMLX_QWEN}
+    assert fake.paths("POST") == []
+
+
+def omlx(fake: FakeOMLX) -> OMLXProvider:
+    endpoint = Endpoint(name="mac", kind="omlx", url="http://mac.test:8000")
+    return OMLXProvider(endpoint, client=httpx.Client(base_url=endpoint.url, transport=fake.transport()))
+
+
+def test_omlx_counts_requests_only_where_the_server_wide_sum_can_be_one_models() -> None:
+    assert omlx(FakeOMLX(loading={OMLX_QWEN})).activity(OMLX_QWEN) == Activity(OMLX_QWEN, loading=True)
+    assert omlx(FakeOMLX(loaded={OMLX_QWEN})).activity(OMLX_QWEN) == Activity(OMLX_QWEN, requests=0)
+    alone = FakeOMLX(loaded={OMLX_QWEN}, in_flight={OMLX_QWEN: 5})
+    assert omlx(alone).activity(OMLX_QWEN) == Activity(OMLX_QWEN, requests=1)
+    two = FakeOMLX(loaded={OMLX_QWEN, OMLX_GEMMA}, in_flight={OMLX_GEMMA: 5})
+    assert omlx(two).activity(OMLX_QWEN) == Activity(OMLX_QWEN, requests=None)  # whose request: not said
+    old = FakeOMLX(loaded={OMLX_QWEN}, status_summary=False)
+    assert omlx(old).activity(OMLX_QWEN) == Activity(OMLX_QWEN, requests=None)
