@@ -17,6 +17,7 @@ from sourceprep_models.errors import ExitCode
 from sourceprep_models.providers.base import Activity
 from sourceprep_models.providers.llamaswap import LlamaSwapProvider
 from sourceprep_models.providers.omlx import OMLXProvider
+from sourceprep_models.providers.production_stack import ProductionStackProvider
 from sourceprep_models.providers.vllm import VLLMProvider, server_root
 from tests.conftest import CliFn, WriteConfig
 from tests.fakes.llamacpp import FakeLlamaRouter
@@ -26,6 +27,8 @@ from tests.fakes.llamaswap import FakeLlamaSwap
 from tests.fakes.omlx import GEMMA as OMLX_GEMMA
 from tests.fakes.omlx import QWEN as OMLX_QWEN
 from tests.fakes.omlx import FakeOMLX
+from tests.fakes.production_stack import QWEN as STACK_QWEN
+from tests.fakes.production_stack import FakeEngine, FakeRouter
 from tests.fakes.vllm import QWEN, FakeVLLM
 from tests.loopback import serve
 
@@ -262,3 +265,30 @@ def test_omlx_counts_requests_only_where_the_server_wide_sum_can_be_one_models()
     assert omlx(two).activity(OMLX_QWEN) == Activity(OMLX_QWEN, requests=None)  # whose request: not said
     old = FakeOMLX(loaded={OMLX_QWEN}, status_summary=False)
     assert omlx(old).activity(OMLX_QWEN) == Activity(OMLX_QWEN, requests=None)
+
+
+# -- production-stack: the router's request gauges, per engine URL -------------------------------------------------
+
+
+def stack(fake: FakeRouter) -> ProductionStackProvider:
+    endpoint = Endpoint(name="k8s", kind="production-stack", url="http://router.test:30080")
+    return ProductionStackProvider(endpoint, client=httpx.Client(base_url=endpoint.url, transport=fake.transport()))
+
+
+def replicas() -> list[FakeEngine]:
+    return [FakeEngine(f"vllm-qwen-deployment-{i}", FakeVLLM(model=STACK_QWEN)) for i in range(2)]
+
+
+def test_production_stack_counts_the_routers_requests_when_every_engine_serves_the_model() -> None:
+    fake = FakeRouter(engines=replicas(), in_flight={"vllm-qwen-deployment-0": 5, "vllm-qwen-deployment-1": 5})
+    provider = stack(fake)
+    assert provider.capabilities.reports_activity
+    assert provider.activity(STACK_QWEN) == Activity(STACK_QWEN, requests=2)
+    assert provider.activity(STACK_QWEN).doing == "serving 2 requests"
+
+
+def test_production_stack_is_idle_at_zero_and_unknown_when_the_requests_may_be_another_engines() -> None:
+    assert stack(FakeRouter()).activity(STACK_QWEN) == Activity(STACK_QWEN, requests=0)
+    busy_llama = FakeRouter(in_flight={"vllm-llama-deployment-0": 5})
+    assert stack(busy_llama).activity(STACK_QWEN) == Activity(STACK_QWEN, requests=None)  # which engine: unsaid
+    assert stack(FakeRouter(metrics=False)).activity(STACK_QWEN) == Activity(STACK_QWEN, requests=None)
