@@ -3,12 +3,13 @@
 The executor calls ``wait_until_idle`` once, with the plan's victims, just before it unloads them.
 
 - Where the server reports what a model is doing (``capabilities.reports_activity``: llama.cpp
-  router slots, vLLM metrics, llama-swap's in-flight requests, oMLX and production-stack where
-  their server-wide counts can only be the victim's), each busy victim is polled, fast at first (a request that is about to
-  end is caught within tens of milliseconds) and backing off to once a second, until every one is
-  idle. One stderr line per victim says what it waits for. Past the deadline the swap stops with
-  ``ServerBusy`` (exit 1, as every other "the server was not ready in time" failure) naming the busy
-  model and what to do; nothing has been evicted by then, so there is nothing to restore.
+  router slots, vLLM metrics, llama-swap's in-flight requests, oMLX and production-stack where their
+  server-wide counts can only be the victim's), each busy victim is polled, fast at first (a request
+  that is about to end is caught within tens of milliseconds) and backing off to once a second,
+  until every one is idle. One stderr line per victim says what it waits for. Past the deadline the
+  swap stops with ``ServerBusy`` (exit 1, as every other "the server was not ready in time" failure)
+  naming the busy model and what to do; nothing has been evicted by then, so there is nothing to
+  restore.
 - Where the server's own unload waits for running requests (``unload_waits_for_requests``: Ollama
   keeps a busy runner until its last request ends, ollama.md §4.5-4.6), nothing is polled: it
   reports no busy flag, and the executor's wait for the model to be gone covers the requests.
