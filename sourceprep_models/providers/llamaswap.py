@@ -29,6 +29,15 @@ What this module relies on and the traps it avoids:
   the legacy ``GET /unload`` → ``OK`` on builds without the ``/api`` group. The single-model route
   arrived in v161 (Sept 2025); older builds answer it with a bare 404, so a bare 404 for a model
   the server lists means an old server → ``Unsupported`` naming the upgrade and ``GET /unload``.
+- Activity (``reports_activity``): ``starting`` in ``/running`` is a load in progress. Requests in
+  flight come from the ``inflight`` event of ``/api/events``: since the router rewrite (#790, May
+  2026) its first one is ``{"operation": "snapshot", "requests": [{"model", …}]}``, one entry per
+  request with the model's real id (``internal/server/inflight.go``, ``inflightTracker.Current``;
+  sent at connect by ``apigroup.go``, ``handleAPIEvents``); builds from #516 (Feb 2026) send only
+  ``{"total": n}`` over all models, which proves idleness at 0 and nothing per model otherwise. An
+  explicit unload does not wait for them: the scheduler's ``OnUnload``
+  (``internal/router/scheduler/fifo.go``) stops the process at once and the requests die with it;
+  only llama-swap's own swaps wait (``conflictsWithInFlight``).
 - Pins: llama-swap's pin is a ``persistent`` group in config.yaml (§3.2), and no API exposes
   groups: not ``/running``, ``/v1/models`` (``meta.llamaswap`` is only the model's own
   ``metadata`` block), ``/api/events`` nor ``/api/version``. So ``server_pinned`` is always False
@@ -69,6 +78,7 @@ from sourceprep_models.providers._http import (
     strip_api_base,
 )
 from sourceprep_models.providers.base import (
+    Activity,
     Capabilities,
     LoadedModel,
     LoadOutcome,
@@ -117,6 +127,7 @@ class LlamaSwapProvider(HTTPEndpoint):
         reports_memory=False,
         sets_context=False,
         unloads_all_at_once=True,
+        reports_activity=True,  # /running's "starting", and the inflight snapshot of /api/events
     )
     start_hint: ClassVar[str] = "start `llama-swap --config config.yaml`"
     default_port: ClassVar[int | None] = 8080
@@ -127,6 +138,7 @@ class LlamaSwapProvider(HTTPEndpoint):
     def __init__(self, endpoint: Endpoint, client: httpx.Client | None = None) -> None:
         self._connect(endpoint, client, server_root(endpoint.url))
         self._catalogue: list[_Entry] | None = None  # the config's models, read once per provider
+        self._no_inflight = False  # its /api/events has no inflight event (or no stream at all)
 
     @classmethod
     def detect(cls, fetch: Fetch) -> ServerIdentity | None:
@@ -172,6 +184,24 @@ class LlamaSwapProvider(HTTPEndpoint):
                 continue  # stopping / stopped / shutdown: on its way out, or gone
             loaded.append(LoadedModel(name=item["model"], context_length=_context_from(item.get("cmd")), state=state))
         return loaded
+
+    def activity(self, name: str) -> Activity:
+        """Loading while ``/running`` says ``starting``; the requests in flight from ``/api/events``."""
+        entry = self._find(name)
+        model = entry.info.name
+        state = self._state_of(model) if entry.peer is None else None
+        if state == "loading":
+            return Activity(name, loading=True)
+        if state != "loaded":
+            return Activity(name, requests=0)  # nothing of ours runs it (a peer's model is never evicted here)
+        # Builds before #516 send no inflight event: the stream is then read to its timeout, so only once.
+        snapshot = None if self._no_inflight else self._first_event("inflight")
+        self._no_inflight = snapshot is None
+        requests = snapshot.get("requests") if isinstance(snapshot, dict) else None
+        if isinstance(requests, list):
+            return Activity(name, requests=sum(1 for r in requests if isinstance(r, dict) and r.get("model") == model))
+        total = snapshot.get("total") if isinstance(snapshot, dict) else None
+        return Activity(name, requests=0 if total == 0 else None)  # a total over all models says no more
 
     # -- actions -------------------------------------------------------------------------------
 
@@ -257,6 +287,11 @@ class LlamaSwapProvider(HTTPEndpoint):
 
         Any trouble (no such route, an old build, a refused key, a stream that never says it) is
         None: the ``/v1/models`` fallback then reports real errors the one usual way."""
+        models = self._first_event("modelStatus")
+        return models if isinstance(models, list) else None
+
+    def _first_event(self, kind: str) -> Any:
+        """The decoded data of the first ``kind`` event of ``/api/events``; None on any trouble."""
         read = 0
         try:
             timeout = httpx.Timeout(_EVENTS_READ_TIMEOUT_S, connect=CONNECT_TIMEOUT_S)
@@ -273,10 +308,9 @@ class LlamaSwapProvider(HTTPEndpoint):
                         envelope = json.loads(line[len("data:") :])
                     except ValueError:
                         continue
-                    if isinstance(envelope, dict) and envelope.get("type") == "modelStatus":
+                    if isinstance(envelope, dict) and envelope.get("type") == kind:
                         data = envelope.get("data")
-                        models = json.loads(data) if isinstance(data, str) else None
-                        return models if isinstance(models, list) else None
+                        return json.loads(data) if isinstance(data, str) else None
         except (httpx.HTTPError, httpx.StreamError, ValueError, UnicodeEncodeError):
             return None
         return None

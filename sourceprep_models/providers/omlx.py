@@ -25,6 +25,12 @@ What this module relies on and the traps it avoids:
 - ``POST /v1/models/{id}/unload`` (§5): 400 "not loaded" means done; newer servers refuse a model
   that is serving requests with 409 (``model_busy``) after a short drain wait, and may answer 202
   "unloading" while it drains; both leave the waiting to the executor. Requests are never aborted.
+- Activity (``reports_activity``): ``is_loading`` in the status listing is a load in progress. Requests
+  are counted only for the whole server: ``GET /api/status`` answers ``active_requests`` and
+  ``waiting_requests`` summed over every loaded engine (source: ``server_status``); the status
+  listing has no per-model count (``EnginePool.get_status``). So a model is idle when that sum is 0,
+  serving that sum when it is the only model loaded, and unknown otherwise (never guessed). A server
+  without ``/api/status`` makes the requests unknown too.
 - Errors on ``/v1/*`` come as OpenAI's ``{"error": {"message", "type", …}}``; admin routes and
   routes that do not exist answer FastAPI's ``{"detail": …}``. Every success is checked for its
   documented shape: a bare 200 proves nothing (§7).
@@ -71,10 +77,18 @@ from sourceprep_models.providers._http import (
     str_or_none,
     strip_api_base,
 )
-from sourceprep_models.providers.base import Capabilities, LoadedModel, LoadOutcome, LoadRequest, ModelInfo
+from sourceprep_models.providers.base import (
+    Activity,
+    Capabilities,
+    LoadedModel,
+    LoadOutcome,
+    LoadRequest,
+    ModelInfo,
+)
 from sourceprep_models.providers.diagnostics import Fetch, ServerIdentity
 
 STATUS = "/v1/models/status"
+STATUS_SUMMARY = "/api/status"  # the server's own figures, requests summed over its models
 LOGIN = "/admin/api/login"
 SESSION_COOKIE = "omlx_admin_session"  # source: omlx/admin/auth.py SESSION_COOKIE_NAME
 
@@ -123,6 +137,7 @@ class OMLXProvider(HTTPEndpoint):
         reports_memory=True,
         sets_context=False,
         pins_on_server=True,
+        reports_activity=True,  # is_loading per model; requests only summed over the server (/api/status)
     )
     start_hint: ClassVar[str] = "start `omlx serve --model-dir DIR`"
     default_port: ClassVar[int | None] = 8000
@@ -194,6 +209,27 @@ class OMLXProvider(HTTPEndpoint):
         if ceiling is None:
             ceiling = int_or_none(self._pool.get("max_model_memory"))
         return ceiling if ceiling is not None and ceiling > 0 else None
+
+    def activity(self, name: str) -> Activity:
+        """Loading from the status listing; requests where the server-wide count can only be this model's."""
+        entries = self._entries()
+        entry = self._find(name, entries)
+        if entry.loading:
+            return Activity(name, loading=True)
+        if not entry.loaded:
+            return Activity(name, requests=0)
+        response = self._send("GET", STATUS_SUMMARY)
+        body = json_body(response) if response.is_success else None
+        counts = (
+            [int_or_none(body.get(key)) for key in ("active_requests", "waiting_requests")]
+            if isinstance(body, dict)
+            else []
+        )
+        if not counts or None in counts:
+            return Activity(name, requests=None)
+        total = sum(count or 0 for count in counts)
+        alone = {other.model_id for other in entries if other.resident} == {entry.model_id}
+        return Activity(name, requests=total if total == 0 or alone else None)
 
     # -- actions -------------------------------------------------------------------------------
 

@@ -31,6 +31,14 @@ What this module relies on:
   ``uuid4`` per engine at each router start (l. 243). So ids are read from ``/engines`` on every call
   and never kept.
 
+- Activity (``reports_activity``): the router's ``GET /metrics`` (``routers/metrics_router.py``,
+  ``metrics``) sets ``vllm:num_requests_running`` (prefill + decoding) and ``vllm:num_requests_waiting``
+  per engine, labelled ``server`` with the engine's URL, from the requests it routed
+  (``stats/request_stats.py``); ``/engines`` gives no URL, so the figures cannot be tied to an engine
+  id. A model is therefore idle when the sum over every engine is 0, serving that sum when every
+  engine serves it (replicas), and unknown otherwise. The sleep itself asks for ``mode=wait`` (below),
+  which only routers that forward query parameters pass on; this check also covers the others.
+
 The traps it avoids:
 
 - Static discovery has no ``add_sleep_label``/``remove_sleep_label`` (only the Kubernetes classes
@@ -73,6 +81,7 @@ from sourceprep_models.constants import CONNECT_TIMEOUT_S, DEFAULT_UNLOAD_TIMEOU
 from sourceprep_models.errors import DeadlineExceeded, ModelNotFound, ServerError, Unsupported
 from sourceprep_models.providers._http import HTTPEndpoint, error_message, int_or_none, json_body, strip_api_base
 from sourceprep_models.providers.base import (
+    Activity,
     Capabilities,
     LoadedModel,
     LoadOutcome,
@@ -81,12 +90,14 @@ from sourceprep_models.providers.base import (
     ModelState,
 )
 from sourceprep_models.providers.diagnostics import Fetch, ServerIdentity
+from sourceprep_models.providers.vllm import requests_in_metrics
 
 ENGINES = "/engines"
 MODELS = "/v1/models"
 IS_SLEEPING = "/is_sleeping"
 SLEEP = "/sleep"
 WAKE_UP = "/wake_up"
+METRICS = "/metrics"
 # What an engine needs for the router's sleep routes to work (servers.md §4).
 ENGINE_HINT = "run its vLLM with --enable-sleep-mode and the environment variable VLLM_SERVER_DEV_MODE=1"
 _FIRST_POLL_S = 0.05
@@ -121,6 +132,7 @@ class ProductionStackProvider(HTTPEndpoint):
         reports_memory=False,
         parks_in_ram=True,
         sets_context=False,  # fixed per engine by --max-model-len
+        reports_activity=True,  # the router's request gauges on GET /metrics, per engine URL
     )
     start_hint: ClassVar[str] = "start `vllm-router` (or forward the router service's port)"
     default_port: ClassVar[int | None] = 8001  # vllm-router --port (src/vllm_router/parsers/parser.py)
@@ -198,6 +210,15 @@ class ProductionStackProvider(HTTPEndpoint):
             if held is None or _RANK[state] < _RANK[held.state]:
                 rows[row.name] = row
         return list(rows.values())
+
+    def activity(self, name: str) -> Activity:
+        """The requests the router has in flight: idle at 0, the model's when every engine serves it."""
+        engines = self._engines()
+        ours = {engine.id for engine in self._serving(name, engines)}
+        response = self._send("GET", METRICS, model=name)
+        total = requests_in_metrics(response.text) if response.is_success else None
+        alone = all(engine.id in ours for engine in engines if engine.models)
+        return Activity(name, requests=total if total == 0 or alone else None)
 
     # -- actions -------------------------------------------------------------------------------
 

@@ -269,16 +269,7 @@ class VLLMProvider(HTTPEndpoint):
         response = self._send("GET", METRICS, model=info.name)
         if not response.is_success:
             return Activity(info.name)
-        found = False
-        total = 0.0
-        for line in response.text.splitlines():
-            if line.startswith(("vllm:num_requests_running{", "vllm:num_requests_waiting{")):
-                try:
-                    total += float(line.rsplit(None, 1)[-1])
-                except ValueError:
-                    continue
-                found = True
-        return Activity(info.name, requests=round(total) if found else None)
+        return Activity(info.name, requests=requests_in_metrics(response.text))
 
     # -- sleep state ------------------------------------------------------------------------------
 
@@ -519,6 +510,23 @@ class VLLMProvider(HTTPEndpoint):
             f"{self._where()} has no sleep routes, so it cannot {doing}; {ENABLE_HINT} (the routes exist only "
             "then), or stop that vLLM process to free its memory"
         )
+
+
+def requests_in_metrics(text: str) -> int | None:
+    """The ``vllm:num_requests_running`` and ``_waiting`` samples of a Prometheus text, summed over every
+    label set; 0 when the gauges are declared without samples; None when the text has neither."""
+    found = False
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(("vllm:num_requests_running{", "vllm:num_requests_waiting{")):
+            try:
+                total += float(line.rsplit(None, 1)[-1])
+            except ValueError:
+                continue
+            found = True
+    if found:
+        return round(total)
+    return 0 if "# TYPE vllm:num_requests_running gauge" in text else None
 
 
 def server_root(url: str) -> str:

@@ -3,15 +3,23 @@
 The executor calls ``wait_until_idle`` once, with the plan's victims, just before it unloads them.
 
 - Where the server reports what a model is doing (``capabilities.reports_activity``: llama.cpp
-  router slots, vLLM metrics), each busy victim is polled, fast at first (a request that is about to
-  end is caught within tens of milliseconds) and backing off to once a second, until every one is
-  idle. One stderr line per victim says what it waits for. Past the deadline the swap stops with
-  ``ServerBusy`` (exit 1, as every other "the server was not ready in time" failure) naming the busy
-  model and what to do; nothing has been evicted by then, so there is nothing to restore.
+  router slots, vLLM metrics, llama-swap's in-flight requests, oMLX and production-stack where their
+  server-wide counts can only be the victim's), each busy victim is polled, fast at first (a request
+  that is about to end is caught within tens of milliseconds) and backing off to once a second,
+  until every one is idle. One stderr line per victim says what it waits for. Past the deadline the
+  swap stops with ``ServerBusy`` (exit 1, as every other "the server was not ready in time" failure)
+  naming the busy model and what to do; nothing has been evicted by then, so there is nothing to
+  restore.
 - Where the server's own unload waits for running requests (``unload_waits_for_requests``: Ollama
   keeps a busy runner until its last request ends, ollama.md §4.5-4.6), nothing is polled: it
   reports no busy flag, and the executor's wait for the model to be gone covers the requests.
 - Elsewhere the server says nothing about requests, and the eviction goes ahead as before.
+
+Before any waiting, ``spare_the_busy`` looks once at the plan's victims: when one is busy and the
+planner, told to keep the busy ones (as data, like the models a command loaded earlier), can still
+fit the load by evicting idle, unpinned models instead, that plan replaces it and nothing waits.
+When no such plan exists (nothing else frees enough, or only a pin would), the plan stands and the
+wait above happens as before.
 
 Another client may start a request between the last poll and the unload; no server offers an
 "unload if idle", so the window is one HTTP round trip.
@@ -19,10 +27,11 @@ Another client may start a request between the last poll and the unload; no serv
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from sourceprep_models.errors import ModelNotFound, ServerBusy, SourceprepError
+from sourceprep_models.planning.load import Plan, Refusal
 from sourceprep_models.providers.base import Activity, Provider
 from sourceprep_models.units import format_seconds
 
@@ -77,6 +86,43 @@ def wait_until_idle(
     if not waited_for:
         return None
     return Waited(clock() - started, tuple(waited_for))
+
+
+def spare_the_busy(
+    plan: Plan,
+    providers: Mapping[str, Provider],
+    endpoint: str,
+    replan: Callable[[frozenset[str]], Plan | Refusal],
+    notify: Callable[[str], None],
+) -> Plan:
+    """``plan``, or a plan that evicts idle models in place of its busy victims where one fits the load.
+
+    ``providers`` by endpoint name (a victim's ``group``, or ``endpoint`` when it has none); ``replan``
+    plans the same load again keeping the given machine keys resident. A replacement may evict no pin:
+    evicting a pin to spare a busy model trades a short wait for a reload later."""
+    spared: dict[str, Activity] = {}
+    current = plan
+    while True:
+        asked = {(victim.group or endpoint, victim.name): victim.key for victim in current.evict}
+        pairs = [(providers[where], name) for where, name in asked if where in providers]
+        pending = [(provider, name) for provider, name in pairs if provider.capabilities.reports_activity]
+        busy = {
+            asked[provider.endpoint.name, activity.name]: activity
+            for provider, activity in _activities(pending)
+            if activity.busy and (provider.endpoint.name, activity.name) in asked
+        }
+        if not busy:
+            break
+        spared.update(busy)
+        alternative = replan(frozenset(spared))
+        if isinstance(alternative, Refusal) or any(victim.pinned for victim in alternative.evict):
+            return plan  # nothing idle frees enough: wait for the busy victims as before
+        current = alternative
+    if current is not plan:
+        instead = ", ".join(victim.name for victim in current.evict) or "nothing"
+        for activity in spared.values():
+            notify(f"{activity.name} is {activity.doing}; evicting {instead} instead")
+    return current
 
 
 def _activities(victims: Sequence[tuple[Provider, str]]) -> list[tuple[Provider, Activity]]:

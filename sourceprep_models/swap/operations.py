@@ -19,6 +19,7 @@ from sourceprep_models.errors import DoesNotFit, SourceprepError
 from sourceprep_models.memory.sizing import Budget, Prediction
 from sourceprep_models.planning.load import Plan, Refusal, Resident
 from sourceprep_models.providers.base import LoadedModel, LoadRequest, Provider
+from sourceprep_models.swap.busy import spare_the_busy
 from sourceprep_models.swap.executor import LoadReport, UnloadReport
 from sourceprep_models.swap.pins import Repair, repair_pins
 from sourceprep_models.swap.progress import ProgressFn
@@ -270,9 +271,19 @@ def _load_one(
     hooks: Hooks,
 ) -> tuple[LoadReport, str]:
     """One load, its models loaded earlier by this command ``protected``: plan, say what leaves, execute."""
-    plan, prediction, budget = session.plan(request, session.loaded(), protect=protected)
+    loaded = session.loaded()
+    plan, prediction, budget = session.plan(request, loaded, protect=protected)
     if isinstance(plan, Refusal):
         raise DoesNotFit(plan.reason + " (nothing was unloaded)")
+    # A busy victim is swapped for idle ones where the load still fits (swap/busy.py); not in single-model
+    # mode, where every other model must go, so the busy one is waited for.
+    if plan.evict and not (machine.single_model or machine.config.memory.single_model):
+        providers = {other.endpoint.name: other.provider for other in machine.memory_sessions(session.host)}
+
+        def replan(busy: frozenset[str]) -> Plan | Refusal:
+            return session.plan(request, loaded, protect=protected | busy)[0]
+
+        plan = spare_the_busy(plan, providers, session.endpoint.name, replan, hooks.info)
     for victim in plan.evict:
         if victim.group and victim.group != session.endpoint.name:
             hooks.info(

@@ -35,7 +35,7 @@ def error_body(code: int, message: str, kind: str = "invalid_request_error") -> 
 NOT_RUNNING = error_body(400, "model is not running")
 
 
-def entry(model_id: str, value: str = "unloaded", **status: Any) -> dict[str, Any]:
+def entry(model_id: str, value: str = "unloaded", size: int = 547072, **status: Any) -> dict[str, Any]:
     """One item of GET /models as a real router lists it (real-engine.md §5)."""
     item: dict[str, Any] = {
         "id": model_id,
@@ -46,7 +46,7 @@ def entry(model_id: str, value: str = "unloaded", **status: Any) -> dict[str, An
         "status": {"value": value, "args": ["llama-server", "--model", f"/models/{model_id}.gguf"], **status},
     }
     if value == "loaded":
-        item["meta"] = {"n_ctx": 512, "n_ctx_train": 2048, "size": 547072, "ftype": "all F32"}
+        item["meta"] = {"n_ctx": 512, "n_ctx_train": 2048, "size": size, "ftype": "all F32"}
     return item
 
 
@@ -61,6 +61,7 @@ class FakeLlamaRouter:
     # Extra listings a model stays "loading" for (another client's slow load).
     loading_for: dict[str, int] = field(default_factory=dict)
     max_instances: int = 2  # --models-max
+    sizes: dict[str, int] = field(default_factory=dict)  # the listing's meta.size of a loaded model (bytes)
     # Models unloaded while still loading (the router kills the child) or while serving (the request dies).
     cut_off: list[str] = field(default_factory=list)
 
@@ -79,7 +80,7 @@ class FakeLlamaRouter:
         if (method, path) == ("GET", "/props"):
             return 200, {**ROUTER_PROPS, "max_instances": self.max_instances}
         if (method, path) == ("GET", "/models"):
-            listing = [entry(model_id, value) for model_id, value in self.models.items()]
+            listing = [entry(m, value, self.sizes.get(m, 547072)) for m, value in self.models.items()]
             # A child reports ready a moment after it was spawned: one listing later here.
             for model_id, value in self.models.items():
                 if value == "loading" and self.loading_for.get(model_id, 0) > 0:

@@ -51,6 +51,12 @@ class FakeLlamaSwap:
     unload_one: bool = True  # POST /api/models/unload/<model> (v161+)
     api_group: bool = True  # /api/* at all (builds before the React UI have only GET /unload)
     api_key: str | None = None
+    # Requests in flight per model (one each), for this many more reads of /api/events.
+    in_flight: dict[str, int] = field(default_factory=dict)
+    # The inflight event: "snapshot" per request (since #790), "total" over all models (#516), "none" (older).
+    inflight_event: str = "snapshot"
+    # Models stopped while starting or serving (llama-swap's explicit unload does not wait: fifo.go OnUnload).
+    cut_off: list[str] = field(default_factory=list)
     requests: list[tuple[str, str]] = field(default_factory=list)
     read_timeouts: dict[str, float | None] = field(default_factory=dict)
     overrides: dict[tuple[str, str], Reply] = field(default_factory=dict)
@@ -78,7 +84,8 @@ class FakeLlamaSwap:
                 return 404, None
             logs = {"type": "logData", "data": json.dumps({"source": "proxy", "data": "[INFO] listening on :8080\n"})}
             table = {"type": "modelStatus", "data": json.dumps(self._table())}
-            return 200, "".join(f"event:message\ndata:{json.dumps(event)}\n\n" for event in (logs, table))
+            events = [logs, table] + ([] if self.inflight_event == "none" else [self._inflight()])
+            return 200, "".join(f"event:message\ndata:{json.dumps(event)}\n\n" for event in events)
         if method == "GET" and path.startswith("/upstream/"):
             return self._upstream(path.removeprefix("/upstream/"))
         if (method, path) == ("POST", "/api/models/unload"):
@@ -90,12 +97,24 @@ class FakeLlamaSwap:
             model = self._real(path.removeprefix("/api/models/unload/"))
             if model is None:
                 return 404, error_body("model not found")
+            if self.running.get(model) == "starting" or self.in_flight.get(model, 0) > 0:
+                self.cut_off.append(model)
             self.running.pop(model, None)
             return 200, "OK"
         if (method, path) == ("GET", "/unload"):
             self.running.clear()
             return 200, "OK"
         return 404, None
+
+    def _inflight(self) -> dict[str, str]:
+        """The inflight event sent at connect (apigroup.go handleAPIEvents); a request ends after it."""
+        requests = [model for model, left in sorted(self.in_flight.items()) if left > 0]
+        self.in_flight = {model: max(0, left - 1) for model, left in self.in_flight.items()}
+        if self.inflight_event == "total":
+            return {"type": "inflight", "data": json.dumps({"total": len(requests)})}
+        entries = [{"id": str(i), "model": model, "req_path": "/v1/chat/completions", "method": "POST",
+                    "resp_bytes": 0, "elapsed_ms": 10} for i, model in enumerate(requests, 1)]  # fmt: skip
+        return {"type": "inflight", "data": json.dumps({"operation": "snapshot", "requests": entries})}
 
     def _upstream(self, rest: str) -> Reply:
         parts = rest.split("/")

@@ -47,6 +47,9 @@ class FakeOMLX:
     loading: set[str] = field(default_factory=set)
     pinned: set[str] = field(default_factory=set)
     busy: set[str] = field(default_factory=set)  # serving requests: unload refused (409 model_busy)
+    # Requests in flight per model, for this many more reads of /api/status (which sums them over the server).
+    in_flight: dict[str, int] = field(default_factory=dict)
+    status_summary: bool = True  # GET /api/status
     context: dict[str, int] = field(default_factory=dict)  # per-model max_context_window settings
     ceiling: int = 20 * GB
     load_route: bool = True
@@ -123,6 +126,8 @@ class FakeOMLX:
                 return 401, error_body("Invalid API key", "authentication_error"), {}
         if (method, path) == ("GET", "/v1/models/status"):
             return 200, self.status(), {}
+        if (method, path) == ("GET", "/api/status") and self.status_summary:
+            return 200, self.summary(), {}
         if (method, path) == ("POST", "/admin/api/login"):
             return self.login(body)
         route = _MODEL_ROUTE.match(path)
@@ -161,11 +166,18 @@ class FakeOMLX:
             return 404, error_body(f"Model not found: {model_id}", "not_found_error"), {}
         if model_id not in self.loaded:
             return 400, error_body(f"Model not loaded: {model_id}", "invalid_request_error"), {}
-        if model_id in self.busy:
+        if model_id in self.busy or self.in_flight.get(model_id, 0) > 0:
             text = f"Model '{model_id}' is busy; cannot unload until active requests finish or are aborted"
             return 409, error_body(text, "model_busy", model_id=model_id), {}
         self.loaded.discard(model_id)
         return 200, {"status": "ok", "model_id": model_id}, {}
+
+    def summary(self) -> dict[str, Any]:
+        """``GET /api/status`` (omlx/server.py ``server_status``): requests summed over every loaded engine."""
+        active = sum(1 for model, left in self.in_flight.items() if left > 0 and model in self.loaded)
+        self.in_flight = {model: max(0, left - 1) for model, left in self.in_flight.items()}
+        return {"status": "ok", "version": "0.4.5", "models_loaded": len(self.loaded),
+                "models_loading": len(self.loading), "active_requests": active, "waiting_requests": 0}  # fmt: skip
 
     def login(self, body: Any) -> Reply:
         if not self.api_key:

@@ -73,6 +73,9 @@ class FakeRouter:
     discovery: Literal["k8s", "static"] = "k8s"
     requests: list[Request] = field(default_factory=list)
     overrides: dict[tuple[str, str], Reply] = field(default_factory=dict)
+    metrics: bool = True  # GET /metrics (routers/metrics_router.py)
+    # Requests in flight through the router per engine pod, for this many more reads of /metrics.
+    in_flight: dict[str, int] = field(default_factory=dict)
 
     def engine(self, model: str) -> FakeEngine:
         return next(engine for engine in self.engines if model in self.serving_models(engine))
@@ -105,11 +108,29 @@ class FakeRouter:
             ]
         if route == ("GET", "/v1/models"):
             return 200, {"object": "list", "data": self.model_cards()}
+        if route == ("GET", "/metrics") and self.metrics:
+            return 200, self.router_metrics()
         if route == ("GET", "/version"):
             return 200, {"version": "0.1.10"}
         if route in (("POST", "/sleep"), ("POST", "/wake_up"), ("GET", "/is_sleeping")):
             return self.forward(request, path, query)
         return NOT_FOUND
+
+    def router_metrics(self) -> str:
+        """The router's request gauges (metrics_router.py ``metrics``): one sample per engine it routed to,
+        labelled with the engine's URL, none for an engine it never saw a request for."""
+        lines = [
+            "# HELP vllm:num_requests_running Number of running requests",
+            "# TYPE vllm:num_requests_running gauge",
+        ]
+        for pod, left in sorted(self.in_flight.items()):
+            lines.append(f'vllm:num_requests_running{{server="http://{pod}:8000"}} {float(left > 0)}')
+        self.in_flight = {pod: max(0, left - 1) for pod, left in self.in_flight.items()}
+        lines += [
+            "# HELP vllm:num_requests_waiting Number of waiting requests",
+            "# TYPE vllm:num_requests_waiting gauge",
+        ]
+        return "\n".join(lines) + "\n"
 
     def model_cards(self) -> list[dict[str, Any]]:
         cards: dict[str, dict[str, Any]] = {}
