@@ -67,6 +67,31 @@ def _no_ca_context() -> ssl.SSLContext:
     return ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
 
 
+def _request(
+    client: httpx.Client,
+    method: str,
+    path: str,
+    *,
+    json: dict[str, Any] | None,
+    headers: dict[str, str] | None,
+    timeout: httpx.Timeout | None,
+) -> httpx.Response:
+    """The request, with a GET sent once more when the server closed the connection before answering.
+
+    A kept-alive connection the server closes as its idle timeout ends (cpp-httplib, behind llama-server,
+    closes after 5 s) can be picked from the pool just before the close reaches the client: the request
+    then fails with "Server disconnected without sending a response" although the server is well, which
+    happens to a process that waited for another one's swap lock. A GET changes nothing on the server, so
+    it is safe to send again on a fresh connection; a POST (a load, an unload) is never repeated."""
+    extra: dict[str, Any] = {} if timeout is None else {"timeout": timeout}
+    try:
+        return client.request(method, path, json=json, headers=headers, **extra)
+    except httpx.RemoteProtocolError:
+        if method != "GET":
+            raise
+    return client.request(method, path, json=json, headers=headers, **extra)
+
+
 def send(
     client: httpx.Client,
     method: str,
@@ -88,9 +113,7 @@ def send(
     if look_s is not None:
         timeout = httpx.Timeout(look_s)
     try:
-        if timeout is None:
-            return client.request(method, path, json=json, headers=headers)
-        return client.request(method, path, json=json, headers=headers, timeout=timeout)
+        return _request(client, method, path, json=json, headers=headers, timeout=timeout)
     except httpx.ConnectError:
         raise ServerUnreachable(f"cannot reach {where}; {unreachable_fix}") from None
     except httpx.ConnectTimeout:
