@@ -183,3 +183,53 @@ def test_kill_9_while_pin_writes_the_config_leaves_the_old_file_or_the_new_one(
     fixed = tool("--config", str(config), "pin", "fast")  # and the next edit works on what is there
     assert fixed.returncode == 0, fixed.stderr
     assert tomllib.loads(config.read_text(encoding="utf-8"))["models"]["fast"]["always_available"] is True
+
+
+# Runs the CLI with subprocess.Popen wrapped so that the process SIGKILLs itself at the moment it would start
+# a stage's kill-9 watcher: its stage command is started, its watcher is not. Every started PID goes to a file,
+# so the last one is the stage command's.
+KILL_BEFORE_WATCHER = """
+import os, signal, subprocess, sys
+pid_file = sys.argv[1]
+real_popen = subprocess.Popen
+
+class Popen(real_popen):
+    def __init__(self, args, *rest, **kwargs):
+        if isinstance(args, list) and "-I" in args and "-S" in args:  # the watcher's interpreter
+            os.kill(os.getpid(), signal.SIGKILL)
+        super().__init__(args, *rest, **kwargs)
+        with open(pid_file, "a") as out:
+            out.write(f"{self.pid}\\n")
+
+subprocess.Popen = Popen
+sys.argv = ["sourceprep-models", *sys.argv[2:]]
+from sourceprep_models.cli.app import main
+main()
+"""
+
+
+def test_kill_9_after_a_stage_command_starts_but_before_its_watcher_runs_nothing(
+    emu: Any, write_config: WriteConfig, tmp_path: Path, started: list[int]
+) -> None:
+    ran = tmp_path / "stage-ran"
+    config = write_config(
+        '[models.fast]\nname = "fast:1b"\n'
+        f'[pipelines.p]\nstages = [{{ name = "one", model = "fast", command = "touch {ran}" }}]\n'
+    )
+    pid_file = tmp_path / "pids"
+    killed = subprocess.run(
+        [sys.executable, "-c", KILL_BEFORE_WATCHER, str(pid_file), "--config", str(config), "run-pipeline", "p"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    command_pid = int(pid_file.read_text().split()[-1])
+    started.append(command_pid)
+
+    assert wait_gone(command_pid), "the stage's shell outlived the killed run"
+    assert not ran.exists(), "the stage command ran with no watcher to end it"
+    resumed = tool("--config", str(config), "run-pipeline", "p", "--resume", "--json")
+    assert resumed.returncode == 0, resumed.stderr
+    assert [row["status"] for row in json.loads(resumed.stdout)["stages"]] == ["ok"]
+    assert ran.exists()

@@ -134,16 +134,25 @@ def run_command(command: str, env: Mapping[str, str], cwd: str | None = None) ->
     process sees its pipe from us close and ends the group (``_WATCHER``)."""
     started = time.monotonic()
     with _CtrlCHeld() as held:
-        process = subprocess.Popen(
-            command,
-            shell=True,
-            env=dict(env),
-            cwd=cwd,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            start_new_session=_POSIX,  # the terminal's Ctrl-C reaches us only: we end the group ourselves
-        )
-        watcher = _watch(process.pid) if _POSIX else None
+        gate = os.pipe() if _POSIX else None
+        try:
+            process = subprocess.Popen(
+                _gated(command, gate[0]) if gate is not None else command,
+                shell=gate is None,
+                env=dict(env),
+                cwd=cwd,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                pass_fds=(gate[0],) if gate is not None else (),
+                start_new_session=_POSIX,  # the terminal's Ctrl-C reaches us only: we end the group ourselves
+            )
+            watcher = _watch(process.pid) if gate is not None else None
+            if gate is not None:
+                os.write(gate[1], b"go\n")  # the watcher is in place: the command may start
+        finally:
+            if gate is not None:
+                os.close(gate[0])
+                os.close(gate[1])
     assert process.stdout is not None
     # The output is copied by a thread, so that the stage ends when the shell does, even when
     # something it started in the background still holds the pipe (it is ended just below).
@@ -198,6 +207,17 @@ class _CtrlCHeld:
         if self._caught:
             self._caught = False
             raise KeyboardInterrupt
+
+
+def _gated(command: str, gate: int) -> list[str]:
+    """``sh -c command`` that first waits at a gate: ``gate`` is the read end of a pipe only this process
+    writes to, and "go" is written once the watcher is in place. A tool killed between the two starts
+    closes the pipe without "go": the shell exits before running anything, so no stage command ever runs
+    unwatched. The command follows on the next line of the same script, so it runs as ``sh -c`` runs it
+    ($0, no positional arguments). The gate is read by path and closed where the shell can name it (POSIX
+    sh names descriptors 0-9 only)."""
+    close = f" exec {gate}<&-;" if gate <= 9 else ""
+    return ["/bin/sh", "-c", f"read -r _ </dev/fd/{gate} || exit 129;{close}\n{command}"]
 
 
 def _copy_lines(stream: IO[bytes]) -> None:
