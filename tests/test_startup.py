@@ -93,7 +93,8 @@ def test_status_imports_no_pydantic(write_config: WriteConfig) -> None:
 
 
 # What a plain `status` never needs: the planner, the executor and the swap operations (imported by a load,
-# an unload, a pin or `status --repair`), and Typer's build of the commands the run does not name.
+# an unload, a pin or `status --repair`), the GGUF memory formula, and Typer's build of the commands the
+# run does not name.
 LOOK_ONLY_CODE = (
     "import sys\n"
     "import typer.main\n"
@@ -103,7 +104,8 @@ LOOK_ONLY_CODE = (
     "    group.main(sys.argv[1:], prog_name='sourceprep-models')\n"
     "except SystemExit as exc:\n"
     "    print('exit', exc.code, file=sys.stderr)\n"
-    "heavy = ('sourceprep_models.planning', 'sourceprep_models.swap.executor', 'sourceprep_models.swap.operations')\n"
+    "heavy = ('sourceprep_models.planning', 'sourceprep_models.swap.executor', 'sourceprep_models.swap.operations',\n"
+    "         'sourceprep_models.memory.formula')\n"
     "print('imported', sorted(m for m in sys.modules if m.startswith(heavy)), file=sys.stderr)\n"
     "built = getattr(group.commands, '_built', group.commands)  # a plain dict: every command built\n"
     "print('built', [name for name in group.commands if name in built], file=sys.stderr)\n"
