@@ -67,7 +67,9 @@ def main() -> None:
             "tab completion (bash)": ([command], {**env, **complete}),
         }
         if args.baseline is not None:
-            module = [sys.executable, "-m", "sourceprep_models", "status", "--json"]
+            # -P: without it `-m` puts the working directory first on sys.path, ahead of PYTHONPATH, and run
+            # from a checkout both rows would import that checkout's package.
+            module = [sys.executable, "-P", "-m", "sourceprep_models", "status", "--json"]
             here = Path(__file__).resolve().parent.parent
             rows["status --json, baseline (-m)"] = (module, {**env, "PYTHONPATH": str(args.baseline.resolve())})
             rows["status --json, this tree (-m)"] = (module, {**env, "PYTHONPATH": str(here)})
