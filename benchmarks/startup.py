@@ -30,9 +30,9 @@ import httpx
 from benchmarks._common import emulator
 from tests.emulator import EmulatedModel
 
-# The least a Typer command doing the same request can cost: one command with a --json flag, one plain-http
-# GET of the emulator's /api/ps printed as it came. The distance from the floor to this row is Typer and
-# httpx at work (building a command, a connection pool, the request); the rest of `status` is this tool.
+# The smallest Typer command doing the same request: one command with a --json flag, one plain-http GET of
+# the emulator's /api/ps printed as it came. Typer converts every parameter (its own completion options
+# too) through pydantic, which this app pays and `status` does not (cli/plain_values.py).
 SMALLEST_TYPER_APP = """
 import os, typer, httpx
 app = typer.Typer(add_completion=True)
