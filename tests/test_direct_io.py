@@ -282,6 +282,28 @@ def test_load_on_a_direct_io_router_reads_nothing_into_the_page_cache(
 
 
 @realserver
+def test_a_router_given_direct_io_through_its_environment_is_recognised(
+    cli: CliFn, start_router: StartRouter, write_config: Callable[[str], Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # LLAMA_ARG_LOAD_MODE is the option's environment variable (arg.cpp set_env): the router lists it in no
+    # model's arguments, yet every child inherits it.
+    monkeypatch.setenv("LLAMA_ARG_LOAD_MODE", "dio")
+    server = start_router()
+    listed = httpx.get(f"{server.url}/models", timeout=10).json()["data"]
+    assert not any("dio" in " ".join(item["status"].get("args") or ()) for item in listed)
+
+    result = cli("--config", _config(write_config, server.url), "load", "tiny-a", "--json")
+
+    assert result.exit_code == 0, result.stderr
+    step = _warm_step(result.json())
+    assert step["detail"] == "skipped: direct I/O (LLAMA_ARG_LOAD_MODE=dio): the server bypasses the page cache"
+    assert server.state("tiny-a") == "loaded"
+    doctor = cli("--config", _config(write_config, server.url), "doctor", "--json")
+    checks = {check["id"]: check for check in doctor.json()["checks"]}
+    assert "(LLAMA_ARG_LOAD_MODE=dio)" in checks["endpoint.llama.direct_io"]["summary"]
+
+
+@realserver
 def test_load_on_an_ordinary_router_still_warms(
     cli: CliFn, start_router: StartRouter, write_config: Callable[[str], Path], models_dir: Path
 ) -> None:

@@ -1085,3 +1085,17 @@ def test_a_model_on_the_cpu_of_a_machine_without_a_gpu_is_no_problem(
     assert "no GPU" in check["summary"]
     assert [c["id"] for c in checks(result).values() if c["status"] == "problem"] == []
     assert result.exit_code == 0, result.stdout
+
+
+@pytest.mark.parametrize("spelling", ["[::ffff:127.0.0.1]:{port}", "localhost:{port}", "http://127.0.0.1:{port}/"])
+def test_ollama_host_spelling_the_same_server_otherwise_is_no_warning(
+    doctor: DoctorFn,
+    emu: OllamaEmulator,
+    write_config: Callable[[str], Path],
+    monkeypatch: pytest.MonkeyPatch,
+    spelling: str,
+) -> None:
+    """The `ollama` command reaches the configured server through each of these, so they agree."""
+    monkeypatch.setenv("OLLAMA_HOST", spelling.format(port=emu.port))
+    result = doctor("--config", str(write_config(ollama_config(f"http://127.0.0.1:{emu.port}"))), "--json")
+    assert checks(result)["config.endpoint.ollama"]["status"] == "ok"

@@ -28,12 +28,16 @@ def server_address(url: str) -> str:
     """The server an endpoint URL reaches, written so that two URLs for one server compare equal.
 
     Only what surely names the same server is folded together: the scheme's and the host's case,
-    the loopback names, a port the URL leaves to its scheme, a trailing slash and a trailing /v1.
-    A URL without a port is where an HTTP client connects: port 80 or 443, whatever the server kind.
+    the loopback names, an IPv4 address written IPv6-mapped (``[::ffff:127.0.0.1]``, which the
+    ``ollama`` command accepts in OLLAMA_HOST), a port the URL leaves to its scheme, a trailing slash and
+    a trailing /v1. A URL without a port is where an HTTP client connects: port 80 or 443, whatever the
+    server kind.
 
     >>> server_address("HTTP://LocalHost:11434/v1/")
     'http://loopback:11434'
     >>> server_address("http://[::1]:11434") == server_address("http://0.0.0.0:11434")
+    True
+    >>> server_address("http://[::ffff:10.0.0.5]:8080") == server_address("http://10.0.0.5:8080")
     True
     >>> server_address("https://api.example.com/v1")
     'https://api.example.com:443'
@@ -42,7 +46,7 @@ def server_address(url: str) -> str:
     """
     parts = urlsplit(url.strip())
     scheme = parts.scheme.lower()
-    host = (parts.hostname or "").lower()  # hostname drops the brackets of an IPv6 address
+    host = _unmapped((parts.hostname or "").lower())  # hostname drops the brackets of an IPv6 address
     if host in _LOOPBACK_HOSTS:
         host = "loopback"
     elif ":" in host:
@@ -52,3 +56,16 @@ def server_address(url: str) -> str:
     if path.endswith(_API_SUFFIX):
         path = path[: -len(_API_SUFFIX)]
     return f"{scheme}://{host}:{port}{path}"
+
+
+def _unmapped(host: str) -> str:
+    """An IPv4-mapped IPv6 address (``::ffff:a.b.c.d``) as the IPv4 address it reaches; others unchanged."""
+    if ":" not in host:
+        return host
+    import ipaddress
+
+    try:
+        mapped = ipaddress.IPv6Address(host).ipv4_mapped
+    except ValueError:
+        return host
+    return str(mapped) if mapped is not None else host

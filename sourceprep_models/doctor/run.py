@@ -65,7 +65,7 @@ def gather_inputs(
 
 def run_doctor(inputs: DoctorInputs, system: DoctorSystem, *, now: datetime | None = None) -> DoctorReport:
     """Every check, in order: config, hardware, then each endpoint with its models and settings."""
-    from sourceprep_models.doctor.checks.hosts import check_hosts
+    from sourceprep_models.doctor.checks.hosts import check_hosts, remote_budgets
     from sourceprep_models.memory.sizing import host_budget, memory_budget
 
     report = DoctorReport()
@@ -84,7 +84,8 @@ def run_doctor(inputs: DoctorInputs, system: DoctorSystem, *, now: datetime | No
     apple_at = len(checks)
     names = [inputs.only_endpoint] if inputs.only_endpoint else list(config.endpoints)
     targets = [config.endpoints[name] for name in names]
-    checks.extend(check_hosts(config, targets))
+    host_budgets = remote_budgets(config, targets, system)
+    checks.extend(check_hosts(config, targets, host_budgets))
     for endpoint in targets:
         checks.append(check_endpoint_source(endpoint, config, inputs.environ))
     plans = _pipeline_targets(config, checks)
@@ -95,7 +96,9 @@ def run_doctor(inputs: DoctorInputs, system: DoctorSystem, *, now: datetime | No
         out: list[Check] = []
         # A server on another machine is checked against that machine's budget, not this one's.
         spec = config.hosts.get(endpoint.host)
-        budget_there = budget if endpoint.host == LOCAL_HOST or spec is None else host_budget(spec)
+        budget_there = budget
+        if endpoint.host != LOCAL_HOST and spec is not None:
+            budget_there = host_budgets.get(endpoint.host) or host_budget(spec)
         run = EndpointRun(endpoint, config, hardware, budget_there, plans, system, when, out)
         return out, _endpoint_checks(run)
 

@@ -86,6 +86,18 @@ def host_budget(host: HostSpec) -> Budget:
     )
 
 
+def reported_budget(ceilings: dict[str, int | None], headroom: int) -> Budget | None:
+    """A host with no configured budget, whose every server reports what its models may occupy (oMLX's
+    memory ceiling; ``ceilings`` by endpoint name): the sum of those, headroom taken off. One server that
+    reports nothing leaves the host unknown (None): no guessing."""
+    known = [ceiling for ceiling in ceilings.values() if ceiling is not None]
+    if not ceilings or len(known) != len(ceilings):
+        return None
+    total = sum(known)
+    names = ", ".join(ceilings)
+    return Budget(max(0, total - headroom), total, f"reported by {names} (the server's memory ceiling)")
+
+
 def default_context(hardware: dict[str, Any], trained: int | None) -> int:
     """The context Ollama picks when a request sets none: tiered by total VRAM, capped at the trained."""
     vram = sum(gpu.get("total_bytes") or 0 for gpu in hardware.get("gpus") or [])

@@ -74,7 +74,7 @@ from sourceprep_models.providers.base import (
     ModelInfo,
     ModelState,
 )
-from sourceprep_models.providers.diagnostics import Finding, ServerIdentity, is_local
+from sourceprep_models.providers.diagnostics import Finding, ServerIdentity, is_local, port_of
 from sourceprep_models.providers.llamacpp_entry import RouterEntry, read_header
 from sourceprep_models.providers.llamacpp_events import LoadWatch
 
@@ -277,11 +277,15 @@ class LlamaCppProvider(HTTPEndpoint):
         return [candidate] if candidate.is_file() else []
 
     def direct_io(self, name: str, hardware: Mapping[str, Any]) -> str | None:
-        """``--load-mode dio`` in the model's arguments (providers/load_mode.py); the hardware does not matter."""
-        from sourceprep_models.providers.load_mode import direct_io_flag
+        """``--load-mode dio`` in the model's arguments, or LLAMA_ARG_LOAD_MODE=dio in a local router's
+        environment (providers/load_mode.py); the hardware does not matter."""
+        from sourceprep_models.providers.load_mode import direct_io_flag, router_environ
 
         entry = self._find(name) if self.is_router() else None
-        return direct_io_flag(entry.args, entry.preset) if entry is not None else None
+        if entry is None:
+            return None
+        environ = router_environ(port_of(self.endpoint.url)) if is_local(self.endpoint.url) else None
+        return direct_io_flag(entry.args, entry.preset, environ)
 
     def gguf_metadata(self, name: str) -> GGUFMetadata | None:
         """The header of the GGUF the router will open, when that file is on this machine."""

@@ -22,7 +22,15 @@ from typing import TYPE_CHECKING, Any
 from sourceprep_models.config.schema import LOCAL_HOST, Config, Endpoint, ModelSpec
 from sourceprep_models.constants import DEFAULT_LOAD_TIMEOUT_S
 from sourceprep_models.errors import ModelNotFound, SourceprepError
-from sourceprep_models.memory.sizing import Budget, Prediction, SizeBook, host_budget, memory_budget, predict
+from sourceprep_models.memory.sizing import (
+    Budget,
+    Prediction,
+    SizeBook,
+    host_budget,
+    memory_budget,
+    predict,
+    reported_budget,
+)
 from sourceprep_models.providers.base import LoadedModel, LoadRequest, Provider
 from sourceprep_models.swap.hooks import Hooks
 from sourceprep_models.units import KeepAlive, human_bytes
@@ -289,16 +297,11 @@ class Machine:
         memory ceiling): the sum of those. One server that reports nothing leaves the host unknown: no
         guessing."""
         if host not in self._reported:
-            sessions = self.memory_sessions(host)
-            ceilings = [self._answer(session, session.provider.memory_ceiling, None) for session in sessions]
-            known = [ceiling for ceiling in ceilings if ceiling is not None]
-            self._reported[host] = None
-            if sessions and len(known) == len(sessions):
-                names = ", ".join(session.endpoint.name for session in sessions)
-                total = sum(known)
-                self._reported[host] = Budget(
-                    max(0, total - headroom), total, f"reported by {names} (the server's memory ceiling)"
-                )
+            ceilings = {
+                session.endpoint.name: self._answer(session, session.provider.memory_ceiling, None)
+                for session in self.memory_sessions(host)
+            }
+            self._reported[host] = reported_budget(ceilings, headroom)
         return self._reported[host]
 
     def caps(self, host: str | None = None) -> dict[str, int]:

@@ -49,6 +49,7 @@ def check_config_valid(config: Config | None, error: str | None) -> Check:
 def check_endpoint_source(endpoint: Endpoint, config: Config, environ: Mapping[str, str]) -> Check:
     """Which precedence layer supplied the endpoint, and whether the server's own command-line client
     (Ollama: ``ollama`` reads OLLAMA_HOST) is sent to another server than the config."""
+    from sourceprep_models.config.urls import server_address
     from sourceprep_models.providers import server_facts
 
     check_id = f"config.endpoint.{endpoint.name}"
@@ -73,7 +74,7 @@ def check_endpoint_source(endpoint: Endpoint, config: Config, environ: Mapping[s
                 source=endpoint.source,
                 url=endpoint.url,
             )
-        if cli_url.rstrip("/") != endpoint.url.rstrip("/"):
+        if server_address(cli_url) != server_address(endpoint.url):
             return warning(
                 check_id,
                 f"{summary}, but ${variable} sends the `{server.client_command}` command to {cli_url}: the two talk "

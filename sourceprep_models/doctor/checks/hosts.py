@@ -10,23 +10,37 @@ from typing import TYPE_CHECKING
 
 from sourceprep_models.config.schema import LOCAL_HOST
 from sourceprep_models.doctor.records import Check, ok, warning
-from sourceprep_models.memory.sizing import host_budget
+from sourceprep_models.memory.sizing import host_budget, reported_budget
 from sourceprep_models.units import human_bytes
 
 if TYPE_CHECKING:
     from sourceprep_models.config.schema import Config, Endpoint
+    from sourceprep_models.doctor.system import DoctorSystem
+    from sourceprep_models.memory.sizing import Budget
 
 
-def check_hosts(config: Config, endpoints: list[Endpoint]) -> list[Check]:
-    """One line per other machine among ``endpoints`` whose servers hold models (not cloud APIs)."""
-    by_host: dict[str, list[str]] = {}
-    for endpoint in endpoints:
-        if endpoint.host != LOCAL_HOST and _holds_models(endpoint):
-            by_host.setdefault(endpoint.host, []).append(endpoint.name)
-    checks = []
-    for host, names in by_host.items():
+def remote_budgets(config: Config, endpoints: list[Endpoint], system: DoctorSystem) -> dict[str, Budget]:
+    """The budget of each other machine among ``endpoints`` whose servers hold models (not cloud APIs): its
+    ``[hosts]`` table's, else what all its servers report (as ``status`` plans with it, swap/residency.py)."""
+    hosts = {endpoint.host for endpoint in endpoints if endpoint.host != LOCAL_HOST and _holds_models(endpoint)}
+    budgets = {}
+    for host in (name for name in config.hosts if name in hosts):  # config order
         spec = config.hosts[host]
         budget = host_budget(spec)
+        if budget.total is None:
+            there = [e for e in config.endpoints.values() if e.host == host and _holds_models(e)]
+            ceilings = {endpoint.name: _ceiling(endpoint, system) for endpoint in there}
+            budget = reported_budget(ceilings, spec.headroom_bytes) or budget
+        budgets[host] = budget
+    return budgets
+
+
+def check_hosts(config: Config, endpoints: list[Endpoint], budgets: dict[str, Budget]) -> list[Check]:
+    """One line per other machine among ``endpoints`` whose servers hold models, with its budget."""
+    checks = []
+    for host, budget in budgets.items():
+        spec = config.hosts[host]
+        names = [endpoint.name for endpoint in endpoints if endpoint.host == host and _holds_models(endpoint)]
         servers = ", ".join(names)
         details = {"host": host, "budget_bytes": budget.total, "source": budget.source, "endpoints": names}
         if budget.total is None:
@@ -50,6 +64,19 @@ def check_hosts(config: Config, endpoints: list[Endpoint]) -> list[Check]:
             )
         )
     return checks
+
+
+def _ceiling(endpoint: Endpoint, system: DoctorSystem) -> int | None:
+    """The memory ceiling the endpoint's server reports, asked as a look; None when it reports none or does
+    not answer (its own check names why)."""
+    from sourceprep_models.errors import SourceprepError
+    from sourceprep_models.providers._http import looking
+
+    try:
+        with looking(endpoint.status_timeout_s):
+            return system.provider(endpoint).memory_ceiling()
+    except SourceprepError:
+        return None
 
 
 def _holds_models(endpoint: Endpoint) -> bool:
