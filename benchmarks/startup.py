@@ -2,7 +2,8 @@
 `python -c "import typer, httpx"`, measured interleaved (one run of each per round, in turn), so load
 from other work on the machine hits every row alike and the ratios stay meaningful on a busy machine.
 
-`status --json` asks the test suite's Ollama emulator (two models loaded) and probes the hardware;
+A minimal Typer app making the same request (one command, one GET) shows what Typer and httpx cost by
+themselves. `status --json` asks the test suite's Ollama emulator (two models loaded) and probes the hardware;
 `status --json --no-hardware` skips the probe. Each row is the median wall time of a fresh process,
 and its CPU time (user + system), which a busy machine disturbs less than the wall time.
 
@@ -28,6 +29,19 @@ import httpx
 
 from benchmarks._common import emulator
 from tests.emulator import EmulatedModel
+
+# The smallest Typer command doing the same request: one command with a --json flag, one plain-http GET of
+# the emulator's /api/ps printed as it came. Typer converts every parameter (its own completion options
+# too) through pydantic, which this app pays and `status` does not (cli/plain_values.py).
+SMALLEST_TYPER_APP = """
+import os, typer, httpx
+app = typer.Typer(add_completion=True)
+@app.command()
+def status(json_output: bool = typer.Option(False, "--json")) -> None:
+    with httpx.Client(base_url=os.environ["OLLAMA_HOST"], verify=False) as client:
+        print(client.get("/api/ps").text)
+app()
+"""
 
 
 def wall(argv: list[str], env: dict[str, str]) -> tuple[float, float]:
@@ -61,13 +75,16 @@ def main() -> None:
         env["OLLAMA_HOST"] = emu.url
         rows: dict[str, tuple[list[str], dict[str, str]]] = {
             'floor: python -c "import typer, httpx"': ([sys.executable, "-c", "import typer, httpx"], env),
+            "smallest Typer app, same GET": ([sys.executable, "-c", SMALLEST_TYPER_APP, "--json"], env),
             "status --json": ([command, "status", "--json"], env),
             "status --json --no-hardware": ([command, "status", "--json", "--no-hardware"], env),
             "--help": ([command, "--help"], env),
             "tab completion (bash)": ([command], {**env, **complete}),
         }
         if args.baseline is not None:
-            module = [sys.executable, "-m", "sourceprep_models", "status", "--json"]
+            # -P: without it `-m` puts the working directory first on sys.path, ahead of PYTHONPATH, and run
+            # from a checkout both rows would import that checkout's package.
+            module = [sys.executable, "-P", "-m", "sourceprep_models", "status", "--json"]
             here = Path(__file__).resolve().parent.parent
             rows["status --json, baseline (-m)"] = (module, {**env, "PYTHONPATH": str(args.baseline.resolve())})
             rows["status --json, this tree (-m)"] = (module, {**env, "PYTHONPATH": str(here)})

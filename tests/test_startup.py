@@ -90,3 +90,50 @@ def test_status_imports_no_pydantic(write_config: WriteConfig) -> None:
         )
     assert result.stderr.splitlines()[-1] == "exit 0 False", result.stderr
     assert json.loads(result.stdout)["endpoints"][0]["ok"] is True
+
+
+# What a plain `status` never needs: the planner, the executor and the swap operations (imported by a load,
+# an unload, a pin or `status --repair`), the GGUF memory formula, and Typer's build of the commands the
+# run does not name.
+LOOK_ONLY_CODE = (
+    "import sys\n"
+    "import typer.main\n"
+    "from sourceprep_models.cli.app import app\n"
+    "group = typer.main.get_command(app)\n"
+    "try:\n"
+    "    group.main(sys.argv[1:], prog_name='sourceprep-models')\n"
+    "except SystemExit as exc:\n"
+    "    print('exit', exc.code, file=sys.stderr)\n"
+    "heavy = ('sourceprep_models.planning', 'sourceprep_models.swap.executor', 'sourceprep_models.swap.operations',\n"
+    "         'sourceprep_models.memory.formula')\n"
+    "print('imported', sorted(m for m in sys.modules if m.startswith(heavy)), file=sys.stderr)\n"
+    "built = getattr(group.commands, '_built', group.commands)  # a plain dict: every command built\n"
+    "print('built', [name for name in group.commands if name in built], file=sys.stderr)\n"
+)
+
+
+def look_only(*args: str) -> list[str]:
+    result = subprocess.run(
+        [sys.executable, "-c", LOOK_ONLY_CODE, *args], capture_output=True, text=True, timeout=HANG_GUARD_S, check=False
+    )
+    return result.stderr.splitlines()[-3:]
+
+
+def test_status_starts_without_the_planner_the_executor_or_the_other_commands(write_config: WriteConfig) -> None:
+    with serve(ollama) as url:
+        path = write_config(f'[endpoints.a]\nkind = "ollama"\nurl = "{url}"\n')
+        assert look_only("--config", str(path), "status", "--json", "--no-hardware") == [
+            "exit 0",
+            "imported []",
+            "built ['status']",
+        ]
+        # A repair may reload pins: only then are the planner and the executor imported.
+        exit_line, imported, built = look_only("--config", str(path), "status", "--repair", "--no-hardware")
+    assert exit_line == "exit 0"
+    assert "sourceprep_models.swap.executor" in imported and "sourceprep_models.planning.load" in imported
+    assert built == "built ['status']"
+
+
+def test_help_still_lists_every_command() -> None:
+    *_, built = look_only("--help")
+    assert built == "built ['status', 'load', 'unload', 'pin', 'run-pipeline', 'doctor', 'bench', 'wait']"

@@ -33,8 +33,17 @@ EPILOG = (
 )
 
 
+# The commands live on their own Typer app, which ``AppGroup`` serves: Typer builds each one only when a
+# run names it (cli/lazy_commands.py), where registering them on ``app`` would build all of them per run.
+commands = typer.Typer(rich_markup_mode=None)
+
+
+class AppGroup(Group):
+    registry = commands
+
+
 app = typer.Typer(
-    cls=Group,
+    cls=AppGroup,
     name="sourceprep-models",
     help="Decide and drive which LLMs are resident in memory on this machine's model servers.",
     epilog=EPILOG,
@@ -90,7 +99,7 @@ COMMANDS: dict[str, Callable[..., None]] = {
     "wait": wait_cmd.wait,
 }
 for _name, _command in COMMANDS.items():
-    app.command(name=_name, epilog=EPILOG)(_command)
+    commands.command(name=_name, epilog=EPILOG)(_command)
 
 
 def main() -> None:

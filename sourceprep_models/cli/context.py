@@ -11,7 +11,7 @@ from sourceprep_models.errors import UsageError
 
 if TYPE_CHECKING:
     from sourceprep_models.config.schema import Config, Endpoint, EndpointKinds, ModelSpec
-    from sourceprep_models.swap.operations import Hooks
+    from sourceprep_models.swap.hooks import Hooks
     from sourceprep_models.ui.output import Output
 
 
@@ -62,7 +62,7 @@ class AppContext:
         return [self.endpoint(name)] if name else list(self.config.endpoints.values())
 
     def hooks(self) -> Hooks:
-        from sourceprep_models.swap.operations import Hooks
+        from sourceprep_models.swap.hooks import Hooks
 
         return Hooks(info=self.output.info, warn=self.output.warn, debug=self.output.debug)
 

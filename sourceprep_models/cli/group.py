@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import typer
 from typer._click import exceptions as click_errors
@@ -11,12 +11,24 @@ from typer.core import TyperGroup
 from sourceprep_models.cli import plain_values
 from sourceprep_models.cli.argv import hoist_global_options
 from sourceprep_models.cli.context import AppContext
+from sourceprep_models.cli.lazy_commands import Commands
 from sourceprep_models.cli.options import refuse_undecodable, undecodable_argument, usage_message
 from sourceprep_models.errors import Interrupted, SourceprepError, UsageError
 
 
 class Group(TyperGroup):
     """Turns every expected failure into one stderr line and its exit code, in one place."""
+
+    # The Typer app whose registered commands this group serves, built on demand (``Commands``).
+    registry: ClassVar[typer.Typer | None] = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if self.registry is not None:
+            self.commands = Commands.of(self.registry, self.rich_markup_mode, self.commands)
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        return list(self.commands)  # the names, without building every command
 
     def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
         ctx.meta["undecodable"] = undecodable_argument(args)  # refused in invoke, where errors are handled

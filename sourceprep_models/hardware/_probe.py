@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from ._records import GPU, Hardware, MiB, Unknown, describe
 from ._system import LocalSystem, ProbeSystem
 from .amd import detect_amd
-from .apple import AppleView, detect_apple
 from .nvidia import detect_nvidia
+
+if TYPE_CHECKING:
+    from .apple import AppleView
 
 T = TypeVar("T")
 
@@ -74,6 +76,8 @@ def _probe(system: ProbeSystem, unknowns: list[Unknown]) -> Hardware:
     apple: AppleView | None = None
     if os_name == "darwin":
         # sysctl and Metal only; no NVIDIA or AMD tooling exists for current macOS.
+        from .apple import detect_apple  # only here: elsewhere its module is start-up time for nothing
+
         apple = _guard(unknowns, "apple", lambda: detect_apple(system, machine, ram_total, unknowns), None)
         if apple is not None:
             cpu = apple.cpu

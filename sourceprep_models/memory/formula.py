@@ -25,6 +25,8 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING
 
+from sourceprep_models.memory.runtime import LLAMA_SERVER, OLLAMA, Runtime
+
 if TYPE_CHECKING:  # only annotations: status and the planner size nothing from a GGUF file
     from sourceprep_models.memory.gguf import GGUFMetadata
 
@@ -69,21 +71,6 @@ _SLIDING_WINDOW_PATTERN = {"gemma2": 2, "gemma3": 6, "gemma3n": 5, "cohere2": 4,
 
 # Architectures whose compute graph uses the llama constants of Ollama's GraphSize.
 _LLAMA_GRAPH = frozenset({"llama", "llama4"})
-
-
-@dataclass(frozen=True)
-class Runtime:
-    """What differs between the programs that allocate a GGUF model's memory."""
-
-    spare_layer: bool  # Ollama keeps one layer's weights and KV free beside the model
-    flash_attention: bool  # the compute graph never holds the whole attention matrix
-    process_bytes: int  # the model's own server process (binary, libraries), when it gets one
-
-
-OLLAMA = Runtime(spare_layer=True, flash_attention=False, process_bytes=0)
-# A router child: llama-server's RSS with a 0.6 MB model loaded is 17-18 MB, of which the model,
-# its KV cache and the touched part of the compute buffer are under 2 MB.
-LLAMA_SERVER = Runtime(spare_layer=False, flash_attention=True, process_bytes=16 * MIB)
 
 
 @dataclass(frozen=True)

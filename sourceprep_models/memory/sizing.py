@@ -23,7 +23,7 @@ from typing import Any
 from sourceprep_models.config.schema import HostSpec, MemoryPolicy
 from sourceprep_models.errors import SourceprepError
 from sourceprep_models.fs import write_atomic
-from sourceprep_models.memory.formula import LLAMA_SERVER, OLLAMA, Runtime
+from sourceprep_models.memory.runtime import LLAMA_SERVER, OLLAMA, Runtime
 
 GIB = 1024**3
 # Ollama's default context by total VRAM when nothing sets num_ctx (ollama.md §4.8).

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,67 +18,19 @@ from sourceprep_models.constants import DEFAULT_UNLOAD_TIMEOUT_S
 from sourceprep_models.errors import DoesNotFit, SourceprepError
 from sourceprep_models.memory.sizing import Budget, Prediction
 from sourceprep_models.planning.load import Plan, Refusal, Resident
-from sourceprep_models.providers.base import LoadedModel, LoadRequest, Provider
+from sourceprep_models.providers.base import LoadedModel, LoadRequest
 from sourceprep_models.swap.busy import spare_the_busy
 from sourceprep_models.swap.executor import LoadReport, UnloadReport
+from sourceprep_models.swap.hooks import Hooks as Hooks  # re-exported, as before it had its own module
 from sourceprep_models.swap.pins import Repair, repair_pins
-from sourceprep_models.swap.progress import ProgressFn
 from sourceprep_models.swap.residency import Machine, Session
+from sourceprep_models.swap.residency import open_machine as open_machine  # re-exported, as above
 from sourceprep_models.units import KeepAlive
 
 # What an unpinned model gets when its config names no keep_alive: Ollama's own default (ollama.md §4.10).
 UNPINNED_KEEP_ALIVE = KeepAlive(300.0)
 # How long status/unload wait for another process's swap before giving up on repairing pins.
 REPAIR_LOCK_TIMEOUT_S = 60.0
-
-
-def _ignore(_: str) -> None:
-    return None
-
-
-@dataclass(frozen=True)
-class Hooks:
-    """How an operation talks while it works; the CLI passes its output layer's methods."""
-
-    info: Callable[[str], None] = _ignore
-    warn: Callable[[str], None] = _ignore
-    debug: Callable[[str], None] = _ignore
-    # Each phase of a swap as it starts and ends (``swap.progress``); ui/progress.py renders them.
-    progress: ProgressFn | None = None
-
-    def waiting(self, endpoint: str) -> None:
-        self.info(f"waiting for another sourceprep-models to finish on {endpoint}…")
-
-
-@contextlib.contextmanager
-def open_machine(
-    config: Config,
-    *,
-    hooks: Hooks | None = None,
-    single_model: bool = False,
-    make_provider: Callable[[Endpoint], Provider] | None = None,
-    hardware: dict[str, Any] | None = None,
-) -> Iterator[Machine]:
-    """This machine's servers as one view, closed afterwards."""
-    from sourceprep_models.hardware import probe
-    from sourceprep_models.memory.sizing import default_size_book
-    from sourceprep_models.providers import create_provider
-
-    hooks = hooks or Hooks()
-    debug = hooks.debug
-    machine = Machine(
-        config,
-        make_provider or create_provider,
-        probe().to_dict() if hardware is None else hardware,
-        default_size_book(),
-        single_model=single_model,
-        on_step=lambda step: debug(f"{step.step} {step.model}: {step.wall_s:.3f}s"),
-        on_notice=hooks.info,
-    )
-    try:
-        yield machine
-    finally:
-        machine.close()
 
 
 @dataclass(frozen=True)

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from sourceprep_models.errors import ModelNotFound, SourceprepError
-from sourceprep_models.planning.load import Plan, Refusal
-from sourceprep_models.providers.base import LoadRequest
-from sourceprep_models.swap.executor import Executor, PutBack, Step
-from sourceprep_models.swap.residency import Session
+
+if TYPE_CHECKING:
+    from sourceprep_models.providers.base import LoadRequest
+    from sourceprep_models.swap.executor import Executor, PutBack, Step
+    from sourceprep_models.swap.residency import Session
 
 
 @dataclass
@@ -29,6 +31,8 @@ class Repair:
 
 def repair_pins(session: Session, executor: Executor, skip: set[str] | None = None) -> Repair:
     """Reload configured pins the server lost, when they fit without evicting; ``skip`` identities."""
+    from sourceprep_models.planning.load import Plan
+
     repair = Repair()
     loaded = session.loaded()
     for spec, why in session.lost_pins(loaded):
@@ -57,6 +61,9 @@ def bring_back(
     """Pins this tool evicted for work that then stopped (Ctrl-C, a failure): reload each now,
     evicting the unpinned models in its way (the work they were loaded for is over), and confirm it
     listed as loaded. Never evicts another pin for one; never raises: what stays out is named."""
+    from sourceprep_models.planning.load import Refusal
+    from sourceprep_models.swap.executor import PutBack
+
     back = PutBack()
     wanted = {session.identity(name) for name in names}
     for spec in session.pinned_specs():

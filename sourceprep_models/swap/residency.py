@@ -31,12 +31,15 @@ from sourceprep_models.memory.sizing import (
     predict,
     reported_budget,
 )
-from sourceprep_models.planning.load import Demand, Plan, Policy, Refusal, Resident, plan_load
 from sourceprep_models.providers.base import LoadedModel, LoadRequest, Provider
-from sourceprep_models.swap.executor import Executor, Step, machine_key
+from sourceprep_models.swap.hooks import Hooks
 from sourceprep_models.units import KeepAlive, human_bytes
 
+# The planner and the executor are imported inside the methods that plan or act: `status` opens a
+# machine and only looks, and starts measurably faster without them (benchmarks/startup.py).
 if TYPE_CHECKING:
+    from sourceprep_models.planning.load import Demand, Plan, Refusal, Resident
+    from sourceprep_models.swap.executor import Executor, Step
     from sourceprep_models.swap.locks import LockWait
 
 FOREVER = KeepAlive(None)
@@ -81,6 +84,8 @@ class Session:
 
     def key(self, name: str) -> str:
         """The model's key in machine-wide plans: its identity on this endpoint."""
+        from sourceprep_models.swap.executor import machine_key
+
         return machine_key(self.endpoint.name, self.identity(name))
 
     def loaded(self) -> list[LoadedModel]:
@@ -99,6 +104,9 @@ class Session:
 
     def residents(self, loaded: list[LoadedModel], wanted_ctx: int | None = None) -> list[Resident]:
         """This endpoint's loaded models as the planner sees them (keys unique across the machine)."""
+        from sourceprep_models.planning.load import Resident
+        from sourceprep_models.swap.executor import machine_key
+
         pins = self.pinned_identities()
         residents = []
         for model in loaded:
@@ -330,6 +338,8 @@ class Machine:
 
         ``protect``: keys that must stay (models loaded earlier by the same command); ``residents``: the
         machine as it will be (a plan for several loads simulates the earlier ones), instead of as it is."""
+        from sourceprep_models.planning.load import Policy, Refusal, plan_load
+
         demand, prediction, wanted = self.demand(here, request)
         world = residents if residents is not None else self.world(here, loaded_here, wanted)
         world = [replace(resident, pinned=True) if resident.key in protect else resident for resident in world]
@@ -357,6 +367,9 @@ class Machine:
 
     def demand(self, here: Session, request: LoadRequest) -> tuple[Demand, Prediction, int | None]:
         """``request`` as the planner sees it, its predicted size, and the context it must run with."""
+        from sourceprep_models.planning.load import Demand
+        from sourceprep_models.swap.executor import machine_key
+
         prediction = here.predict(request)
         wanted_ctx = request.options.get("num_ctx")
         # Where the server fixes the context (llama.cpp), a different --ctx cannot force a reload.
@@ -387,6 +400,8 @@ class Machine:
 
     def executor(self, here: Session) -> Executor:
         """An executor for ``here`` that can also evict from, and restore pins on, its host's other servers."""
+        from sourceprep_models.swap.executor import Executor
+
         peers = {session.endpoint.name: session.provider for session in self.memory_sessions(here.host)}
         return Executor(here.provider, peers=peers, on_step=self._on_step, on_notice=self._on_notice)
 
@@ -426,3 +441,34 @@ def session_for(
         return provider if endpoint.name == provider.endpoint.name else create_provider(endpoint)
 
     return Machine(config, make, hardware, book, single_model=single_model).session(provider.endpoint.name)
+
+
+@contextlib.contextmanager
+def open_machine(
+    config: Config,
+    *,
+    hooks: Hooks | None = None,
+    single_model: bool = False,
+    make_provider: Callable[[Endpoint], Provider] | None = None,
+    hardware: dict[str, Any] | None = None,
+) -> Iterator[Machine]:
+    """This machine's servers as one view, closed afterwards."""
+    from sourceprep_models.hardware import probe
+    from sourceprep_models.memory.sizing import default_size_book
+    from sourceprep_models.providers import create_provider
+
+    hooks = hooks or Hooks()
+    debug = hooks.debug
+    machine = Machine(
+        config,
+        make_provider or create_provider,
+        probe().to_dict() if hardware is None else hardware,
+        default_size_book(),
+        single_model=single_model,
+        on_step=lambda step: debug(f"{step.step} {step.model}: {step.wall_s:.3f}s"),
+        on_notice=hooks.info,
+    )
+    try:
+        yield machine
+    finally:
+        machine.close()

@@ -11,12 +11,12 @@ from sourceprep_models.config.schema import LOCAL_HOST, Config, Endpoint
 from sourceprep_models.errors import ExitCode, SourceprepError
 from sourceprep_models.memory.sizing import Budget
 from sourceprep_models.providers.base import LoadedModel
-from sourceprep_models.swap.pins import Repair
 from sourceprep_models.swap.residency import Machine, Session
 from sourceprep_models.units import format_seconds
 
 if TYPE_CHECKING:
-    from sourceprep_models.swap.operations import Hooks
+    from sourceprep_models.swap.hooks import Hooks
+    from sourceprep_models.swap.pins import Repair
 
 
 # Endpoints asked at once by `status`; more than this wait for a free worker.
@@ -183,11 +183,16 @@ def status(
     config: Config, endpoints: list[Endpoint], *, repair: bool, hardware: bool, hooks: Hooks | None = None
 ) -> tuple[StatusReport, Repair]:
     """What every endpoint holds and the machine's memory; first (``repair``) put back pins servers lost."""
-    from sourceprep_models.swap.operations import open_machine
-    from sourceprep_models.swap.operations import repair as repair_pins
+    # The planner and the executor are imported only for a repair: a plain look starts faster without them.
+    from sourceprep_models.swap.pins import Repair
+    from sourceprep_models.swap.residency import open_machine
 
     with open_machine(config, hooks=hooks) as machine:
-        fixed = repair_pins(machine, [endpoint.name for endpoint in endpoints], hooks=hooks) if repair else Repair()
+        fixed = Repair()
+        if repair:
+            from sourceprep_models.swap.operations import repair as repair_pins
+
+            fixed = repair_pins(machine, [endpoint.name for endpoint in endpoints], hooks=hooks)
         return collect_status(machine, endpoints, hardware=hardware), fixed
 
 
@@ -215,7 +220,8 @@ def wait_until_answering(
     """Ask every endpoint until each has answered once (a server still starting in CI), or
     ``ServerUnreachable`` (exit 4) naming those that never did and their last error."""
     from sourceprep_models.errors import ServerUnreachable
-    from sourceprep_models.swap.operations import Hooks, open_machine
+    from sourceprep_models.swap.hooks import Hooks
+    from sourceprep_models.swap.residency import open_machine
 
     hooks = hooks or Hooks()
     result = WaitResult()
