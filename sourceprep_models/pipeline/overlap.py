@@ -29,7 +29,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from sourceprep_models.errors import SourceprepError
+from sourceprep_models.errors import ServerError, ServerUnreachable, SourceprepError
 from sourceprep_models.pipeline.plan import RunPlan
 from sourceprep_models.pipeline.stages import StageRun
 from sourceprep_models.planning.lookahead import StagePlan
@@ -94,6 +94,7 @@ class Preload:
         waited_from = time.monotonic()
         if self._thread is not None:
             self._thread.join()
+        self.error = self._gone() or self.error
         self.close()
         waited = time.monotonic() - waited_from
         if self.error is not None:
@@ -102,6 +103,19 @@ class Preload:
             raise SourceprepError(f"the background load of {self.name} failed: {self.error}") from self.error
         total = (self.finished or waited_from) - self.started
         return waited, max(0.0, total - waited)
+
+    def _gone(self) -> ServerUnreachable | None:
+        """The load's connection dropped (the server was killed mid-load): asked once more, a server that is
+        gone says so, and the stage stops as on any unreachable server (exit 4, how to start it)."""
+        if self._provider is None or self.error is None or not isinstance(self.error, ServerError):
+            return None
+        try:
+            self._provider.list_loaded()
+        except ServerUnreachable as exc:
+            return exc
+        except SourceprepError:
+            return None
+        return None
 
     def cancel(self, provider: Provider, timeout_s: float) -> str:
         """The run stops while the load runs: unload the model (on ``provider``, the run's own connection),
