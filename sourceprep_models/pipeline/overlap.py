@@ -6,9 +6,10 @@ stage that needs the model waits only for what is left of it (``Preload.wait``).
 
 - Its own connection: a provider instance of its own, so the stage's prompts, the main thread's reads
   and the load never share an HTTP client (httpx clients are not shared across threads here).
-- The swap lock of every server of the machine is held by the thread for the whole load, as the run
-  holds it around a foreground swap (``Machine.locked``): another sourceprep-models waits for it, and
-  this run never takes the lock itself while the thread holds it (it waits for the thread first).
+- The swap lock of every server on the load's host is held by the thread for the whole load, as the run
+  holds it around a foreground swap (``Machine.locked``): another sourceprep-models swapping on that host
+  waits for it (one on another host does not), and this run never takes the lock itself while the thread
+  holds it (it waits for the thread first).
 - A load is never cancelled by dropping its connection: Ollama cancels a load whose client goes away
   (ollama.md §4.2 and §5, "request canceled", ``server/sched.go``), so the thread keeps
   its connection until the server answers, and a stop unloads the model explicitly (``Preload.cancel``).
@@ -28,7 +29,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from sourceprep_models.errors import SourceprepError
+from sourceprep_models.errors import ServerError, ServerUnreachable, SourceprepError
 from sourceprep_models.pipeline.plan import RunPlan
 from sourceprep_models.pipeline.stages import StageRun
 from sourceprep_models.planning.lookahead import StagePlan
@@ -93,6 +94,7 @@ class Preload:
         waited_from = time.monotonic()
         if self._thread is not None:
             self._thread.join()
+        self.error = self._gone() or self.error
         self.close()
         waited = time.monotonic() - waited_from
         if self.error is not None:
@@ -101,6 +103,19 @@ class Preload:
             raise SourceprepError(f"the background load of {self.name} failed: {self.error}") from self.error
         total = (self.finished or waited_from) - self.started
         return waited, max(0.0, total - waited)
+
+    def _gone(self) -> ServerUnreachable | None:
+        """The load's connection dropped (the server was killed mid-load): asked once more, a server that is
+        gone says so, and the stage stops as on any unreachable server (exit 4, how to start it)."""
+        if self._provider is None or self.error is None or not isinstance(self.error, ServerError):
+            return None
+        try:
+            self._provider.list_loaded()
+        except ServerUnreachable as exc:
+            return exc
+        except SourceprepError:
+            return None
+        return None
 
     def cancel(self, provider: Provider, timeout_s: float) -> str:
         """The run stops while the load runs: unload the model (on ``provider``, the run's own connection),
@@ -143,7 +158,7 @@ def start_preload(
     runs: Sequence[StageRun],
     during: StageRun,
     plan: RunPlan,
-    locked: Callable[[], AbstractContextManager[None]],
+    locked: Callable[[str], AbstractContextManager[None]],
     progress: ProgressFn | None = None,
 ) -> Preload | None:
     """Start the load the plan places during stage ``during`` (it fits beside that stage's models), if any."""
@@ -158,7 +173,12 @@ def start_preload(
     request = home.request(target.name, target.spec)
     weights = home.weight_paths(target.name) if progress is not None else []
     provider = create_provider(home.endpoint)
-    return Preload.start(following.id, plan.identities[following.id], provider, request, locked, progress, weights)
+    host = home.host  # the locks of the host whose memory the load takes, not every host's
+
+    def on_host() -> AbstractContextManager[None]:
+        return locked(host)
+
+    return Preload.start(following.id, plan.identities[following.id], provider, request, on_host, progress, weights)
 
 
 def _ahead(progress: ProgressFn | None) -> ProgressFn | None:

@@ -146,11 +146,11 @@ class PipelineRun:
             plan.preloads.clear()  # --no-overlap: every load at its own stage, as the dry run then shows
         return plan
 
-    def _locked(self) -> contextlib.AbstractContextManager[None]:
+    def _locked(self, host: str | None = None) -> contextlib.AbstractContextManager[None]:
         def waiting(endpoint: str) -> None:
             self.ctx.info(f"waiting for another sourceprep-models to finish on {endpoint}…")
 
-        return self.machine.locked(LOCK_TIMEOUT_S, waiting)
+        return self.machine.locked(LOCK_TIMEOUT_S, waiting, None if host is None else [host])  # its host's only
 
     # -- the run ---------------------------------------------------------------------------------------
 
@@ -337,7 +337,7 @@ class PipelineRun:
             row.exit_code = work.command.exit_code
             row.status = "failed" if work.failed else "ok"
         if step is not None and step.restore_after:
-            with self._locked():
+            with self._locked(session.host):
                 self._pins_back(plan, step, target, row)
         return row, next_prefetch
 
@@ -350,7 +350,7 @@ class PipelineRun:
         if any(resident.key == plan.identities[run.id] for resident in session.residents(loaded)):
             return
         self._finish_preload()  # its failure stops the run here (nothing else can run before its stage)
-        with self._locked():
+        with self._locked(session.host):
             self._swap_in(run, plan, step, session, row)
 
     def _finish_preload(self) -> tuple[float, float]:
@@ -471,7 +471,7 @@ class PipelineRun:
             session = self.machine.session(endpoint)
             where = "" if len(self.machine.memory_sessions()) == 1 else f" on {endpoint}"
             try:
-                with self._locked():
+                with self._locked(session.host):
                     back = bring_back(
                         session,
                         names,
@@ -498,7 +498,7 @@ class PipelineRun:
             if not session.pinned_specs():
                 continue
             try:
-                with self._locked():
+                with self._locked(session.host):
                     repair_pins(session, self.machine.executor(session))
             except SourceprepError as exc:
                 self.ctx.warn(f"could not restore pins on {session.endpoint.name}: {exc.message}")

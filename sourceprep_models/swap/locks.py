@@ -4,9 +4,11 @@ A file lock in the user state directory, named after the server the endpoint's U
 URL as written): ``http://127.0.0.1:11434``, ``http://localhost:11434/`` and ``http://[::1]:11434/v1``
 share one lock, so two configs (or two spellings) of one server never interleave their swaps.
 
-A swap on a machine with several servers may evict from any of them, so it takes every one of their
-locks, always in the same order (sorted by lock file): two processes that cross (one loading on A and
-evicting from B, the other the reverse) queue instead of deadlocking.
+A swap on a host with several servers may evict from any of them (they share its memory), so it takes
+every one of that host's locks, always in the same order (sorted by lock file): two processes that cross
+(one loading on A and evicting from B, the other the reverse) queue instead of deadlocking. A swap never
+touches another host's memory (``Machine.plan`` and ``Machine.executor`` stay on one host), so it leaves
+that host's locks alone: a preload on one machine never holds up a load on another.
 """
 
 from __future__ import annotations

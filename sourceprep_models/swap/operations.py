@@ -134,8 +134,9 @@ def _load(
         local.append((len(results) - 1, session, request))
     if not local:
         return results
-    with machine.locked(max(request.deadline_s for _, _, request in local), hooks.waiting):
-        repaired = None if dry_run else repair_all(machine)
+    hosts = {session.host for _, session, _ in local}  # only these hosts' memory changes: only their locks
+    with machine.locked(max(request.deadline_s for _, _, request in local), hooks.waiting, hosts):
+        repaired = None if dry_run else repair_all(machine, only=machine.endpoints_on(hosts))
         previews = _plan_together(machine, local)
         refused = next((preview.refused for preview in previews.values() if preview.refused is not None), None)
         if refused is not None and not dry_run:
@@ -311,7 +312,8 @@ def _unload(
     result = UnloadResult()
     sessions = [machine.session(endpoint) for endpoint in work]
     timeout_s = deadline_s or max(s.endpoint.unload_timeout_s or DEFAULT_UNLOAD_TIMEOUT_S for s in sessions)
-    with machine.locked(timeout_s, hooks.waiting):
+    hosts = {session.host for session in sessions}
+    with machine.locked(timeout_s, hooks.waiting, hosts):
         for session in sessions:
             names = work[session.endpoint.name]
             if names is None and not include_pins:
@@ -334,7 +336,7 @@ def _unload(
                 for session in sessions
                 for name in work[session.endpoint.name] or []
             }
-            repaired = repair_all(machine, skip)
+            repaired = repair_all(machine, skip, only=machine.endpoints_on(hosts))
             result.reports[-1].steps.extend(repaired.steps)
             result.restored = repaired.repaired
     for name in result.still_pinned:
@@ -366,7 +368,7 @@ def repair(machine: Machine, endpoints: list[str] | None = None, *, hooks: Hooks
     if not any(spec.always_available for spec in machine.config.models.values()):
         return Repair()
     try:
-        with machine.locked(REPAIR_LOCK_TIMEOUT_S, hooks.waiting):
+        with machine.locked(REPAIR_LOCK_TIMEOUT_S, hooks.waiting, machine.hosts_of(endpoints)):
             return repair_all(machine, only=endpoints)
     except SourceprepError:
         return Repair()  # the status table reports each endpoint's own problem
@@ -391,7 +393,10 @@ def repair_lost_pins(config: Config, endpoints: list[str] | None, *, hooks: Hook
     """Put back every pin a server lost, where it fits beside what is loaded (nothing is evicted for it);
     a server that cannot be asked fails the command."""
     hooks = hooks or Hooks()
-    with open_machine(config, hooks=hooks) as machine, machine.locked(REPAIR_LOCK_TIMEOUT_S, hooks.waiting):
+    with (
+        open_machine(config, hooks=hooks) as machine,
+        machine.locked(REPAIR_LOCK_TIMEOUT_S, hooks.waiting, machine.hosts_of(endpoints)),
+    ):
         return PinRepair(repair_all(machine, only=endpoints, strict=True))
 
 
@@ -438,7 +443,7 @@ def _pin(
     if not session.provider.capabilities.can_pin:
         raise Unsupported(f"{session.provider.pin_advice(name)} (the config is unchanged)")
     trial = session.request(name, order.spec, context_length=order.context_length, deadline_s=order.deadline_s)
-    with machine.locked(trial.deadline_s, (hooks or Hooks()).waiting):
+    with machine.locked(trial.deadline_s, (hooks or Hooks()).waiting, [session.host]):
         plan, _, _ = session.plan(trial, session.loaded())
     if isinstance(plan, Refusal):
         raise DoesNotFit(plan.reason + " (not pinned; the config is unchanged)")
@@ -463,7 +468,7 @@ def _unpin(
     request = session.request(name, machine.config.models.get(key))
     if request.keep_alive is None:
         request = dataclasses.replace(request, keep_alive=UNPINNED_KEEP_ALIVE)
-    with machine.locked(request.deadline_s, (hooks or Hooks()).waiting):
+    with machine.locked(request.deadline_s, (hooks or Hooks()).waiting, [session.host]):
         # A finite keep_alive replaces the server's "forever" (ollama.md §3.2); no reload happens.
         if session.identity(name) in {session.identity(m.name) for m in session.loaded()}:
             machine.executor(session).restore([request], detail="keep-alive reset")

@@ -14,7 +14,7 @@ on that server. Both only read; the planner decides and the executor acts.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -406,13 +406,27 @@ class Machine:
         return Executor(here.provider, peers=peers, on_step=self._on_step, on_notice=self._on_notice)
 
     @contextlib.contextmanager
-    def locked(self, timeout_s: float, on_wait: LockWait | None = None) -> Iterator[None]:
-        """Every memory endpoint's swap lock, always in one order, so two processes never deadlock."""
+    def locked(
+        self, timeout_s: float, on_wait: LockWait | None = None, hosts: Iterable[str] | None = None
+    ) -> Iterator[None]:
+        """The swap lock of every memory endpoint on ``hosts`` (None: on every host), always in one order, so
+        two processes never deadlock. A swap changes one host's memory only (``plan``, ``executor``): its
+        host's servers serialise, another host's swap goes on at the same time."""
         from sourceprep_models.swap.locks import endpoints_lock
 
-        endpoints = [session.endpoint for session in self.memory_sessions()]
+        wanted = None if hosts is None else set(hosts)
+        endpoints = [s.endpoint for s in self.memory_sessions() if wanted is None or s.host in wanted]
         with endpoints_lock(endpoints, timeout_s=timeout_s, on_wait=on_wait):
             yield
+
+    def endpoints_on(self, hosts: Iterable[str]) -> list[str]:
+        """The memory endpoints on ``hosts``: a swap there holds their locks, so only they may be repaired."""
+        wanted = set(hosts)
+        return [session.endpoint.name for session in self.memory_sessions() if session.host in wanted]
+
+    def hosts_of(self, endpoints: Iterable[str] | None) -> set[str] | None:
+        """The hosts of ``endpoints`` (None: every host), whose locks a change to those servers takes."""
+        return None if endpoints is None else {self.session(name).host for name in endpoints}
 
     def note_unreachable(self, endpoint: str, message: str) -> None:
         self.unreachable.setdefault(endpoint, message)
