@@ -11,8 +11,12 @@ The load returns on the router's own "loaded" event (``/models/sse``) where the 
 the request round trips. Warm throughput is the file's size over the warm load, beside a plain read
 of the same file from the page cache (issue 13: at least 0.8x).
 
+The router's own settings decide most of a warm load (the warm-up decode; see benchmarks/README.md), and
+the tool cannot set them per load: ``--router-arg=--no-warmup`` (repeatable) starts the router as an
+operator who turned it off would.
+
 Needs the llama-server binary (scripts/install-llama-server) and the gguf package.
-    .venv/bin/python -m benchmarks.llamacpp_load [--rounds 5]
+    .venv/bin/python -m benchmarks.llamacpp_load [--rounds 5] [--router-arg=--no-warmup]
 """
 
 from __future__ import annotations
@@ -71,6 +75,7 @@ def summary(values: list[float]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--router-arg", action="append", default=[], help="an extra llama-server argument")
     args = parser.parse_args()
     with real_server_workdir("llamacpp-bench-") as (binary, work):
         models = work / "models"
@@ -81,7 +86,7 @@ def main() -> None:
             size = files[preset].stat().st_size
             print(f"generated m{preset}.gguf: {size:,} bytes in {time.perf_counter() - started:.1f} s")
         with llama_server(
-            binary, work, "--models-dir", str(models), "--models-max", "1", "--no-models-autoload"
+            binary, work, "--models-dir", str(models), "--models-max", "1", "--no-models-autoload", *args.router_arg
         ) as srv:
             provider = LlamaCppProvider(Endpoint(name="bench", kind="llamacpp", url=srv.url))
             print(f"dropping the whole page cache permitted: {pagecache.drop_all_caches()}")

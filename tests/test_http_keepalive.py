@@ -11,8 +11,8 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from sourceprep_models.errors import ServerError
-from sourceprep_models.providers._http import send
+from sourceprep_models.errors import ServerError, ServerUnreachable
+from sourceprep_models.providers._http import looking, send
 
 BODY = b'{"ok": true}'
 REPLY = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(BODY), BODY)
@@ -88,3 +88,13 @@ def test_a_post_on_such_a_connection_is_not_sent_again(server: DroppingServer) -
             _send(client, "POST", "/models/load")
 
     assert server.requests == [b"GET /models HTTP/1.1", b"POST /models/load HTTP/1.1"]
+
+
+def test_a_look_asks_once_even_on_such_a_connection(server: DroppingServer) -> None:
+    """status and doctor report what they saw rather than asking again (tests/test_status_hung.py)."""
+    with httpx.Client(base_url=f"http://127.0.0.1:{server.port}") as client:
+        _send(client, "GET", "/models")
+        with looking(1.0), pytest.raises(ServerUnreachable):
+            _send(client, "GET", "/models")
+
+    assert server.requests == [b"GET /models HTTP/1.1"] * 2

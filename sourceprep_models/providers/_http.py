@@ -82,12 +82,13 @@ def _request(
     closes after 5 s) can be picked from the pool just before the close reaches the client: the request
     then fails with "Server disconnected without sending a response" although the server is well, which
     happens to a process that waited for another one's swap lock. A GET changes nothing on the server, so
-    it is safe to send again on a fresh connection; a POST (a load, an unload) is never repeated."""
+    it is safe to send again on a fresh connection; a POST (a load, an unload) is never repeated, and
+    neither is a look (``status``, ``doctor``), which asks each server once and reports what it saw."""
     extra: dict[str, Any] = {} if timeout is None else {"timeout": timeout}
     try:
         return client.request(method, path, json=json, headers=headers, **extra)
     except httpx.RemoteProtocolError:
-        if method != "GET":
+        if method != "GET" or _LOOK_S.get() is not None:
             raise
     return client.request(method, path, json=json, headers=headers, **extra)
 
