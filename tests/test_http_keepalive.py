@@ -4,6 +4,7 @@ it is sent again on a fresh connection. A POST (a load, an unload) is never sent
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 from collections.abc import Iterator
@@ -23,21 +24,29 @@ class DroppingServer:
 
     def __init__(self) -> None:
         self.listener = socket.create_server(("127.0.0.1", 0))
+        # accept() wakes up to look at ``_stop``: a thread blocked in accept is not woken by a close from
+        # another thread, and would then outlive the test (and its descriptor number be reused).
+        self.listener.settimeout(0.05)
         self.port = self.listener.getsockname()[1]
         self.requests: list[bytes] = []  # the request line of every request that arrived
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
         self._thread = threading.Thread(target=self._serve, daemon=True)
         self._thread.start()
 
     def _serve(self) -> None:
-        while True:
+        while not self._stop.is_set():
             try:
                 connection, _ = self.listener.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._connection, args=(connection,), daemon=True).start()
+            except TimeoutError:
+                continue
+            connection.settimeout(5.0)  # a client that never sends cannot keep its thread past the test
+            thread = threading.Thread(target=self._connection, args=(connection,), daemon=True)
+            self._threads.append(thread)
+            thread.start()
 
     def _connection(self, connection: socket.socket) -> None:
-        with connection:
+        with connection, contextlib.suppress(OSError):
             for answered in (True, False):
                 head = b""
                 while b"\r\n\r\n" not in head:
@@ -51,6 +60,11 @@ class DroppingServer:
                 connection.sendall(REPLY)
 
     def close(self) -> None:
+        """Stop accepting, wait for every thread of the server, then close the listener."""
+        self._stop.set()
+        self._thread.join()
+        for thread in self._threads:
+            thread.join()
         self.listener.close()
 
 
