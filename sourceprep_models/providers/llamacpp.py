@@ -120,6 +120,7 @@ class LlamaCppProvider(HTTPEndpoint):
         # Each model's child process, by (port, model id), once found: a pipeline lists the router between every
         # two stages, and scanning every process of the machine for the children cost ~10 ms each time.
         self._children: dict[tuple[str | None, str], Any] = {}
+        self._router_env: tuple[dict[str, str] | None] | None = None  # read once: a scan of every process
 
     # -- facts about llama-server -------------------------------------------------------------
 
@@ -280,15 +281,15 @@ class LlamaCppProvider(HTTPEndpoint):
         return [candidate] if candidate.is_file() else []
 
     def direct_io(self, name: str, hardware: Mapping[str, Any]) -> str | None:
-        """``--load-mode dio`` in the model's arguments, or LLAMA_ARG_LOAD_MODE=dio in a local router's
-        environment (providers/load_mode.py); the hardware does not matter."""
+        """``--load-mode dio`` in the model's arguments or a local router's environment (load_mode.py)."""
         from sourceprep_models.providers.load_mode import direct_io_flag, router_environ
 
-        entry = self._find(name) if self.is_router() else None
-        if entry is None:
+        if not self.is_router():
             return None
-        environ = router_environ(port_of(self.endpoint.url)) if is_local(self.endpoint.url) else None
-        return direct_io_flag(entry.args, entry.preset, environ)
+        entry = self._find(name)
+        if self._router_env is None:  # a running router's environment does not change
+            self._router_env = (router_environ(port_of(self.endpoint.url)) if is_local(self.endpoint.url) else None,)
+        return direct_io_flag(entry.args, entry.preset, self._router_env[0])
 
     def gguf_metadata(self, name: str) -> GGUFMetadata | None:
         """The header of the GGUF the router will open, when that file is on this machine."""

@@ -6,6 +6,7 @@ the lines that fix it."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from sourceprep_models.config.schema import LOCAL_HOST
@@ -22,13 +23,13 @@ if TYPE_CHECKING:
 def remote_budgets(config: Config, endpoints: list[Endpoint], system: DoctorSystem) -> dict[str, Budget]:
     """The budget of each other machine among ``endpoints`` whose servers hold models (not cloud APIs): its
     ``[hosts]`` table's, else what all its servers report (as ``status`` plans with it, swap/residency.py)."""
-    hosts = {endpoint.host for endpoint in endpoints if endpoint.host != LOCAL_HOST and _holds_models(endpoint)}
+    hosts = {endpoint.host for endpoint in _remote_model_servers(endpoints)}
     budgets = {}
     for host in (name for name in config.hosts if name in hosts):  # config order
         spec = config.hosts[host]
         budget = host_budget(spec)
         if budget.total is None:
-            there = [e for e in config.endpoints.values() if e.host == host and _holds_models(e)]
+            there = [e for e in _remote_model_servers(config.endpoints.values()) if e.host == host]
             ceilings = {endpoint.name: _ceiling(endpoint, system) for endpoint in there}
             budget = reported_budget(ceilings, spec.headroom_bytes) or budget
         budgets[host] = budget
@@ -38,9 +39,10 @@ def remote_budgets(config: Config, endpoints: list[Endpoint], system: DoctorSyst
 def check_hosts(config: Config, endpoints: list[Endpoint], budgets: dict[str, Budget]) -> list[Check]:
     """One line per other machine among ``endpoints`` whose servers hold models, with its budget."""
     checks = []
+    servers_here = _remote_model_servers(endpoints)
     for host, budget in budgets.items():
         spec = config.hosts[host]
-        names = [endpoint.name for endpoint in endpoints if endpoint.host == host and _holds_models(endpoint)]
+        names = [endpoint.name for endpoint in servers_here if endpoint.host == host]
         servers = ", ".join(names)
         details = {"host": host, "budget_bytes": budget.total, "source": budget.source, "endpoints": names}
         if budget.total is None:
@@ -77,6 +79,11 @@ def _ceiling(endpoint: Endpoint, system: DoctorSystem) -> int | None:
             return system.provider(endpoint).memory_ceiling()
     except SourceprepError:
         return None
+
+
+def _remote_model_servers(endpoints: Iterable[Endpoint]) -> list[Endpoint]:
+    """The endpoints on other machines that hold models, in the order given."""
+    return [endpoint for endpoint in endpoints if endpoint.host != LOCAL_HOST and _holds_models(endpoint)]
 
 
 def _holds_models(endpoint: Endpoint) -> bool:
